@@ -1,0 +1,244 @@
+"""The connector contract: what the control plane asks of every external system.
+
+A connector is plain Python (no Django, no controlplane import). It receives a validated, non-secret
+config and the resolved secrets, and talks to exactly one external system. For every verb it supports it
+offers ``plan`` (what exactly will be touched, before anything is touched), ``execute`` (do it, using the
+action id as idempotency token) and ``verify`` (prove it worked). Checks are read-only and return
+``Findings``. Every error leaves as :class:`ConnectorError`, flagged transient or permanent, so the runner
+knows whether to retry. Every network call has a timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ConnectorError(Exception):
+    """An error talking to an external system.
+
+    ``transient`` errors (timeouts, connection refused, 5xx, lock timeouts) may succeed if retried with
+    backoff; permanent ones (bad credentials, missing object, invalid request) fail fast. The message is
+    written for the on-call engineer: it says what failed and, where possible, what to do about it. It
+    must never contain a secret.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+
+
+class Risk(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Touch(_Model):
+    """One thing a plan will touch: a view, a task instance, a partition, a table."""
+
+    kind: str
+    name: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Plan(_Model):
+    """The preview of a verb: exactly what will be touched, how much, what it locks and how risky it is.
+
+    ``requires_consent`` means the engineer must explicitly accept a side effect (for example that readers
+    block during a non-concurrent refresh) by passing the verb's consent parameter; the action service
+    refuses the request otherwise. ``counts`` feeds approval thresholds (task instances, partitions,
+    bytes).
+    """
+
+    summary: str
+    touches: list[Touch] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=dict)
+    estimated_bytes: int | None = None
+    locks: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    risk: Risk = Risk.LOW
+    requires_consent: bool = False
+    consent_reason: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Outcome(_Model):
+    """What ``execute`` did. ``details`` is what ``verify`` needs to compare before and after."""
+
+    summary: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    already_done: bool = False
+
+
+class Verification(_Model):
+    """The verdict of a verb's post-check. An action is succeeded only when ``ok`` is true."""
+
+    ok: bool
+    summary: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Findings(_Model):
+    """The result of a read-only check: a table of rows and a pass/fail against an expectation."""
+
+    passed: bool
+    summary: str
+    expectation: str = ""
+    columns: list[str] = Field(default_factory=list)
+    rows: list[list[Any]] = Field(default_factory=list)
+
+
+class HealthResult(_Model):
+    ok: bool
+    summary: str
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """The catalog target a verb or check acts on.
+
+    ``locator`` identifies the object in the external system (for Postgres ``{"schema", "name"}``). It
+    comes from the catalog, never from free text typed by a requester, and the connector still validates
+    it and quotes every identifier it composes into SQL.
+    """
+
+    key: str
+    kind: str
+    locator: Mapping[str, Any]
+
+
+@dataclass
+class ExecutionContext:
+    """What the runner hands to ``execute``: identity, logging, liveness and cancellation.
+
+    ``action_id`` is the idempotency token: the connector tags its side effects with it (run ids, query
+    tags, ledger rows) so that a re-delivered execution finds the effect already done instead of doing it
+    twice. ``log`` streams a line to the action's log; ``heartbeat`` extends the lease during long waits;
+    ``cancel_requested`` is polled by long operations.
+    """
+
+    action_id: str
+    attempt: int = 1
+    timeout_s: float = 600.0
+    log: Callable[[str], None] = field(default=lambda _line: None)
+    heartbeat: Callable[[], None] = field(default=lambda: None)
+    cancel_requested: Callable[[], bool] = field(default=lambda: False)
+
+
+P = TypeVar("P", bound=BaseModel)
+C = TypeVar("C", bound="Connector")
+
+
+class Verb(ABC, Generic[C, P]):
+    """A remediation verb offered by a connector (``refresh-mart``, ``clear``, ...).
+
+    Subclasses declare the verb ``name``, its pydantic ``params_model`` (the schema bots and forms read),
+    the ``target_kinds`` it applies to, and whether it is ``idempotent`` (safe for the reaper to re-queue
+    after a lost worker, given the action id as idempotency token).
+    """
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+    target_kinds: ClassVar[tuple[str, ...]]
+    idempotent: ClassVar[bool] = True
+    description: ClassVar[str] = ""
+
+    def __init__(self, connector: C) -> None:
+        self.connector = connector
+
+    @abstractmethod
+    def plan(self, target: TargetRef, params: P) -> Plan:
+        """Read-only: describe exactly what ``execute`` would touch. Must not change anything."""
+
+    @abstractmethod
+    def execute(self, target: TargetRef, params: P, ctx: ExecutionContext) -> Outcome:
+        """Do the work once per ``ctx.action_id``; a repeat with the same id must not repeat the effect."""
+
+    @abstractmethod
+    def verify(self, target: TargetRef, params: P, outcome: Outcome) -> Verification:
+        """Prove the effect: read the external system back and compare with what ``execute`` reported."""
+
+
+class Check(ABC, Generic[C, P]):
+    """A read-only diagnostic (freshness, blocking queries, row counts ...) returning ``Findings``."""
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+    target_kinds: ClassVar[tuple[str, ...]]
+    description: ClassVar[str] = ""
+
+    def __init__(self, connector: C) -> None:
+        self.connector = connector
+
+    @abstractmethod
+    def run(self, target: TargetRef, params: P) -> Findings:
+        """Run the check; never change the external system."""
+
+
+class Connector(ABC):
+    """One external system kind. Subclasses set ``kind``, ``config_model``, ``secret_names``, ``verbs``
+    and ``checks``; instances are cheap, built per use from a Connection's config and resolved secrets.
+    """
+
+    kind: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]]
+    secret_names: ClassVar[tuple[str, ...]] = ()
+    verbs: ClassVar[tuple[type[Verb[Any, Any]], ...]] = ()
+    checks: ClassVar[tuple[type[Check[Any, Any]], ...]] = ()
+    target_kinds: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: BaseModel, secrets: Mapping[str, str]) -> None:
+        self.config = config
+        self.secrets = dict(secrets)
+
+    @classmethod
+    def validate_config(cls, raw: Mapping[str, Any]) -> BaseModel:
+        """Validate a non-secret config mapping; raises pydantic.ValidationError with field messages."""
+        return cls.config_model.model_validate(dict(raw))
+
+    @classmethod
+    def validate_locator(cls, kind: str, locator: Mapping[str, Any]) -> None:
+        """Raise ValueError if ``locator`` cannot identify a ``kind`` target in this system. Connectors with
+        structured locators override this (the catalog calls it before saving a target)."""
+        if cls.target_kinds and kind not in cls.target_kinds:
+            raise ValueError(f"{cls.kind} offers target kinds {list(cls.target_kinds)}, not {kind!r}")
+
+    @classmethod
+    def verb_class(cls, name: str) -> type[Verb[Any, Any]] | None:
+        return next((v for v in cls.verbs if v.name == name), None)
+
+    @classmethod
+    def check_class(cls, name: str) -> type[Check[Any, Any]] | None:
+        return next((c for c in cls.checks if c.name == name), None)
+
+    def verb(self, name: str) -> Verb[Any, Any]:
+        verb_cls = self.verb_class(name)
+        if verb_cls is None:
+            raise ConnectorError(f"{self.kind} connector has no verb {name!r}")
+        return verb_cls(self)
+
+    def check(self, name: str) -> Check[Any, Any]:
+        check_cls = self.check_class(name)
+        if check_cls is None:
+            raise ConnectorError(f"{self.kind} connector has no check {name!r}")
+        return check_cls(self)
+
+    @abstractmethod
+    def health(self) -> HealthResult:
+        """Cheap round trip proving the config and secrets work (with a short timeout)."""
+
+    def metadata(self, what: str, **filters: Any) -> list[dict[str, Any]]:
+        """Choices for pickers (views, DAGs, tasks ...). Connectors override for what they can list."""
+        raise ConnectorError(f"{self.kind} connector cannot list {what!r}")

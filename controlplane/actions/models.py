@@ -1,0 +1,153 @@
+"""Actions: one remediation verb on one catalog target, from request to verified outcome."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from controlplane.audit.context import Channel
+from controlplane.catalog.models import Environment, Target
+from controlplane.incidents.models import Incident
+
+
+class ActionState(models.TextChoices):
+    AWAITING_APPROVAL = "awaiting_approval"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+# While an action is in one of these states no other action may be active on its target. The database
+# enforces it with a partial unique index, so concurrent requests cannot both pass a count-then-insert.
+ACTIVE_STATES = (ActionState.AWAITING_APPROVAL, ActionState.QUEUED, ActionState.RUNNING)
+TERMINAL_STATES = (
+    ActionState.SUCCEEDED,
+    ActionState.FAILED,
+    ActionState.CANCELLED,
+    ActionState.REJECTED,
+    ActionState.NEEDS_ATTENTION,
+)
+
+
+class ActionRun(models.Model):
+    """One requested verb on one target.
+
+    Lifecycle: ``awaiting_approval`` (protected environment or risky plan) -> ``queued`` -> ``running``
+    (claimed by exactly one worker with a conditional UPDATE; the lease is renewed by heartbeats) ->
+    ``succeeded`` only when verified, else ``failed``. ``cancelled``, ``rejected`` and
+    ``needs_attention`` (lease lost on a non-idempotent verb, or attempts exhausted) are terminal too.
+    The id doubles as the idempotency token passed to the connector.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    verb = models.CharField(max_length=40)
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="actions")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="actions")
+    params = models.JSONField(default=dict)
+    reason = models.TextField()
+    channel = models.CharField(max_length=16, choices=Channel.CHOICES)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="actions")
+    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (NULL = no key, outside the unique constraint)
+    request_fingerprint = models.CharField(max_length=64)
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
+
+    plan = models.JSONField(default=dict)
+    risk = models.CharField(max_length=16, default="low")
+    requires_approval = models.BooleanField(default=False)
+    idempotent = models.BooleanField(default=True)
+
+    state = models.CharField(max_length=24, choices=ActionState.choices, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.JSONField(null=True, blank=True)
+    verification = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target"],
+                condition=models.Q(state__in=ACTIVE_STATES),
+                name="one_active_action_per_target",
+            ),
+            models.UniqueConstraint(
+                fields=["requested_by", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_requester",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "lease_expires_at"], name="action_lease_idx"),
+            models.Index(fields=["target", "-requested_at"], name="action_target_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.target.key if self.target_id else '?'} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def short_id(self) -> str:
+        return str(self.id)[:8]
+
+    def audit_state(self) -> dict[str, object]:
+        return {"state": self.state, "attempts": self.attempts}
+
+
+class ActionLogLine(models.Model):
+    """One line of an action's log: a table of its own, never a growing JSON column."""
+
+    action = models.ForeignKey(ActionRun, on_delete=models.CASCADE, related_name="log_lines")
+    at = models.DateTimeField(auto_now_add=True)
+    attempt = models.PositiveIntegerField(default=0)
+    level = models.CharField(max_length=8, default="info")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["action", "id"], name="action_log_idx")]
+
+    def __str__(self) -> str:
+        return self.message[:80]
+
+
+class Approval(models.Model):
+    """A second person's decision on an action. Nobody decides on their own action."""
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    action = models.ForeignKey(ActionRun, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="approvals")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    channel = models.CharField(max_length=16, choices=Channel.CHOICES)
+    decided_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["decided_at"]
+        constraints = [models.UniqueConstraint(fields=["action", "approver"], name="one_decision_per_approver")]
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.approver}"

@@ -1,0 +1,85 @@
+"""Who may do what: roles, protected environments, risk thresholds and the two-person rule.
+
+Roles are Django groups named after them (viewer < responder < approver < admin); a superuser is an
+admin. API tokens narrow a user's role by scopes; they never widen it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from connectors.base import Plan, Risk
+from controlplane.errors import Forbidden
+
+if TYPE_CHECKING:
+    from controlplane.actions.models import ActionRun
+    from controlplane.catalog.models import Environment
+
+ROLES = ("viewer", "responder", "approver", "admin")
+_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
+_RISK_RANK = {Risk.LOW: 1, Risk.MEDIUM: 2, Risk.HIGH: 3}
+
+
+class PolicyError(Forbidden):
+    """The actor may not do this. ``message`` says why, in words for the person refused."""
+
+
+def role_of(user: Any) -> str | None:
+    """The highest role the user holds, or None."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    if getattr(user, "is_superuser", False):
+        return "admin"
+    cached: str | None = getattr(user, "_controlplane_role", "")
+    if cached != "":
+        return cached
+    names = set(user.groups.values_list("name", flat=True))
+    held = [r for r in ROLES if r in names]
+    role = max(held, key=_RANK.__getitem__) if held else None
+    user._controlplane_role = role
+    return role
+
+
+def has_role(user: Any, minimum: str) -> bool:
+    role = role_of(user)
+    return role is not None and _RANK[role] >= _RANK[minimum]
+
+
+def require_role(user: Any, minimum: str, doing: str) -> None:
+    if not has_role(user, minimum):
+        held = role_of(user) or "no role"
+        raise PolicyError(f"{doing} needs the {minimum} role or higher; you have {held}")
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    required: bool
+    reason: str
+
+
+def approval_needed(*, environment: Environment, plan: Plan) -> ApprovalDecision:
+    """Protected environments and plans at or above the configured risk need a second person."""
+    if environment.protected:
+        return ApprovalDecision(True, f"{environment.name} is a protected environment")
+    threshold = Risk(settings.CONTROLPLANE["APPROVAL_RISK"])
+    if _RISK_RANK[plan.risk] >= _RISK_RANK[threshold]:
+        return ApprovalDecision(True, f"the plan's risk is {plan.risk.value}")
+    return ApprovalDecision(False, "")
+
+
+def check_can_decide(user: Any, action: ActionRun) -> None:
+    """An approver or admin, and never the requester: the two-person rule has no exception."""
+    require_role(user, "approver", "approving or rejecting an action")
+    if action.requested_by_id == user.pk:
+        raise PolicyError("you requested this action; a different person must approve or reject it")
+
+
+def check_can_cancel(user: Any, action: ActionRun) -> None:
+    """The requester (a responder at least) or any approver may cancel."""
+    if action.requested_by_id == user.pk:
+        require_role(user, "responder", "cancelling an action")
+    else:
+        require_role(user, "approver", "cancelling someone else's action")

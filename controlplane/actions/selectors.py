@@ -1,0 +1,51 @@
+"""Reads of actions, shaped for lists and detail pages with a constant number of queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+
+from controlplane.actions.models import ActionRun, ActionState, Approval
+from controlplane.errors import InvalidInput, NotFound
+
+_FILTERS = {
+    "state": "state",
+    "verb": "verb",
+    "target": "target__key",
+    "environment": "environment__name",
+    "requested_by": "requested_by__username",
+    "channel": "channel",
+    "incident": "incident_id",
+}
+
+
+def action_list(filters: Mapping[str, Any] | None = None) -> QuerySet[ActionRun]:
+    """Actions newest first, filtered by exact values of ``state``, ``verb``, ``target`` ..."""
+    qs = ActionRun.objects.select_related("target", "environment", "requested_by")
+    for name, value in (filters or {}).items():
+        if name not in _FILTERS or value in (None, ""):
+            continue
+        if name == "state" and value not in ActionState.values:
+            raise InvalidInput(f"unknown state {value!r}; states are {ActionState.values}")
+        qs = qs.filter(**{_FILTERS[name]: value})
+    return qs.order_by("-requested_at")
+
+
+def action_get(action_id: Any) -> ActionRun:
+    """One action with target, environment, requester and approvals loaded."""
+    action = (
+        ActionRun.objects.select_related("target__connection__environment", "environment", "requested_by")
+        .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
+        .filter(id=action_id)
+        .first()
+    )
+    if action is None:
+        raise NotFound(f"no action {action_id}")
+    return action
+
+
+def awaiting_approval_for(user: Any) -> QuerySet[ActionRun]:
+    """Actions waiting for a decision that ``user`` may give (not their own)."""
+    return action_list({"state": ActionState.AWAITING_APPROVAL}).exclude(requested_by_id=user.pk)

@@ -1,0 +1,366 @@
+"""The action path: request, approve, reject, cancel. One path for every channel.
+
+Web views, DRF views, Slack handlers and the runbook runner all call these functions; none of them knows
+which interface called. Every state change writes its AuditEvent in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from pydantic import BaseModel, ValidationError
+
+from connectors.base import ConnectorError, Plan, TargetRef, Verb
+from connectors.registry import get_connector_class
+from controlplane.actions import policy
+from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, Approval
+from controlplane.audit import context
+from controlplane.audit.services import audit_record, canonical_json
+from controlplane.catalog.models import Target
+from controlplane.catalog.services import connector_for, pydantic_message
+from controlplane.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, Unavailable
+
+if TYPE_CHECKING:
+    from controlplane.incidents.models import Incident
+
+# The authenticated person (or bot's user) acting: request.user from any interface.
+User = Any
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 2000
+
+
+@dataclass(frozen=True)
+class ActionRequestResult:
+    action: ActionRun
+    created: bool
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A validated request: the catalog target, the verb, typed params and the computed plan."""
+
+    target: Target
+    verb: Verb[Any, Any]
+    params: BaseModel
+    plan: Plan
+
+
+def request_fingerprint(*, verb: str, target_key: str, params: dict[str, Any], reason: str) -> str:
+    body = {"verb": verb, "target": target_key, "params": params, "reason": reason}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def target_ref(target: Target) -> TargetRef:
+    return TargetRef(key=target.key, kind=target.kind, locator=dict(target.locator))
+
+
+def _get_target(target_key: str) -> Target:
+    if not isinstance(target_key, str) or not target_key:
+        raise InvalidInput("'target' must be a catalog target key")
+    target = Target.objects.select_related("connection__environment").filter(key=target_key).first()
+    if target is None:
+        raise NotFound(f"no catalog target with key {target_key!r}")
+    return target
+
+
+def _verb_for(target: Target, verb_name: str) -> Verb[Any, Any]:
+    connector_cls = get_connector_class(target.connection.kind)
+    verb_cls = connector_cls.verb_class(verb_name) if isinstance(verb_name, str) else None
+    offered = [v.name for v in connector_cls.verbs if target.kind in v.target_kinds]
+    if verb_cls is None or target.kind not in verb_cls.target_kinds:
+        raise InvalidInput(
+            f"target {target.key} ({target.kind}) does not offer verb {verb_name!r}; it offers {offered}",
+            details={"offered_verbs": offered},
+        )
+    return verb_cls(connector_for(target.connection))
+
+
+def _validate_params(verb: Verb[Any, Any], params: Any) -> BaseModel:
+    if not isinstance(params, dict):
+        raise InvalidInput("'params' must be a JSON object")
+    try:
+        return verb.params_model.model_validate(params)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        raise InvalidInput(
+            f"invalid params for {verb.name}: {pydantic_message(exc)}", details={"errors": errors}
+        ) from None
+
+
+def _plan(verb: Verb[Any, Any], target: Target, params: BaseModel) -> Plan:
+    try:
+        return verb.plan(target_ref(target), params)
+    except ConnectorError as exc:
+        if exc.transient:
+            raise Unavailable(
+                f"could not compute the plan, {target.connection.name} did not answer: {exc.message}"
+            ) from None
+        raise InvalidInput(f"cannot plan {verb.name} on {target.key}: {exc.message}") from None
+
+
+def action_prepare(*, actor: User, verb: str, target_key: str, params: Any) -> PreparedRequest:
+    """Validate a request and compute its plan without writing anything (the Preview button)."""
+    policy.require_role(actor, "viewer", "previewing an action")
+    target = _get_target(target_key)
+    verb_obj = _verb_for(target, verb)
+    typed = _validate_params(verb_obj, params)
+    return PreparedRequest(target=target, verb=verb_obj, params=typed, plan=_plan(verb_obj, target, typed))
+
+
+def _active_conflict(target: Target) -> Conflict:
+    active = ActionRun.objects.filter(target=target, state__in=ACTIVE_STATES).select_related("requested_by").first()
+    if active is None:  # it finished between the failed insert and this read
+        return Conflict(f"another action on {target.key} was active; try again")
+    return Conflict(
+        f"action {active.id} ({active.verb}, {active.state}, requested by {active.requested_by}) is already "
+        f"active on {target.key}; wait for it or cancel it",
+        details={"active_action": str(active.id), "state": active.state, "verb": active.verb},
+    )
+
+
+def _existing_for_key(actor: User, key: str, fingerprint: str) -> ActionRun | None:
+    existing = ActionRun.objects.filter(requested_by_id=actor.pk, idempotency_key=key).first()
+    if existing is not None and existing.request_fingerprint != fingerprint:
+        raise IdempotencyMismatch(
+            f"Idempotency-Key {key!r} was already used for a different request (action {existing.id})",
+            details={"action": str(existing.id)},
+        )
+    return existing
+
+
+def action_request(
+    *,
+    actor: User,
+    verb: str,
+    target_key: str,
+    params: Any,
+    reason: str,
+    idempotency_key: str | None = None,
+    incident: Incident | None = None,
+) -> ActionRequestResult:
+    """Request an action: validate, plan, apply policy, then write the action and its audit events in one
+    transaction and dispatch it on commit (or leave it awaiting approval).
+
+    Same idempotency key and same body returns the earlier action (``created`` False); the same key with
+    another body is an IdempotencyMismatch; an active action on the target is a Conflict naming it.
+    """
+    policy.require_role(actor, "responder", "requesting an action")
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("'reason' is required: say why this action is needed (it goes into the audit trail)")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"'reason' is longer than {MAX_REASON} characters")
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
+        raise InvalidInput("Idempotency-Key must be 1 to 200 characters")
+    params = params if params is not None else {}
+    fingerprint = request_fingerprint(verb=verb, target_key=target_key, params=params, reason=reason)
+    if idempotency_key:
+        existing = _existing_for_key(actor, idempotency_key, fingerprint)
+        if existing is not None:
+            return ActionRequestResult(existing, created=False)
+
+    prepared = action_prepare(actor=actor, verb=verb, target_key=target_key, params=params)
+    plan = prepared.plan
+    if plan.requires_consent:
+        raise InvalidInput(
+            f"this {verb} needs explicit consent: {plan.consent_reason}",
+            details={"plan": plan.model_dump(mode="json"), "consent_required": True},
+        )
+    target = prepared.target
+    if ActionRun.objects.filter(target=target, state__in=ACTIVE_STATES).exists():
+        raise _active_conflict(target)
+
+    approval = policy.approval_needed(environment=target.environment, plan=plan)
+    ctx = context.current()
+    now = timezone.now()
+    action = ActionRun(
+        verb=verb,
+        target=target,
+        environment=target.environment,
+        params=prepared.params.model_dump(mode="json"),
+        reason=reason.strip(),
+        channel=ctx.channel,
+        requested_by_id=actor.pk,
+        request_id=ctx.request_id,
+        idempotency_key=idempotency_key or None,
+        request_fingerprint=fingerprint,
+        incident=incident,
+        plan=plan.model_dump(mode="json"),
+        risk=plan.risk.value,
+        requires_approval=approval.required,
+        idempotent=prepared.verb.idempotent,
+        state=ActionState.AWAITING_APPROVAL if approval.required else ActionState.QUEUED,
+        max_attempts=settings.CONTROLPLANE["MAX_ATTEMPTS"],
+        queued_at=None if approval.required else now,
+        dispatched_at=None if approval.required else now,
+    )
+    try:
+        with transaction.atomic():
+            action.save(force_insert=True)
+            audit_record(
+                event="action.requested",
+                obj=action,
+                after={
+                    "verb": verb,
+                    "target": target.key,
+                    "params": action.params,
+                    "environment": target.environment.name,
+                },
+                reason=action.reason,
+            )
+            audit_record(
+                event="action.planned",
+                obj=action,
+                after={
+                    "summary": plan.summary,
+                    "risk": plan.risk.value,
+                    "counts": plan.counts,
+                    "approval_required": approval.required,
+                    "approval_reason": approval.reason,
+                    "state": action.state,
+                },
+            )
+            if not approval.required:
+                _dispatch_on_commit(action)
+    except IntegrityError:
+        if idempotency_key:
+            existing = _existing_for_key(actor, idempotency_key, fingerprint)
+            if existing is not None:
+                return ActionRequestResult(existing, created=False)
+        raise _active_conflict(target) from None
+    return ActionRequestResult(action, created=True)
+
+
+def _dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:
+    action_id = str(action.id)
+
+    def send() -> None:
+        from controlplane.actions.tasks import execute_action
+
+        try:
+            execute_action.apply_async(args=(action_id,), countdown=countdown)
+        except Exception:
+            # The row says queued with dispatched_at set: the reaper dispatches it again after the grace
+            # period, so a broker outage delays the action instead of losing it.
+            log.exception("could not dispatch action %s; the reaper will retry", action_id)
+
+    transaction.on_commit(send)
+
+
+def _locked(action_id: Any) -> ActionRun:
+    action = ActionRun.objects.select_for_update().filter(id=action_id).first()
+    if action is None:
+        raise NotFound(f"no action {action_id}")
+    return action
+
+
+def action_approve(*, actor: User, action_id: Any, comment: str = "") -> ActionRun:
+    """A different approver lets an awaiting action run; it is queued and dispatched on commit."""
+    with transaction.atomic():
+        action = _locked(action_id)
+        policy.check_can_decide(actor, action)
+        if action.state != ActionState.AWAITING_APPROVAL:
+            raise Conflict(f"action {action.id} is {action.state}; only an action awaiting approval can be approved")
+        Approval.objects.create(
+            action=action,
+            approver_id=actor.pk,
+            decision=Approval.Decision.APPROVED,
+            comment=comment,
+            channel=context.current().channel,
+        )
+        now = timezone.now()
+        action.state, action.queued_at, action.dispatched_at = ActionState.QUEUED, now, now
+        action.save(update_fields=["state", "queued_at", "dispatched_at"])
+        audit_record(
+            event="action.approved",
+            obj=action,
+            before={"state": "awaiting_approval"},
+            after={"state": action.state},
+            reason=comment,
+        )
+        _dispatch_on_commit(action)
+    return action
+
+
+def action_reject(*, actor: User, action_id: Any, comment: str = "") -> ActionRun:
+    """A different approver refuses an awaiting action; it ends as rejected."""
+    with transaction.atomic():
+        action = _locked(action_id)
+        policy.check_can_decide(actor, action)
+        if action.state != ActionState.AWAITING_APPROVAL:
+            raise Conflict(f"action {action.id} is {action.state}; only an action awaiting approval can be rejected")
+        Approval.objects.create(
+            action=action,
+            approver_id=actor.pk,
+            decision=Approval.Decision.REJECTED,
+            comment=comment,
+            channel=context.current().channel,
+        )
+        action.state, action.finished_at = ActionState.REJECTED, timezone.now()
+        action.save(update_fields=["state", "finished_at"])
+        audit_record(
+            event="action.rejected",
+            obj=action,
+            before={"state": "awaiting_approval"},
+            after={"state": action.state},
+            reason=comment,
+        )
+    return action
+
+
+def action_cancel(*, actor: User, action_id: Any, reason: str = "") -> ActionRun:
+    """Cancel a waiting or queued action at once; ask a running one to stop (the worker honours it at its
+    next heartbeat if the connector can stop, otherwise the effect completes and is verified)."""
+    with transaction.atomic():
+        action = _locked(action_id)
+        policy.check_can_cancel(actor, action)
+        before = {"state": action.state}
+        if action.state in (ActionState.AWAITING_APPROVAL, ActionState.QUEUED):
+            action.state, action.finished_at = ActionState.CANCELLED, timezone.now()
+            action.save(update_fields=["state", "finished_at"])
+            audit_record(
+                event="action.cancelled",
+                obj=action,
+                before=before,
+                after={"state": action.state},
+                reason=reason,
+            )
+        elif action.state == ActionState.RUNNING:
+            if not action.cancel_requested:
+                action.cancel_requested = True
+                action.save(update_fields=["cancel_requested"])
+                audit_record(
+                    event="action.cancel_requested",
+                    obj=action,
+                    before=before,
+                    after={"state": action.state, "cancel_requested": True},
+                    reason=reason,
+                )
+        else:
+            raise Conflict(f"action {action.id} already ended as {action.state}")
+    return action
+
+
+def redispatch_due(now: Any, grace: timedelta) -> list[str]:
+    """Queued actions whose dispatch is older than ``grace`` (the broker lost them): dispatch again."""
+    ids: list[str] = []
+    stale = (
+        ActionRun.objects.select_for_update(skip_locked=True)
+        .filter(state=ActionState.QUEUED, dispatched_at__lt=now - grace)
+        .exclude(not_before__gt=now - grace)
+    )
+    for action in stale[:500]:
+        action.dispatched_at = now
+        action.save(update_fields=["dispatched_at"])
+        audit_record(event="action.redispatched", obj=action, after={"state": action.state})
+        _dispatch_on_commit(action)
+        ids.append(str(action.id))
+    return ids

@@ -1,0 +1,189 @@
+"""Shapes of the API's requests and responses (also the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from connectors.registry import get_connector_class
+from controlplane.actions.models import ActionLogLine, ActionRun, Approval
+from controlplane.audit.models import AuditEvent
+from controlplane.catalog.models import Target
+
+LOG_TAIL = 50
+
+
+class StrictSerializer(serializers.Serializer[Any]):
+    """Refuses unknown fields, so a typo in a bot's payload is an error instead of silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("the body must be a JSON object")
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: "unknown field" for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ActionRequestSerializer(StrictSerializer):
+    verb = serializers.CharField(max_length=40)
+    target = serializers.CharField(max_length=200)
+    params = serializers.DictField(required=False, default=dict)
+    reason = serializers.CharField(max_length=2000)
+
+
+class ActionPreviewSerializer(StrictSerializer):
+    verb = serializers.CharField(max_length=40)
+    target = serializers.CharField(max_length=200)
+    params = serializers.DictField(required=False, default=dict)
+
+
+class DecisionSerializer(StrictSerializer):
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class CancelSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class ApprovalSerializer(serializers.ModelSerializer[Approval]):
+    approver = serializers.CharField(source="approver.get_username")
+
+    class Meta:
+        model = Approval
+        fields = ["approver", "decision", "comment", "channel", "decided_at"]
+
+
+class LogLineSerializer(serializers.ModelSerializer[ActionLogLine]):
+    class Meta:
+        model = ActionLogLine
+        fields = ["id", "at", "attempt", "level", "message"]
+
+
+class ActionSummarySerializer(serializers.ModelSerializer[ActionRun]):
+    target = serializers.CharField(source="target.key")
+    environment = serializers.CharField(source="environment.name")
+    requested_by = serializers.CharField(source="requested_by.get_username")
+
+    class Meta:
+        model = ActionRun
+        fields = [
+            "id",
+            "verb",
+            "target",
+            "environment",
+            "state",
+            "risk",
+            "requires_approval",
+            "channel",
+            "requested_by",
+            "requested_at",
+            "reason",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "error",
+        ]
+
+
+class ActionDetailSerializer(ActionSummarySerializer):
+    approvals = ApprovalSerializer(many=True, read_only=True)
+    log = serializers.SerializerMethodField()
+
+    class Meta(ActionSummarySerializer.Meta):
+        fields = [
+            *ActionSummarySerializer.Meta.fields,
+            "params",
+            "plan",
+            "approvals",
+            "outcome",
+            "verification",
+            "cancel_requested",
+            "max_attempts",
+            "queued_at",
+            "heartbeat_at",
+            "lease_expires_at",
+            "worker",
+            "request_id",
+            "log",
+        ]
+
+    def get_log(self, action: ActionRun) -> list[dict[str, Any]]:
+        lines = list(action.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
+        return LogLineSerializer(lines, many=True).data  # type: ignore[return-value]
+
+
+class TargetSummarySerializer(serializers.ModelSerializer[Target]):
+    connection = serializers.CharField(source="connection.name")
+    connector = serializers.CharField(source="connection.kind")
+    environment = serializers.CharField(source="connection.environment.name")
+    protected = serializers.BooleanField(source="connection.environment.protected")
+    pipeline = serializers.CharField(source="pipeline.name", default=None)
+
+    class Meta:
+        model = Target
+        fields = [
+            "key",
+            "kind",
+            "display_name",
+            "connection",
+            "connector",
+            "environment",
+            "protected",
+            "pipeline",
+        ]
+
+
+class TargetDetailSerializer(TargetSummarySerializer):
+    verbs = serializers.SerializerMethodField()
+    checks = serializers.SerializerMethodField()
+
+    class Meta(TargetSummarySerializer.Meta):
+        fields = [*TargetSummarySerializer.Meta.fields, "description", "locator", "verbs", "checks"]
+
+    def get_verbs(self, target: Target) -> list[dict[str, Any]]:
+        cls = get_connector_class(target.connection.kind)
+        return [
+            {
+                "name": v.name,
+                "description": v.description,
+                "idempotent": v.idempotent,
+                "params_schema": v.params_model.model_json_schema(),
+            }
+            for v in cls.verbs
+            if target.kind in v.target_kinds
+        ]
+
+    def get_checks(self, target: Target) -> list[dict[str, Any]]:
+        cls = get_connector_class(target.connection.kind)
+        return [
+            {
+                "name": c.name,
+                "description": c.description,
+                "params_schema": c.params_model.model_json_schema(),
+            }
+            for c in cls.checks
+            if target.kind in c.target_kinds
+        ]
+
+
+class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "seq",
+            "at",
+            "actor_name",
+            "channel",
+            "request_id",
+            "event",
+            "object_type",
+            "object_id",
+            "object_repr",
+            "before",
+            "after",
+            "reason",
+            "prev_hash",
+            "hash",
+        ]

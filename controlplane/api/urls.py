@@ -1,0 +1,17 @@
+from django.urls import path
+
+from controlplane.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("targets", views.TargetList.as_view(), name="targets"),
+    path("targets/<str:key>", views.TargetDetail.as_view(), name="target"),
+    path("actions", views.ActionCollection.as_view(), name="actions"),
+    path("actions/preview", views.ActionPreview.as_view(), name="action-preview"),
+    path("actions/<uuid:action_id>", views.ActionDetail.as_view(), name="action"),
+    path("actions/<uuid:action_id>/approve", views.ActionApprove.as_view(), name="action-approve"),
+    path("actions/<uuid:action_id>/reject", views.ActionReject.as_view(), name="action-reject"),
+    path("actions/<uuid:action_id>/cancel", views.ActionCancel.as_view(), name="action-cancel"),
+    path("audit", views.AuditList.as_view(), name="audit"),
+]

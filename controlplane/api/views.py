@@ -1,0 +1,212 @@
+"""REST API v1: thin views that parse, call one service or selector, and render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import pagination, status
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.actions import selectors as action_selectors
+from controlplane.actions import services as action_services
+from controlplane.api import serializers as s
+from controlplane.audit.selectors import audit_list
+from controlplane.catalog.models import Target
+from controlplane.errors import InvalidInput, NotFound
+
+
+class Cursor(pagination.CursorPagination):
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
+class ActionCursor(Cursor):
+    ordering = "-requested_at"
+
+
+class AuditCursor(Cursor):
+    ordering = "-seq"
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 200):
+        raise InvalidInput("Idempotency-Key must be 1 to 200 characters")
+    return key
+
+
+def _valid(serializer_cls: type[s.StrictSerializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_cls(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class TargetList(ListAPIView[Target]):
+    """Catalog targets; filter with ``?kind=`` and ``?environment=``."""
+
+    required_scopes = {"GET": "catalog:read"}
+    serializer_class = s.TargetSummarySerializer
+    pagination_class = None
+
+    def get_queryset(self) -> Any:
+        qs = Target.objects.select_related("connection__environment", "pipeline")
+        if kind := self.request.query_params.get("kind"):
+            qs = qs.filter(kind=kind)
+        if env := self.request.query_params.get("environment"):
+            qs = qs.filter(connection__environment__name=env)
+        return qs
+
+
+class TargetDetail(APIView):
+    """A target with the verbs and checks it offers and each one's params JSON schema."""
+
+    required_scopes = {"GET": "catalog:read"}
+
+    @extend_schema(responses=s.TargetDetailSerializer)
+    def get(self, request: Request, key: str) -> Response:
+        target = Target.objects.select_related("connection__environment", "pipeline").filter(key=key).first()
+        if target is None:
+            raise NotFound(f"no catalog target with key {key!r}")
+        return Response(s.TargetDetailSerializer(target).data)
+
+
+class ActionCollection(ListAPIView[Any]):
+    """List actions (``?state= &verb= &target= &environment= &requested_by=``) or request one."""
+
+    required_scopes = {"GET": "actions:read", "POST": "actions:write"}
+    serializer_class = s.ActionSummarySerializer
+    pagination_class = ActionCursor
+
+    def get_queryset(self) -> Any:
+        return action_selectors.action_list(self.request.query_params)
+
+    @extend_schema(
+        request=s.ActionRequestSerializer,
+        responses={202: s.ActionDetailSerializer, 200: s.ActionDetailSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.ActionRequestSerializer, request.data)
+        result = action_services.action_request(
+            actor=request.user,
+            verb=data["verb"],
+            target_key=data["target"],
+            params=data["params"],
+            reason=data["reason"],
+            idempotency_key=_idempotency_key(request),
+        )
+        action = action_selectors.action_get(result.action.id)
+        code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
+        return Response(s.ActionDetailSerializer(action).data, status=code)
+
+
+class ActionPreview(APIView):
+    """The plan a request would get, without creating anything."""
+
+    required_scopes = {"POST": "actions:write"}
+
+    @extend_schema(request=s.ActionPreviewSerializer, responses={200: dict})
+    def post(self, request: Request) -> Response:
+        data = _valid(s.ActionPreviewSerializer, request.data)
+        prepared = action_services.action_prepare(
+            actor=request.user, verb=data["verb"], target_key=data["target"], params=data["params"]
+        )
+        return Response(
+            {
+                "target": prepared.target.key,
+                "verb": data["verb"],
+                "params": prepared.params.model_dump(mode="json"),
+                "plan": prepared.plan.model_dump(mode="json"),
+            }
+        )
+
+
+class ActionDetail(APIView):
+    required_scopes = {"GET": "actions:read"}
+
+    @extend_schema(responses=s.ActionDetailSerializer)
+    def get(self, request: Request, action_id: str) -> Response:
+        return Response(s.ActionDetailSerializer(action_selectors.action_get(action_id)).data)
+
+
+class _ActionCommand(APIView):
+    serializer: type[s.StrictSerializer] = s.DecisionSerializer
+
+    def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def post(self, request: Request, action_id: str) -> Response:
+        data = _valid(self.serializer, request.data or {})
+        action_selectors.action_get(action_id)  # 404 before policy for unknown ids
+        self.run(request, action_id, data)
+        return Response(s.ActionDetailSerializer(action_selectors.action_get(action_id)).data)
+
+
+@extend_schema(request=s.DecisionSerializer, responses=s.ActionDetailSerializer)
+class ActionApprove(_ActionCommand):
+    required_scopes = {"POST": "actions:approve"}
+
+    def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
+        return action_services.action_approve(actor=request.user, action_id=action_id, comment=data["comment"])
+
+
+@extend_schema(request=s.DecisionSerializer, responses=s.ActionDetailSerializer)
+class ActionReject(_ActionCommand):
+    required_scopes = {"POST": "actions:approve"}
+
+    def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
+        return action_services.action_reject(actor=request.user, action_id=action_id, comment=data["comment"])
+
+
+@extend_schema(request=s.CancelSerializer, responses=s.ActionDetailSerializer)
+class ActionCancel(_ActionCommand):
+    required_scopes = {"POST": "actions:write"}
+    serializer = s.CancelSerializer
+
+    def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
+        return action_services.action_cancel(actor=request.user, action_id=action_id, reason=data["reason"])
+
+
+class AuditList(ListAPIView[Any]):
+    """The audit trail, newest first (``?event= &object_type= &object_id= &actor= &request_id=``)."""
+
+    required_scopes = {"GET": "audit:read"}
+    serializer_class = s.AuditEventSerializer
+    pagination_class = AuditCursor
+
+    def get_queryset(self) -> Any:
+        return audit_list(self.request.query_params)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: the database and the broker answer (each with a short timeout)."""
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        from controlplane.celery import app
+
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            conn.default_channel.client.ping()  # type: ignore[attr-defined]
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

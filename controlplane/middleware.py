@@ -1,0 +1,44 @@
+"""Request id and change context for every web and API request."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from controlplane.audit import context
+from controlplane.audit.context import Channel
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    """Takes a well-formed ``X-Request-ID`` from the caller or makes one; echoes it on the response."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _SAFE_ID.match(incoming) else context.new_request_id()
+        request.request_id = request_id  # type: ignore[attr-defined]
+        channel = Channel.API if request.path.startswith("/api/") else Channel.WEB
+        with context.change_context(channel=channel, request_id=request_id):
+            response = self.get_response(request)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+class ChangeContextMiddleware:
+    """Attaches the session user to the change context (DRF token users are attached by the API's
+    authentication class, which runs inside the view)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            context.set_user(user)
+        return self.get_response(request)

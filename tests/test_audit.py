@@ -1,0 +1,148 @@
+"""The audit trail: chained, censored, append-only, and tampering is named by the verifier."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import DatabaseError, connection, transaction
+
+from controlplane.audit.context import Channel, change_context
+from controlplane.audit.models import AuditEvent
+from controlplane.audit.services import CENSORED, audit_record, audit_verify_chain
+
+
+def _record_some(n: int = 5) -> list[AuditEvent]:
+    with change_context(channel=Channel.SYSTEM, actor_name="test"):
+        return [
+            audit_record(event="test.event", object_type="thing", object_id=str(i), after={"i": i}) for i in range(n)
+        ]
+
+
+def _tamper(sql: str, params: tuple[Any, ...] = ()) -> None:
+    """What an attacker with table-owner rights would do: switch the trigger off and edit rows."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # flush deferred FK checks so ALTER TABLE may run
+        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_no_update_delete")
+        cursor.execute(sql, params)
+        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_event_no_update_delete")
+
+
+@pytest.mark.django_db
+def test_chain_links_each_event_to_the_previous_one() -> None:
+    events = _record_some(4)
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(events))
+    verdict = audit_verify_chain()
+    assert verdict.ok and verdict.checked == 4
+
+
+@pytest.mark.django_db
+def test_edited_event_is_named_by_the_verifier() -> None:
+    events = _record_some(5)
+    _tamper("UPDATE audit_auditevent SET reason = 'nothing to see' WHERE id = %s", (events[2].id,))
+    verdict = audit_verify_chain()
+    assert not verdict.ok
+    assert verdict.first_bad_seq == 3
+    assert "edited" in verdict.problem
+
+
+@pytest.mark.django_db
+def test_deleted_event_is_named_by_the_verifier() -> None:
+    events = _record_some(5)
+    _tamper("DELETE FROM audit_auditevent WHERE id = %s", (events[1].id,))
+    verdict = audit_verify_chain()
+    assert not verdict.ok
+    assert verdict.first_bad_seq == 3  # the event after the gap
+    assert "missing" in verdict.problem
+
+
+@pytest.mark.django_db
+def test_reordered_events_are_detected() -> None:
+    events = _record_some(5)
+    a, b = events[1], events[3]
+    _tamper("UPDATE audit_auditevent SET seq = -1 WHERE id = %s", (a.id,))
+    _tamper("UPDATE audit_auditevent SET seq = %s WHERE id = %s", (a.seq, b.id))
+    _tamper("UPDATE audit_auditevent SET seq = %s WHERE id = %s", (b.seq, a.id))
+    verdict = audit_verify_chain()
+    assert not verdict.ok
+    assert verdict.first_bad_seq == 2
+
+
+@pytest.mark.django_db
+def test_removed_tail_is_detected_by_the_head() -> None:
+    events = _record_some(3)
+    _tamper("DELETE FROM audit_auditevent WHERE id = %s", (events[-1].id,))
+    verdict = audit_verify_chain()
+    assert not verdict.ok
+    assert "removed at the end" in verdict.problem
+
+
+@pytest.mark.django_db
+def test_verify_command_names_the_first_bad_event() -> None:
+    events = _record_some(3)
+    call_command("verify_audit_chain")  # intact: no error
+    _tamper("UPDATE audit_auditevent SET actor_name = 'mallory' WHERE id = %s", (events[0].id,))
+    with pytest.raises(CommandError, match=r"BROKEN at event #1"):
+        call_command("verify_audit_chain")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("statement", ["UPDATE audit_auditevent SET reason = 'x'", "DELETE FROM audit_auditevent"])
+def test_database_rejects_update_and_delete_of_audit_rows(statement: str) -> None:
+    _record_some(1)
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(statement)
+    assert AuditEvent.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_secret_values_are_censored_but_references_kept() -> None:
+    with change_context(channel=Channel.SYSTEM):
+        event = audit_record(
+            event="test.secret",
+            object_type="thing",
+            object_id="1",
+            after={
+                "password": "hunter2",
+                "nested": {"api_key": "abc"},
+                "secret_refs": {"password": "env:PG_PASSWORD"},
+            },
+        )
+    event.refresh_from_db()
+    assert event.after["password"] == CENSORED
+    assert event.after["nested"]["api_key"] == CENSORED
+    assert event.after["secret_refs"] == {"password": "env:PG_PASSWORD"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_do_not_fork_the_chain() -> None:
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            with change_context(channel=Channel.SYSTEM, actor_name=f"writer-{n}"):
+                for i in range(10):
+                    audit_record(event="test.concurrent", object_type="thing", object_id=f"{n}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert AuditEvent.objects.count() == 60
+    verdict = audit_verify_chain()
+    assert verdict.ok, verdict.describe()
