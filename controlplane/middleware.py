@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from controlplane.audit import context
 from controlplane.audit.context import Channel
@@ -41,4 +42,26 @@ class ChangeContextMiddleware:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             context.set_user(user)
+        return self.get_response(request)
+
+
+class BodySizeLimitMiddleware:
+    """Refuses a declared body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` with 413 before anything reads
+    it (JSON for the API, text elsewhere). Bodies without a length are bounded by the API's parser."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            message = f"request body is larger than {limit} bytes"
+            if request.path.startswith("/api/"):
+                body = {"error": {"code": "payload_too_large", "message": message, "details": {}}}
+                return JsonResponse(body, status=413)
+            return HttpResponse(message, status=413, content_type="text/plain")
         return self.get_response(request)

@@ -39,6 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("DATABASE_URL must point at Postgres for the tests (bin/test sets it)")
     _need("REDIS_URL")
     _need("SANDBOX_PG_URL")
+    from django.conf import settings
+
+    # Real hashing costs ~250 ms per user; the tests create dozens of users and prove nothing about PBKDF2.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 # ---------------------------------------------------------------------------------------------- database
@@ -78,7 +82,7 @@ def weather_db() -> Iterator[dict[str, Any]]:
     yield {
         "url": url,
         "host": info.get("host", "127.0.0.1"),
-        "port": int(info.get("port", 5432)),
+        "port": int(str(info.get("port") or 5432)),
         "dbname": name,
         "user": info.get("user", "postgres"),
     }
@@ -99,7 +103,7 @@ def make_user(django_user_model: Any, username: str, role: str | None, *, superu
         username=username, password=f"{username}-password", is_superuser=superuser
     )
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])  # a flush (transactional tests) drops them
     return user
 
 

@@ -118,6 +118,7 @@ def test_secret_values_are_censored_but_references_kept() -> None:
             },
         )
     event.refresh_from_db()
+    assert event.after is not None
     assert event.after["password"] == CENSORED
     assert event.after["nested"]["api_key"] == CENSORED
     assert event.after["secret_refs"] == {"password": "env:PG_PASSWORD"}

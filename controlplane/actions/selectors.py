@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 
-from controlplane.actions.models import ActionRun, ActionState, Approval
+from controlplane.actions.models import ActionLogLine, ActionRun, ActionState, Approval
 from controlplane.errors import InvalidInput, NotFound
 
 _FILTERS = {
@@ -49,3 +49,37 @@ def action_get(action_id: Any) -> ActionRun:
 def awaiting_approval_for(user: Any) -> QuerySet[ActionRun]:
     """Actions waiting for a decision that ``user`` may give (not their own)."""
     return action_list({"state": ActionState.AWAITING_APPROVAL}).exclude(requested_by_id=user.pk)
+
+
+# ------------------------------------------------------------------------------------------- web UI reads
+
+
+def action_state_counts() -> dict[str, int]:
+    """How many actions are in each state (every state present, zero when none): one GROUP BY query."""
+    counts = dict.fromkeys(ActionState.values, 0)
+    rows = ActionRun.objects.order_by().values_list("state").annotate(n=Count("id"))
+    for state, n in rows:
+        counts[state] = n
+    return counts
+
+
+def actions_in_flight(limit: int = 50) -> QuerySet[ActionRun]:
+    """Running and queued actions, running first, oldest first within a state (what is happening now)."""
+    in_flight = (ActionState.RUNNING, ActionState.QUEUED)
+    return (
+        ActionRun.objects.select_related("target", "environment", "requested_by")
+        .filter(state__in=in_flight)
+        .order_by("-state", "requested_at")[:limit]  # "running" sorts after "queued": descending puts it first
+    )
+
+
+def action_log_tail(action_id: Any, limit: int = 200) -> list[ActionLogLine]:
+    """The last ``limit`` log lines of an action, oldest first (one indexed query)."""
+    lines = list(ActionLogLine.objects.filter(action_id=action_id).order_by("-id")[:limit])
+    lines.reverse()
+    return lines
+
+
+def action_state(action_id: Any) -> str | None:
+    """Just the state of an action (cheap: for pollers deciding whether anything changed), None if unknown."""
+    return ActionRun.objects.filter(id=action_id).values_list("state", flat=True).first()

@@ -176,7 +176,7 @@ def action_request(
         )
     target = prepared.target
     if ActionRun.objects.filter(target=target, state__in=ACTIVE_STATES).exists():
-        raise _active_conflict(target)
+        return _replay_or_conflict(actor, idempotency_key, fingerprint, target)
 
     approval = policy.approval_needed(environment=target.environment, plan=plan)
     ctx = context.current()
@@ -231,12 +231,18 @@ def action_request(
             if not approval.required:
                 _dispatch_on_commit(action)
     except IntegrityError:
-        if idempotency_key:
-            existing = _existing_for_key(actor, idempotency_key, fingerprint)
-            if existing is not None:
-                return ActionRequestResult(existing, created=False)
-        raise _active_conflict(target) from None
+        return _replay_or_conflict(actor, idempotency_key, fingerprint, target)
     return ActionRequestResult(action, created=True)
+
+
+def _replay_or_conflict(actor: User, key: str | None, fingerprint: str, target: Target) -> ActionRequestResult:
+    """The target is busy: if it is busy with this very request (a concurrent duplicate carrying the same
+    Idempotency-Key), answer with that action; otherwise it is a conflict naming the active action."""
+    if key:
+        existing = _existing_for_key(actor, key, fingerprint)
+        if existing is not None:
+            return ActionRequestResult(existing, created=False)
+    raise _active_conflict(target)
 
 
 def _dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:

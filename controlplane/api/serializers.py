@@ -19,7 +19,7 @@ class StrictSerializer(serializers.Serializer[Any]):
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
-            raise serializers.ValidationError("the body must be a JSON object")
+            raise serializers.ValidationError({"non_field_errors": ["the body must be a JSON object"]})
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
             raise serializers.ValidationError({name: "unknown field" for name in unknown})

@@ -29,3 +29,8 @@ def audit_list(filters: Mapping[str, Any] | None = None) -> QuerySet[AuditEvent]
 
 def audit_for_object(object_type: str, object_id: str) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(object_type=object_type, object_id=object_id).order_by("seq")
+
+
+def audit_for_action(action_id: Any) -> QuerySet[AuditEvent]:
+    """The audit trail of one action, oldest first (the object type audit_record gives an ActionRun)."""
+    return audit_for_object("actions.actionrun", str(action_id))

@@ -38,7 +38,7 @@ class Connection(models.Model):
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="connections")
     config = models.JSONField(default=dict, blank=True)
     secret_refs = models.JSONField(default=dict, blank=True)
-    health_ok = models.BooleanField(null=True)
+    health_ok = models.BooleanField(null=True, blank=True)
     health_summary = models.CharField(max_length=500, blank=True)
     health_checked_at = models.DateTimeField(null=True, blank=True)
 

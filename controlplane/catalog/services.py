@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from pydantic import ValidationError
 
@@ -49,10 +50,19 @@ def _validated_connection_fields(kind: str, config: Mapping[str, Any], secret_re
             raise CatalogError(f"secret {name}: {exc}") from None
 
 
+def _clean(obj: Any) -> None:
+    """Model validation as a CatalogError naming each field, before anything is written."""
+    try:
+        obj.full_clean()
+    except DjangoValidationError as exc:
+        messages = [f"{field}: {' '.join(errs)}" for field, errs in exc.message_dict.items()]
+        raise CatalogError("; ".join(messages)) from None
+
+
 @transaction.atomic
 def environment_create(*, name: str, protected: bool, description: str = "") -> Environment:
     env = Environment(name=name, protected=protected, description=description)
-    env.full_clean()
+    _clean(env)
     env.save()
     audit_record(event="catalog.environment.created", obj=env, after={"name": name, "protected": protected})
     return env
@@ -72,7 +82,7 @@ def connection_create(
     secret_refs = dict(secret_refs or {})
     _validated_connection_fields(kind, config, secret_refs)
     conn = Connection(name=name, kind=kind, environment=environment, config=dict(config), secret_refs=secret_refs)
-    conn.full_clean()
+    _clean(conn)
     conn.save()
     audit_record(event="catalog.connection.created", obj=conn, after=conn.audit_state())
     return conn
@@ -98,7 +108,7 @@ def connection_update(
 @transaction.atomic
 def pipeline_create(*, name: str, environment: Environment, layer: str = "other", description: str = "") -> Pipeline:
     pipeline = Pipeline(name=name, environment=environment, layer=layer, description=description)
-    pipeline.full_clean()
+    _clean(pipeline)
     pipeline.save()
     audit_record(event="catalog.pipeline.created", obj=pipeline, after={"name": name, "layer": layer})
     return pipeline
@@ -131,7 +141,7 @@ def target_create(
         display_name=display_name,
         description=description,
     )
-    target.full_clean()
+    _clean(target)
     target.save()
     audit_record(event="catalog.target.created", obj=target, after=target.audit_state())
     return target
