@@ -1,0 +1,164 @@
+"""The refresh ledger: one row per refresh-mart action, written in the refresh's own transaction.
+
+It lives in the target database (config ``ledger_table``, default ``controlplane.mart_refresh_log``), so
+"was this action's refresh committed?" has an exact answer even when the worker died right after COMMIT:
+a re-delivered action finds its row and does not refresh twice. It also gives ``matview_status`` the
+time of the last refresh, which Postgres itself does not record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from connectors.base import ConnectorError
+from connectors.postgres.client import Conn
+from connectors.postgres.config import PostgresConfig
+
+# Serializes concurrent first-use DDL (two workers creating the ledger at once would otherwise race on
+# the catalog's unique indexes).
+_DDL_LOCK_KEY = "controlplane:mart_refresh_log:ddl"
+
+_COLUMNS = "action_id, view, mode, started_at, finished_at, rows_before, rows_after, duration_ms"
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One committed refresh, as recorded in the ledger."""
+
+    action_id: str
+    view: str
+    mode: str
+    started_at: datetime
+    finished_at: datetime
+    rows_before: int | None
+    rows_after: int
+    duration_ms: int
+
+    def as_details(self) -> dict[str, Any]:
+        """The outcome details of this refresh (JSON-ready)."""
+        return {
+            "action_id": self.action_id,
+            "view": self.view,
+            "mode": self.mode,
+            "rows_before": self.rows_before,
+            "rows_after": self.rows_after,
+            "started_at": self.started_at.isoformat(),
+            "refreshed_at": self.finished_at.isoformat(),
+            "duration_ms": self.duration_ms,
+        }
+
+
+def _table(config: PostgresConfig) -> sql.Identifier:
+    schema, name = config.ledger
+    return sql.Identifier(schema, name)
+
+
+def ledger_exists(conn: Conn, config: PostgresConfig) -> bool:
+    """True if the ledger table exists (checks may run before any refresh created it)."""
+    schema, name = config.ledger
+    row = conn.execute(
+        """
+        select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p')
+        """,
+        (schema, name),
+    ).fetchone()
+    return row is not None
+
+
+def ensure_ledger(conn: Conn, config: PostgresConfig) -> None:
+    """Create the ledger schema and table if missing (idempotent; safe under concurrent first use)."""
+    if ledger_exists(conn, config):
+        return
+    schema, name = config.ledger
+    table = _table(config)
+    try:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (_DDL_LOCK_KEY,))
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+            conn.execute(
+                sql.SQL(
+                    """
+                    create table if not exists {} (
+                        action_id   text primary key,
+                        view        text not null,
+                        mode        text not null check (mode in ('concurrently', 'blocking')),
+                        started_at  timestamptz not null,
+                        finished_at timestamptz not null,
+                        rows_before bigint,
+                        rows_after  bigint not null,
+                        duration_ms integer not null
+                    )
+                    """
+                ).format(table)
+            )
+            conn.execute(
+                sql.SQL("create index if not exists {} on {} (view, finished_at desc)").format(
+                    sql.Identifier(f"{name[:40]}_view_finished_idx"), table
+                )
+            )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConnectorError(
+            f"{config.where} may not create the refresh ledger {config.ledger_table} ({exc}); have an admin "
+            f"create it once, or grant CREATE on the database, or point ledger_table at a writable schema"
+        ) from exc
+
+
+def _row(values: tuple[Any, ...]) -> LedgerRow:
+    action_id, view, mode, started_at, finished_at, rows_before, rows_after, duration_ms = values
+    return LedgerRow(
+        action_id=str(action_id),
+        view=str(view),
+        mode=str(mode),
+        started_at=started_at,
+        finished_at=finished_at,
+        rows_before=None if rows_before is None else int(rows_before),
+        rows_after=int(rows_after),
+        duration_ms=int(duration_ms),
+    )
+
+
+def find_action(conn: Conn, config: PostgresConfig, action_id: str) -> LedgerRow | None:
+    """The ledger row of ``action_id``, or None (also None when the ledger does not exist yet)."""
+    if not ledger_exists(conn, config):
+        return None
+    query = sql.SQL("select {} from {} where action_id = %s").format(sql.SQL(_COLUMNS), _table(config))
+    row = conn.execute(query, (action_id,)).fetchone()
+    return None if row is None else _row(row)
+
+
+def last_refresh(conn: Conn, config: PostgresConfig, view: str) -> LedgerRow | None:
+    """The latest refresh of ``view`` (``schema.name``) by the control plane, or None."""
+    if not ledger_exists(conn, config):
+        return None
+    query = sql.SQL("select {} from {} where view = %s order by finished_at desc limit 1").format(
+        sql.SQL(_COLUMNS), _table(config)
+    )
+    row = conn.execute(query, (view,)).fetchone()
+    return None if row is None else _row(row)
+
+
+def record(conn: Conn, config: PostgresConfig, row: LedgerRow) -> bool:
+    """Insert ``row`` (inside the caller's transaction); False if the action was already recorded."""
+    query = sql.SQL("insert into {} ({}) values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing").format(
+        _table(config), sql.SQL(_COLUMNS)
+    )
+    cur = conn.execute(
+        query,
+        (
+            row.action_id,
+            row.view,
+            row.mode,
+            row.started_at,
+            row.finished_at,
+            row.rows_before,
+            row.rows_after,
+            row.duration_ms,
+        ),
+    )
+    return cur.rowcount == 1

@@ -1,0 +1,118 @@
+"""What bots read: targets with their param schemas, actions and audit with filters and cursors, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from controlplane.actions.models import ActionRun
+
+pytestmark = pytest.mark.django_db
+
+
+def test_targets_filter_by_kind_and_environment(catalog: Any, api_for: Any) -> None:
+    bot = api_for("viewer", scopes=["catalog:read"])
+    everything = {t["key"] for t in bot.get("/api/v1/targets").json()}
+    assert "dev.weather.daily_weather_aggregates" in everything and "prod.weather.core_weather" in everything
+    prod_marts = bot.get("/api/v1/targets", kind="matview", environment="prod").json()
+    assert [t["key"] for t in prod_marts] == ["prod.weather.daily_weather_aggregates"]
+    assert prod_marts[0]["protected"] is True and prod_marts[0]["connector"] == "postgres"
+
+
+def test_target_detail_offers_verbs_and_checks_with_json_schemas(catalog: Any, api_for: Any) -> None:
+    data = api_for("viewer", scopes=["catalog:read"]).get("/api/v1/targets/dev.weather.daily_weather_aggregates").json()
+    verbs = {v["name"]: v for v in data["verbs"]}
+    assert set(verbs) == {"refresh-mart"}
+    schema = verbs["refresh-mart"]["params_schema"]
+    assert schema["type"] == "object"
+    assert {"concurrently", "allow_blocking_readers", "timeout_s"} <= set(schema["properties"])
+    assert schema["properties"]["timeout_s"]["maximum"] == 3600
+    checks = {c["name"] for c in data["checks"]}
+    assert "matview_status" in checks
+    table = api_for("viewer", scopes=["catalog:read"]).get("/api/v1/targets/dev.weather.core_weather").json()
+    assert {c["name"] for c in table["checks"]} >= {"freshness", "row_counts_by_day"}
+    assert table["verbs"] == []
+
+
+def test_unknown_target_is_404_json(catalog: Any, api_for: Any) -> None:
+    resp = api_for("viewer").get("/api/v1/targets/nope")
+    assert resp.status_code == 404
+    assert "nope" in resp.json()["error"]["message"]
+
+
+def test_actions_list_filters_and_cursor_pagination(catalog: Any, api_for: Any, actors: Any) -> None:
+    bot = api_for("responder")
+    ids = []
+    for target in ("dev.weather.daily_weather_aggregates", "prod.weather.daily_weather_aggregates"):
+        body: dict[str, Any] = {"verb": "refresh-mart", "target": target, "params": {}, "reason": "list test"}
+        ids.append(bot.post("/api/v1/actions", body).json()["id"])
+    reader = api_for("viewer", scopes=["actions:read"])
+    waiting = reader.get("/api/v1/actions", state="awaiting_approval").json()
+    assert [a["id"] for a in waiting["results"]] == [ids[1]]
+    page1 = reader.get("/api/v1/actions", limit=1).json()
+    assert len(page1["results"]) == 1 and page1["next"]
+    page2 = reader.client.get(page1["next"], headers={"Authorization": f"Bearer {reader.token}"}).json()
+    assert {page1["results"][0]["id"], page2["results"][0]["id"]} == set(ids)
+    assert reader.get("/api/v1/actions", state="bogus").status_code == 400
+
+
+def test_action_detail_shows_plan_approvals_and_log(catalog: Any, api_for: Any) -> None:
+    body = {"verb": "refresh-mart", "target": "prod.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
+    created = api_for("responder").post("/api/v1/actions", body).json()
+    api_for("approver").post(f"/api/v1/actions/{created['id']}/approve", {"comment": "go"})
+    detail = api_for("viewer", scopes=["actions:read"]).get(f"/api/v1/actions/{created['id']}").json()
+    assert detail["plan"]["summary"]
+    assert detail["approvals"][0]["approver"] == "alice"
+    assert detail["state"] == "queued"
+    assert detail["log"] == []
+
+
+def test_audit_endpoint_filters_by_object(catalog: Any, api_for: Any) -> None:
+    body = {"verb": "refresh-mart", "target": "dev.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
+    action_id = api_for("responder").post("/api/v1/actions", body).json()["id"]
+    auditor = api_for("viewer", scopes=["audit:read"])
+    events = auditor.get("/api/v1/audit", object_id=action_id).json()["results"]
+    assert [e["event"] for e in events] == ["action.planned", "action.requested"]  # newest first
+    assert all(len(e["hash"]) == 64 for e in events)
+    assert events[0]["prev_hash"] == events[1]["hash"]
+    assert api_for("viewer", scopes=["actions:read"]).get("/api/v1/audit").status_code == 403
+
+
+def test_preview_returns_the_plan_and_writes_nothing(catalog: Any, api_for: Any) -> None:
+    body = {"verb": "refresh-mart", "target": "dev.weather.daily_weather_aggregates", "params": {}}
+    resp = api_for("viewer", scopes=["actions:write"]).post("/api/v1/actions/preview", body)
+    assert resp.status_code == 200, resp.content
+    assert "daily_weather_aggregates" in resp.json()["plan"]["summary"]
+    assert ActionRun.objects.count() == 0
+
+
+def test_openapi_schema_and_docs_are_served_without_a_cdn(db: Any) -> None:
+    client = Client()
+    schema = client.get("/api/schema/", headers={"Accept": "application/json"})
+    assert schema.status_code == 200
+    assert b"/api/v1/actions" in schema.content
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "swagger-ui" in html
+    assert "cdn" not in html.lower() and "https://" not in html
+    asset = client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+    assert asset.status_code == 200
+
+
+def test_health_and_readiness(db: Any) -> None:
+    client = Client()
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.content
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert ready["X-Request-ID"]
+
+
+def test_request_id_is_taken_from_the_caller(db: Any) -> None:
+    resp = Client().get("/healthz", headers={"X-Request-ID": "bot-run-42"})
+    assert resp["X-Request-ID"] == "bot-run-42"
+    evil = Client().get("/healthz", headers={"X-Request-ID": "x\r\nSet-Cookie: a=b"})
+    assert evil["X-Request-ID"] != "x\r\nSet-Cookie: a=b"
