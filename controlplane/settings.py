@@ -145,6 +145,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.actions.tasks.reap_actions",
         "schedule": float(CONTROLPLANE["REAPER_INTERVAL_SECONDS"]),
     },
+    "check-connections": {
+        "task": "controlplane.catalog.tasks.check_connections_health",
+        "schedule": float(env_int("HEALTH_CHECK_INTERVAL_SECONDS", 300, minimum=10)),
+    },
 }
 
 REST_FRAMEWORK = {

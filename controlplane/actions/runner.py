@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F
@@ -222,6 +223,11 @@ def _run_attempt(action: ActionRun) -> None:
         except ConnectorError as exc:
             write(f"error: {exc.message}", "error")
             _after_error(action, attempt, exc, cancelled=lease.cancel.is_set())
+            return
+        except SoftTimeLimitExceeded:
+            message = f"timed out after {_conf('EXECUTE_TIMEOUT_SECONDS')} s; check {action.target.key} before retrying"
+            write(message, "error")
+            _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=message)
             return
         except Exception as exc:
             log.error("action %s crashed:\n%s", action.id, traceback.format_exc())

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from controlplane.actions import runner
 
+_LIMIT = settings.CONTROLPLANE["EXECUTE_TIMEOUT_SECONDS"]
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+
+# The soft limit raises inside the attempt, which records a clear timeout; the hard limit (a minute later)
+# kills a child that ignores it, and the reaper then treats the action like any other lost attempt.
+@shared_task(
+    acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=_LIMIT, time_limit=_LIMIT + 60
+)
 def execute_action(action_id: str) -> None:
     runner.action_execute(action_id=action_id)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from django.utils import timezone
 from pydantic import ValidationError
 
 from connectors.base import Connector, ConnectorError
@@ -153,3 +154,16 @@ def connector_for(connection: Connection) -> Connector:
     config = connector_cls.validate_config(connection.config)
     secrets = {name: resolve_secret_ref(ref) for name, ref in connection.secret_refs.items()}
     return connector_cls(config, secrets)
+
+
+def connection_check_health(*, connection: Connection) -> Connection:
+    """Round-trip to the system and record the result on the connection (an observation, not audited)."""
+    try:
+        result = connector_for(connection).health()
+        ok, summary = result.ok, result.summary
+    except ConnectorError as exc:
+        ok, summary = False, exc.message
+    connection.health_ok, connection.health_summary = ok, summary[:500]
+    connection.health_checked_at = timezone.now()
+    connection.save(update_fields=["health_ok", "health_summary", "health_checked_at"])
+    return connection
