@@ -296,6 +296,8 @@ def worker_factory(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[.
     yield start
     for w in started:
         w.stop()
+        # Shown by pytest only when the test fails: what the worker saw.
+        print(f"---- {w.log.name} (last lines) ----\n{w.output()[-4000:]}")
 
 
 def wait_for(

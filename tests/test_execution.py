@@ -260,3 +260,51 @@ def test_secret_never_reaches_database_api_logs_or_audit(
     assert WEATHER_PASSWORD not in dump
     assert WEATHER_PASSWORD not in worker.output()
     assert not AuditEvent.objects.filter(after__icontains=WEATHER_PASSWORD).exists()
+
+
+@pytest.mark.worker
+def test_cancel_stops_a_running_refresh_and_nothing_is_recorded(
+    slow_mart: Any, actors: Any, api_for: Any, worker_factory: Any, weather_db: Any
+) -> None:
+    worker_factory()
+    action = request(actors["responder"], target=slow_mart.key)
+    wait_for(
+        lambda: ActionLogLine.objects.filter(action=action, message__startswith="refreshing").exists(),
+        what="the refresh to start",
+    )
+    resp = api_for("responder").post(f"/api/v1/actions/{action.id}/cancel", {"reason": "wrong window"})
+    assert resp.status_code == 200 and resp.json()["cancel_requested"] is True
+    action = final_state(action)
+    assert action.state == ActionState.CANCELLED, action.error
+    assert ledger_rows(weather_db, action) == 0
+    assert events(action)[-2:] == ["action.cancel_requested", "action.cancelled"]
+
+
+@pytest.mark.worker
+def test_lock_timeout_is_retried_and_succeeds_once_the_lock_is_gone(
+    catalog: Any, actors: Any, worker_factory: Any, weather_db: Any
+) -> None:
+    import psycopg
+
+    conn = catalog["conn_dev"]
+    with change_context(channel=Channel.SYSTEM):
+        catalog_services.connection_update(connection=conn, config={**conn.config, "lock_timeout_ms": 300})
+    action = request(actors["responder"])  # planned while the view is free; no worker runs yet
+    blocker = psycopg.connect(weather_db["url"], connect_timeout=5)
+    try:
+        # An uncommitted blocking refresh holds ACCESS EXCLUSIVE on the view (LOCK TABLE refuses matviews).
+        blocker.execute("REFRESH MATERIALIZED VIEW mart.daily_weather_aggregates")
+        worker_factory()
+        wait_for(
+            lambda: ActionRun.objects.filter(id=action.id, attempts__gte=1, state=ActionState.QUEUED).exists(),
+            what="a retry to be scheduled",
+        )
+        assert "lock" in ActionRun.objects.get(id=action.id).error.lower()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    action = final_state(action)
+    assert action.state == ActionState.SUCCEEDED, action.error
+    assert action.attempts == 2
+    assert ledger_rows(weather_db, action) == 1
+    assert "action.retry_scheduled" in events(action)
