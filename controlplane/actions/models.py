@@ -62,6 +62,7 @@ class ActionRun(models.Model):
     plan = models.JSONField(default=dict)
     risk = models.CharField(max_length=16, default="low")
     requires_approval = models.BooleanField(default=False)
+    approval_reason = models.CharField(max_length=200, blank=True)
     idempotent = models.BooleanField(default=True)
 
     state = models.CharField(max_length=24, choices=ActionState.choices, db_index=True)

@@ -178,12 +178,13 @@ def _announce_on_commit(action: ActionRun) -> None:
 def action_execute(*, action_id: str) -> None:
     """Run one attempt of an action: claim, execute with a heartbeating lease, verify, record."""
     close_old_connections()
-    with context.change_context(channel=Channel.SYSTEM, actor_name=WORKER_NAME):
+    # The whole trail of an action shares the request id it was requested under.
+    request_id = ActionRun.objects.filter(id=action_id).values_list("request_id", flat=True).first()
+    with context.change_context(channel=Channel.SYSTEM, actor_name=WORKER_NAME, request_id=request_id or None):
         action = _claim(action_id)
         if action is None:
             log.info("action %s: nothing to claim (duplicate delivery or no longer queued)", action_id)
             return
-    with context.change_context(channel=Channel.SYSTEM, actor_name=WORKER_NAME, request_id=action.request_id):
         _run_attempt(action)
 
 

@@ -78,8 +78,3 @@ def action_log_tail(action_id: Any, limit: int = 200) -> list[ActionLogLine]:
     lines = list(ActionLogLine.objects.filter(action_id=action_id).order_by("-id")[:limit])
     lines.reverse()
     return lines
-
-
-def action_state(action_id: Any) -> str | None:
-    """Just the state of an action (cheap: for pollers deciding whether anything changed), None if unknown."""
-    return ActionRun.objects.filter(id=action_id).values_list("state", flat=True).first()

@@ -73,7 +73,10 @@ def _get_target(target_key: str) -> Target:
 
 
 def _verb_for(target: Target, verb_name: str) -> Verb[Any, Any]:
-    connector_cls = get_connector_class(target.connection.kind)
+    try:
+        connector_cls = get_connector_class(target.connection.kind)
+    except ConnectorError as exc:
+        raise Unavailable(f"{target.connection.name}: {exc.message}") from None
     verb_cls = connector_cls.verb_class(verb_name) if isinstance(verb_name, str) else None
     offered = [v.name for v in connector_cls.verbs if target.kind in v.target_kinds]
     if verb_cls is None or target.kind not in verb_cls.target_kinds:
@@ -81,7 +84,11 @@ def _verb_for(target: Target, verb_name: str) -> Verb[Any, Any]:
             f"target {target.key} ({target.kind}) does not offer verb {verb_name!r}; it offers {offered}",
             details={"offered_verbs": offered},
         )
-    return verb_cls(connector_for(target.connection))
+    try:
+        connector = connector_for(target.connection)
+    except ConnectorError as exc:  # a secret reference not set where this process runs, a bad config
+        raise Unavailable(f"cannot reach {target.connection.name}: {exc.message}") from None
+    return verb_cls(connector)
 
 
 def _validate_params(verb: Verb[Any, Any], params: Any) -> BaseModel:
@@ -196,6 +203,7 @@ def action_request(
         plan=plan.model_dump(mode="json"),
         risk=plan.risk.value,
         requires_approval=approval.required,
+        approval_reason=approval.reason,
         idempotent=prepared.verb.idempotent,
         state=ActionState.AWAITING_APPROVAL if approval.required else ActionState.QUEUED,
         max_attempts=settings.CONTROLPLANE["MAX_ATTEMPTS"],

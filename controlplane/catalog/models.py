@@ -107,7 +107,7 @@ class Target(models.Model):
     kind = models.CharField(max_length=40)
     connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="targets")
     pipeline = models.ForeignKey(Pipeline, null=True, blank=True, on_delete=models.SET_NULL, related_name="targets")
-    locator = models.JSONField(default=dict)
+    locator = models.JSONField(default=dict, blank=True)  # {} is a valid locator (a whole database)
     display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
 

@@ -14,7 +14,7 @@ from connectors.base import Connector, ConnectorError
 from connectors.registry import get_connector_class
 from connectors.secrets import resolve_secret_ref, validate_secret_ref
 from controlplane.audit.services import audit_record
-from controlplane.catalog.models import Connection, Environment, Pipeline, Target
+from controlplane.catalog.models import Connection, Environment, Pipeline, Source, Target
 from controlplane.errors import InvalidInput
 
 
@@ -107,11 +107,22 @@ def connection_update(
 
 
 @transaction.atomic
-def pipeline_create(*, name: str, environment: Environment, layer: str = "other", description: str = "") -> Pipeline:
-    pipeline = Pipeline(name=name, environment=environment, layer=layer, description=description)
+def pipeline_create(
+    *, name: str, environment: Environment, layer: str = "other", description: str = "", source: Source | None = None
+) -> Pipeline:
+    pipeline = Pipeline(name=name, environment=environment, layer=layer, description=description, source=source)
     _clean(pipeline)
     pipeline.save()
-    audit_record(event="catalog.pipeline.created", obj=pipeline, after={"name": name, "layer": layer})
+    audit_record(
+        event="catalog.pipeline.created",
+        obj=pipeline,
+        after={
+            "name": name,
+            "layer": layer,
+            "environment": environment.name,
+            "source": source.name if source else None,
+        },
+    )
     return pipeline
 
 

@@ -1,11 +1,457 @@
-"""Web pages (placeholder until the UI lands)."""
+"""Web pages: thin views that parse the request, call one selector or service and render a template.
+
+Every view serves the full page, or only its partial when htmx asks (``HX-Request``), and says so with
+``Vary: HX-Request``. Writes go through ``controlplane.actions.services`` exactly as the REST API's do
+(the middleware has set the change context to channel "web"); a ServiceError is rendered inline with
+its status code and nothing is written. Every POST is CSRF-protected: htmx sends the token from the
+``hx-headers`` on ``<body>``, plain forms carry ``{% csrf_token %}``.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render, resolve_url
+from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from connectors.base import ConnectorError
+from controlplane.actions import policy
+from controlplane.actions import selectors as actions
+from controlplane.actions import services as action_services
+from controlplane.actions.models import ActionRun, ActionState
+from controlplane.audit import selectors as audit
+from controlplane.audit.services import audit_verify_chain
+from controlplane.catalog.models import Target
+from controlplane.errors import InvalidInput, NotFound, ServiceError
+from controlplane.web import catalog
+from controlplane.web.forms import FormField, fields_from_schema, params_from_post
+
+PAGE_SIZE = 50
+RECENT = 20
+LOG_LINES = 200
 
 
-@login_required
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    """An htmx request wanting a partial (a history restore wants the full page)."""
+    return request.headers.get("HX-Request") == "true" and "HX-History-Restore-Request" not in request.headers
+
+
+def web_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """``login_required`` that also works for htmx (a poll or POST whose session expired would otherwise
+    follow the redirect and swap the login page into a fragment; htmx is told to load the login page),
+    and that shows nothing to an account holding no role yet (viewer is the least role that reads)."""
+
+    def with_role(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not policy.has_role(request.user, "viewer"):
+            return render(request, "web/no_role.html", status=403)
+        return view(request, *args, **kwargs)
+
+    protected = login_required(with_role)
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if is_htmx(request) and not request.user.is_authenticated:
+            current = urlsplit(request.headers.get("HX-Current-URL", ""))
+            next_url = current.path + (f"?{current.query}" if current.query else "") if current.path else request.path
+            response = HttpResponse(status=204)
+            response["HX-Redirect"] = f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': next_url})}"
+            return response
+        return protected(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _render(
+    request: HttpRequest, full: str, partial: str, context: dict[str, Any], *, status: int = 200
+) -> HttpResponse:
+    return render(request, partial if is_htmx(request) else full, context, status=status)
+
+
+def _page(request: HttpRequest, qs: QuerySet[Any]) -> Page[Any]:
+    return Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+def _service_error(exc: ServiceError | ConnectorError) -> tuple[str, int]:
+    """The message and HTTP status to show for a refused request."""
+    if isinstance(exc, ServiceError):
+        return exc.message, exc.status
+    return exc.message, 503 if exc.transient else 400
+
+
+def _filters(request: HttpRequest, names: tuple[str, ...]) -> dict[str, str]:
+    return {name: request.GET.get(name, "").strip() for name in names}
+
+
+# ------------------------------------------------------------------------------------------ dashboard
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("control plane")
+    """``/``: counts by state, what is running or queued, what waits for my approval, the last 20 actions.
+    The body refreshes itself every 5 s through the same view (htmx partial)."""
+    user = request.user
+    can_decide = policy.has_role(user, "approver")
+    context = {
+        "counts": actions.action_state_counts(),
+        "in_flight": list(actions.actions_in_flight()),
+        "awaiting_me": list(actions.awaiting_approval_for(user)[:RECENT]) if can_decide else [],
+        "can_decide": can_decide,
+        "recent": list(actions.action_list()[:RECENT]),
+    }
+    return _render(request, "web/dashboard.html", "web/partials/dashboard_body.html", context)
+
+
+# ------------------------------------------------------------------------------------------ targets
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def target_list(request: HttpRequest) -> HttpResponse:
+    """``/targets/``: the catalog's targets (key, kind, environment, connector), filterable."""
+    filters = _filters(request, ("q", "environment", "kind"))
+    context: dict[str, Any] = {"targets": list(catalog.target_list(filters)), "filters": filters}
+    if not is_htmx(request):  # the filter form's choices: not part of the partial
+        context.update(environments=catalog.environment_names(), kinds=catalog.target_kinds())
+    return _render(request, "web/targets.html", "web/partials/targets_table.html", context)
+
+
+@dataclass
+class OfferForm:
+    """One verb's or check's form on the target page, with what the last POST produced."""
+
+    offer: catalog.Offer
+    fields: list[FormField]
+    form_id: str
+    reason: str = ""
+    error: str = ""
+    error_details: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None
+    findings: dict[str, Any] | None = None
+
+
+def _offer_form(offer: catalog.Offer, prefix: str, post: Any = None) -> OfferForm:
+    """The form for ``offer``, refilled from ``post`` when it is the one that was just submitted."""
+    form_id = f"{prefix}-{offer.name}"
+    return OfferForm(
+        offer=offer,
+        fields=fields_from_schema(offer.schema, form_id=form_id, submitted=post),
+        form_id=form_id,
+        reason=post.get("reason", "") if post is not None else "",
+    )
+
+
+def _target_context(request: HttpRequest, target: Target, *, active: OfferForm | None = None) -> dict[str, Any]:
+    """The target page; ``active`` replaces the form of the verb or check that was just POSTed."""
+    verb_forms = [_offer_form(o, "verb") for o in catalog.verbs_for(target)]
+    check_forms = [_offer_form(o, "check") for o in catalog.checks_for(target)]
+    if active is not None:
+        forms = verb_forms if active.form_id.startswith("verb-") else check_forms
+        forms[:] = [active if f.form_id == active.form_id else f for f in forms]
+    return {
+        "target": target,
+        "verb_forms": verb_forms,
+        "check_forms": check_forms,
+        "can_request": policy.has_role(request.user, "responder"),
+        "recent": list(actions.action_list({"target": target.key})[:RECENT]),
+    }
+
+
+def _target_or_404(key: str) -> Target:
+    try:
+        return catalog.target_get(key)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def _offer_or_404(offers: list[catalog.Offer], name: str) -> catalog.Offer:
+    offer = next((o for o in offers if o.name == name), None)
+    if offer is None:
+        raise Http404(f"this target offers no {name!r}")
+    return offer
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def target_detail(request: HttpRequest, key: str) -> HttpResponse:
+    """``/targets/<key>/``: locator, a request form per verb (generated from its params schema) with
+    Preview and Run, the read-only checks with Run check, and the recent actions on this target."""
+    target = _target_or_404(key)
+    context = _target_context(request, target)
+    return _render(request, "web/target_detail.html", "web/partials/target_body.html", context)
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def target_preview(request: HttpRequest, key: str, verb: str) -> HttpResponse:
+    """POST ``/targets/<key>/verbs/<verb>/preview/``: the plan this request would get (plan partial), or
+    the refusal; nothing is written."""
+    target = _target_or_404(key)
+    offer = _offer_or_404(catalog.verbs_for(target), verb)
+    form = _offer_form(offer, "verb", request.POST)
+    status = 200
+    try:
+        prepared = action_services.action_prepare(
+            actor=request.user, verb=verb, target_key=key, params=params_from_post(offer.schema, request.POST)
+        )
+        form.plan = prepared.plan.model_dump(mode="json")
+    except (ServiceError, ConnectorError) as exc:
+        form.error, status = _service_error(exc)
+        form.error_details = getattr(exc, "details", {})
+    if is_htmx(request):
+        return render(request, "web/partials/preview_result.html", {"form": form, "target": target}, status=status)
+    context = _target_context(request, target, active=form)
+    return render(request, "web/target_detail.html", context, status=status)
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def target_request(request: HttpRequest, key: str, verb: str) -> HttpResponse:
+    """POST ``/targets/<key>/verbs/<verb>/request/``: request the action (channel "web") and go to its
+    page; a refusal re-renders the form with the message, and nothing is written."""
+    target = _target_or_404(key)
+    offer = _offer_or_404(catalog.verbs_for(target), verb)
+    try:
+        result = action_services.action_request(
+            actor=request.user,
+            verb=verb,
+            target_key=key,
+            params=params_from_post(offer.schema, request.POST),
+            reason=request.POST.get("reason", ""),
+        )
+    except (ServiceError, ConnectorError) as exc:
+        form = _offer_form(offer, "verb", request.POST)
+        form.error, status = _service_error(exc)
+        form.error_details = getattr(exc, "details", {})
+        if isinstance(form.error_details.get("plan"), dict):
+            form.plan = form.error_details["plan"]  # a consent refusal carries the plan: show why
+        if is_htmx(request):
+            context = {"form": form, "target": target, "can_request": policy.has_role(request.user, "responder")}
+            return render(request, "web/partials/verb_form.html", context, status=status)
+        return render(request, "web/target_detail.html", _target_context(request, target, active=form), status=status)
+    url = reverse("web:action", args=[result.action.id])
+    if is_htmx(request):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return HttpResponseRedirect(url)
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def target_check(request: HttpRequest, key: str, check: str) -> HttpResponse:
+    """POST ``/targets/<key>/checks/<check>/``: run a read-only check and show its findings table."""
+    target = _target_or_404(key)
+    offer = _offer_or_404(catalog.checks_for(target), check)
+    form = _offer_form(offer, "check", request.POST)
+    status = 200
+    try:
+        findings = catalog.check_run(
+            actor=request.user, target_key=key, check=check, params=params_from_post(offer.schema, request.POST)
+        )
+        form.findings = findings.model_dump(mode="json")
+    except (ServiceError, ConnectorError) as exc:
+        form.error, status = _service_error(exc)
+    if is_htmx(request):
+        return render(request, "web/partials/findings.html", {"form": form}, status=status)
+    return render(request, "web/target_detail.html", _target_context(request, target, active=form), status=status)
+
+
+# ------------------------------------------------------------------------------------------ actions
+
+
+ACTION_FILTERS = ("state", "verb", "target", "environment")
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def action_list(request: HttpRequest) -> HttpResponse:
+    """``/actions/``: actions newest first, filtered by state, verb, target and environment, 50 a page
+    (a constant number of queries whatever the page holds)."""
+    filters = _filters(request, ACTION_FILTERS)
+    error = ""
+    try:
+        page = _page(request, actions.action_list(filters))
+    except InvalidInput as exc:
+        error = exc.message
+        page = _page(request, ActionRun.objects.none())
+    context: dict[str, Any] = {"page": page, "filters": filters, "error": error}
+    if not is_htmx(request):  # the filter form's choices: not part of the partial
+        context.update(states=ActionState.values, verbs=catalog.verb_names(), environments=catalog.environment_names())
+    return _render(request, "web/actions.html", "web/partials/actions_results.html", context)
+
+
+def _action_or_404(action_id: uuid.UUID) -> ActionRun:
+    try:
+        return actions.action_get(action_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def _refusal(check: Any, user: Any, action: ActionRun) -> str:
+    """The policy's reason ``user`` may not do ``check`` on ``action``; empty when allowed."""
+    try:
+        check(user, action)
+    except policy.PolicyError as exc:
+        return exc.message
+    return ""
+
+
+def _action_context(request: HttpRequest, action: ActionRun, *, error: str = "") -> dict[str, Any]:
+    user = request.user
+    decide_refusal = _refusal(policy.check_can_decide, user, action)
+    cancel_refusal = _refusal(policy.check_can_cancel, user, action)
+    return {
+        "action": action,
+        "approvals": list(action.approvals.all()),
+        "log_lines": actions.action_log_tail(action.id, LOG_LINES),
+        # Lazy: the live poll renders the audit trail only when the state changed.
+        "audit_events": SimpleLazyObject(lambda: list(audit.audit_for_action(action.id))),
+        "awaiting": action.state == ActionState.AWAITING_APPROVAL,
+        "can_decide": action.state == ActionState.AWAITING_APPROVAL and not decide_refusal,
+        "is_requester": action.requested_by_id == user.pk,
+        "can_cancel": action.is_active and not cancel_refusal,
+        "error": error,
+    }
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def action_detail(request: HttpRequest, action_id: uuid.UUID) -> HttpResponse:
+    """``/actions/<id>/``: the request, its plan, approvals with Approve/Reject for who may decide,
+    Cancel, outcome and verification, the live log (polled while active) and the action's audit trail."""
+    action = _action_or_404(action_id)
+    return _render(request, "web/action_detail.html", "web/partials/action_body.html", _action_context(request, action))
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def action_live(request: HttpRequest, action_id: uuid.UUID) -> HttpResponse:
+    """``/actions/<id>/live/``: the live block (state, outcome, verification, log) polled every second
+    while the action is active, rendered without the polling trigger once it is terminal. The status bar
+    is swapped out of band every time; the controls, approvals and audit trail only when the state
+    differs from ``?seen=`` (so a comment being typed is not wiped every second)."""
+    action = _action_or_404(action_id)
+    context = _action_context(request, action)
+    context["state_changed"] = request.GET.get("seen", action.state) != action.state
+    context["oob"] = True
+    return render(request, "web/partials/action_live.html", context)
+
+
+def _command(request: HttpRequest, action_id: uuid.UUID, command: str) -> HttpResponse:
+    """Approve, reject or cancel through the action service. htmx (the approvals inbox) gets the
+    inbox card back with the result; a plain form is redirected to the action page (or sees the
+    action page with the refusal)."""
+    text = request.POST.get("comment", request.POST.get("reason", ""))[:2000]
+    actor = request.user
+    error, status = "", 200
+    try:
+        if command == "approve":
+            action_services.action_approve(actor=actor, action_id=action_id, comment=text)
+        elif command == "reject":
+            action_services.action_reject(actor=actor, action_id=action_id, comment=text)
+        else:
+            action_services.action_cancel(actor=actor, action_id=action_id, reason=text)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except ServiceError as exc:
+        error, status = exc.message, exc.status
+    action = _action_or_404(action_id)
+    if is_htmx(request):
+        can_decide = action.state == ActionState.AWAITING_APPROVAL and not _refusal(
+            policy.check_can_decide, actor, action
+        )
+        context = {"action": action, "error": error, "decided": "" if error else command, "can_decide": can_decide}
+        return render(request, "web/partials/approval_card.html", context, status=status)
+    if not error:
+        return HttpResponseRedirect(reverse("web:action", args=[action.id]))
+    return render(request, "web/action_detail.html", _action_context(request, action, error=error), status=status)
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def action_approve(request: HttpRequest, action_id: uuid.UUID) -> HttpResponse:
+    """POST ``/actions/<id>/approve/`` (``comment``): a different approver lets the action run."""
+    return _command(request, action_id, "approve")
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def action_reject(request: HttpRequest, action_id: uuid.UUID) -> HttpResponse:
+    """POST ``/actions/<id>/reject/`` (``comment``): a different approver refuses the action."""
+    return _command(request, action_id, "reject")
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def action_cancel(request: HttpRequest, action_id: uuid.UUID) -> HttpResponse:
+    """POST ``/actions/<id>/cancel/`` (``reason``): cancel a waiting or queued action, or ask a running one
+    to stop."""
+    return _command(request, action_id, "cancel")
+
+
+# ------------------------------------------------------------------------------------------ approvals
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def approvals(request: HttpRequest) -> HttpResponse:
+    """``/approvals/``: actions awaiting a decision I may give (never my own), each with its plan summary,
+    risk, requester and reason, and Approve / Reject; plus my own requests waiting for someone else."""
+    user = request.user
+    can_decide = policy.has_role(user, "approver")
+    waiting = actions.action_list({"state": ActionState.AWAITING_APPROVAL})
+    context = {
+        "can_decide": can_decide,
+        "inbox": list(actions.awaiting_approval_for(user) if can_decide else waiting),
+        "mine": list(waiting.filter(requested_by_id=user.pk)),
+    }
+    return _render(request, "web/approvals.html", "web/partials/approvals_body.html", context)
+
+
+# ------------------------------------------------------------------------------------------ audit
+
+
+AUDIT_FILTERS = ("event", "object_type", "object_id", "actor", "request_id")
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """``/audit/``: audit events newest first, filtered by event, object type, actor and request id,
+    50 a page; the full page also verifies the hash chain and shows the verdict in a banner."""
+    filters = _filters(request, AUDIT_FILTERS)
+    context: dict[str, Any] = {"page": _page(request, audit.audit_list(filters)), "filters": filters}
+    if not is_htmx(request):
+        context["verdict"] = audit_verify_chain()
+    return _render(request, "web/audit.html", "web/partials/audit_results.html", context)

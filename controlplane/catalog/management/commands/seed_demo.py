@@ -1,0 +1,254 @@
+"""``manage.py seed_demo --pg-port P [...]``: the demo catalog over the sandbox weather warehouse, and one
+demo user per role.
+
+Idempotent: what exists is kept, what is missing is created through the catalog services, so a second run
+writes nothing and records no audit event. Everything runs in one transaction under a ``system`` change
+context, so a failure leaves nothing half-seeded. Passwords are printed (``Login: <user> / <password>``)
+only when a user is created or ``--reset-passwords`` is given; they never reach the audit trail.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser, Group
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from controlplane.audit.context import Channel, change_context
+from controlplane.audit.services import audit_record
+from controlplane.catalog import services as catalog
+from controlplane.catalog.models import Connection, Environment, Pipeline, Source, Target
+from controlplane.errors import ServiceError
+
+ENVIRONMENTS = (("dev", False), ("prod", True))
+SOURCE = "open-meteo"
+PIPELINE = "daily_pipeline"
+
+# (username, role): the role is the auth group the policy reads; "admin" is also staff and superuser.
+DEMO_USERS = (
+    ("viewer", "viewer"),
+    ("responder", "responder"),
+    ("approver", "approver"),
+    ("approver2", "approver"),
+    ("admin", "admin"),
+)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One demo target, created in each environment as ``<env>.weather.<name>``."""
+
+    name: str
+    kind: str
+    locator: dict[str, Any]
+    display_name: str
+    in_pipeline: bool = True
+
+
+TARGETS = (
+    TargetSpec(
+        "daily_weather_aggregates",
+        "matview",
+        {"schema": "mart", "name": "daily_weather_aggregates"},
+        "Daily weather aggregates (mart)",
+    ),
+    TargetSpec(
+        "daily_wikipedia_page_stats",
+        "matview",
+        {"schema": "mart", "name": "daily_wikipedia_page_stats"},
+        "Daily Wikipedia page stats (mart)",
+    ),
+    TargetSpec(
+        "core_weather",
+        "table",
+        {"schema": "core", "name": "weather", "timestamp_column": "observed_at"},
+        "Hourly weather observations (core)",
+    ),
+    TargetSpec("database", "database", {}, "Weather warehouse database", in_pipeline=False),
+)
+
+
+@dataclass
+class SeedReport:
+    """What a run did: names of created and changed objects, warnings, and the logins to print."""
+
+    created: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+
+
+def pipeline_name(env: Environment) -> str:
+    # Pipeline names are unique across environments, so the environment is part of the name.
+    return f"{env.name}-{PIPELINE}"
+
+
+class Command(BaseCommand):
+    help = "Create the demo catalog (dev and prod over the weather warehouse) and one user per role; idempotent."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--pg-host", default="127.0.0.1")
+        parser.add_argument("--pg-port", type=int, required=True)
+        parser.add_argument("--pg-db", default="weather")
+        parser.add_argument("--pg-user", default="postgres")
+        parser.add_argument(
+            "--password-ref",
+            default=None,
+            help="secret reference for the weather database password (env:NAME or file:/path); none by default",
+        )
+        parser.add_argument(
+            "--reset-passwords", action="store_true", help="give every demo user a new password and print it"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = {
+            "host": options["pg_host"],
+            "port": options["pg_port"],
+            "dbname": options["pg_db"],
+            "user": options["pg_user"],
+        }
+        report = SeedReport()
+        with change_context(channel=Channel.SYSTEM, actor_name="seed_demo"):
+            try:
+                with transaction.atomic():
+                    _seed_catalog(report, config=config, password_ref=options["password_ref"])
+                    _seed_users(report, reset_passwords=options["reset_passwords"])
+            except ServiceError as exc:
+                raise CommandError(exc.message) from None
+            except ValidationError as exc:
+                raise CommandError("; ".join(exc.messages)) from None
+        for warning in report.warnings:
+            self.stderr.write(f"seed_demo: {warning}")
+        self.stderr.write(
+            f"seed_demo: created {len(report.created)}, changed {len(report.changed)}"
+            + (f" ({', '.join(report.created + report.changed)})" if report.created or report.changed else "")
+        )
+        # Printed only after the commit, so a printed password always works.
+        for username, password in report.logins:
+            self.stdout.write(f"Login: {username} / {password}")
+
+
+def _seed_catalog(report: SeedReport, *, config: dict[str, Any], password_ref: str | None) -> None:
+    source, created = Source.objects.get_or_create(
+        name=SOURCE, defaults={"description": "Open-Meteo weather API (hourly observations)"}
+    )
+    if created:
+        # No source service exists yet; the row is recorded like every other catalog write.
+        audit_record(event="catalog.source.created", obj=source, after={"name": source.name})
+        report.created.append(f"source {source.name}")
+    for env_name, protected in ENVIRONMENTS:
+        env = Environment.objects.filter(name=env_name).first()
+        if env is None:
+            env = catalog.environment_create(name=env_name, protected=protected)
+            report.created.append(f"environment {env_name}")
+        elif env.protected != protected:
+            report.warnings.append(f"environment {env_name} has protected={env.protected}; left as is")
+        conn = _seed_connection(report, env=env, config=config, password_ref=password_ref)
+        pipeline = Pipeline.objects.filter(name=pipeline_name(env)).first()
+        if pipeline is None:
+            pipeline = catalog.pipeline_create(
+                name=pipeline_name(env),
+                environment=env,
+                layer=Pipeline.Layer.MART,
+                description=f"Open-Meteo and Wikipedia ingestion into the warehouse, then the marts ({SOURCE})",
+            )
+            report.created.append(f"pipeline {pipeline.name}")
+        for spec in TARGETS:
+            key = f"{env_name}.weather.{spec.name}"
+            if Target.objects.filter(key=key).exists():
+                continue
+            try:
+                catalog.target_create(
+                    key=key,
+                    kind=spec.kind,
+                    connection=conn,
+                    locator=spec.locator,
+                    pipeline=pipeline if spec.in_pipeline else None,
+                    display_name=spec.display_name,
+                )
+            except ServiceError as exc:
+                raise CommandError(f"target {key}: {exc.message}") from None
+            report.created.append(f"target {key}")
+
+
+def _seed_connection(
+    report: SeedReport, *, env: Environment, config: dict[str, Any], password_ref: str | None
+) -> Connection:
+    """The environment's ``weather-<env>`` connection, created, or updated when the sandbox moved."""
+    name = f"weather-{env.name}"
+    conn = Connection.objects.select_related("environment").filter(name=name).first()
+    if conn is None:
+        conn = catalog.connection_create(
+            name=name,
+            kind="postgres",
+            environment=env,
+            config=config,
+            secret_refs={"password": password_ref} if password_ref else {},
+        )
+        report.created.append(f"connection {name}")
+        return conn
+    if conn.kind != "postgres" or conn.environment_id != env.pk:
+        raise CommandError(f"connection {name} exists as {conn.kind} in {conn.environment.name}: not the demo's")
+    # Only the keys the demo manages are compared, so settings added by hand (timeouts ...) survive.
+    new_config = {**conn.config, **config}
+    new_refs = {**conn.secret_refs, "password": password_ref} if password_ref else conn.secret_refs
+    if new_config != conn.config or new_refs != conn.secret_refs:
+        catalog.connection_update(connection=conn, config=new_config, secret_refs=new_refs)
+        report.changed.append(f"connection {name}")
+    return conn
+
+
+def _seed_users(report: SeedReport, *, reset_passwords: bool) -> None:
+    user_model = get_user_model()
+    groups = {g.name: g for g in Group.objects.filter(name__in={role for _, role in DEMO_USERS})}
+    for username, role in DEMO_USERS:
+        group = groups.get(role)
+        if group is None:
+            raise CommandError(f"the {role} group is missing: run manage.py migrate first")
+        is_admin = role == "admin"
+        user = user_model.objects.filter(username=username).first()
+        if user is None:
+            password = secrets.token_urlsafe(9)
+            user = user_model.objects.create_user(
+                username=username, password=password, is_staff=is_admin, is_superuser=is_admin
+            )
+            user.groups.add(group)
+            audit_record(event="auth.user.created", obj=user, after=_user_state(user, [role]))
+            report.created.append(f"user {username}")
+            report.logins.append((username, password))
+            continue
+        before = _user_state(user, _roles(user))
+        if role not in before["roles"]:
+            user.groups.add(group)
+        if is_admin and not (user.is_staff and user.is_superuser):
+            user.is_staff = user.is_superuser = True
+            user.save(update_fields=["is_staff", "is_superuser"])
+        after = _user_state(user, _roles(user))
+        if after != before:
+            audit_record(event="auth.user.updated", obj=user, before=before, after=after)
+            report.changed.append(f"user {username}")
+        if reset_passwords:
+            password = secrets.token_urlsafe(9)
+            user.set_password(password)
+            user.save(update_fields=["password"])
+            # The event says that it happened, never what the password is.
+            audit_record(event="auth.user.password_reset", obj=user, after={"username": username})
+            report.logins.append((username, password))
+
+
+def _roles(user: AbstractUser) -> list[str]:
+    return sorted(user.groups.values_list("name", flat=True))
+
+
+def _user_state(user: AbstractUser, roles: list[str]) -> dict[str, Any]:
+    return {
+        "username": user.get_username(),
+        "roles": sorted(roles),
+        "is_staff": user.is_staff,
+        "is_superuser": user.is_superuser,
+    }

@@ -1,0 +1,114 @@
+"""Small presentation filters for the web UI's templates (labels, JSON, table cells)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from django import template
+from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.utils.timesince import timesince
+
+from controlplane.actions.models import ACTIVE_STATES
+
+register = template.Library()
+
+
+@register.filter
+def state_label(state: str) -> str:
+    """``awaiting_approval`` -> ``awaiting approval``: the words people read on a badge."""
+    return str(state).replace("_", " ")
+
+
+@register.filter
+def is_active_state(state: str) -> bool:
+    return state in ACTIVE_STATES
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    """JSON indented for a ``<pre>`` block (autoescaped by the template)."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@register.filter
+def cell(value: Any) -> str:
+    """One value of a findings or details table, readable: em dash for null, yes/no, lists joined."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(cell(v) for v in value) or "—"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@register.filter
+def nice_bytes(value: Any) -> str:
+    """1536 -> ``1.5 kB``; non-numbers pass through."""
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return cell(value)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)  # unreachable
+
+
+@register.filter
+def label(name: str) -> str:
+    """``estimated_bytes`` -> ``estimated bytes``."""
+    return str(name).replace("_", " ")
+
+
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+@register.filter
+def doc(text: str) -> str:
+    """A docstring-style description for HTML: escaped, ````name```` shown as code."""
+    return mark_safe(_LITERAL.sub(r"<code>\1</code>", str(escape(text))))  # noqa: S308 (escaped first)
+
+
+@register.filter
+def pairs(columns: list[Any], row: list[Any]) -> list[tuple[Any, Any]]:
+    """``columns|pairs:row``: (column, value) pairs, to show one wide findings row as a list."""
+    return list(zip(columns, row, strict=False))
+
+
+@register.filter
+def duration(start: datetime | None, end: datetime | None) -> str:
+    """``started|duration:finished`` -> ``2.4 s`` / ``3 min 5 s``; empty if either is missing."""
+    if start is None or end is None:
+        return ""
+    seconds = max((end - start).total_seconds(), 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+@register.filter
+def ago(value: datetime | None) -> str:
+    """``just now`` / ``12 s ago`` / ``3 minutes ago`` / ``2 days ago``: how long ago, one unit."""
+    if value is None:
+        return ""
+    seconds = (timezone.now() - value).total_seconds()
+    if seconds < 5:
+        return "just now"
+    if seconds < 60:
+        return f"{int(seconds)} s ago"
+    return f"{timesince(value, depth=1)} ago"

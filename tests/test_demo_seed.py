@@ -1,0 +1,182 @@
+"""seed_demo: the demo catalog and users, seeded once however often it runs, audited, no secret in the trail."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from controlplane.actions.policy import role_of
+from controlplane.audit.models import AuditEvent
+from controlplane.audit.services import audit_verify_chain
+from controlplane.catalog.models import Connection, Environment, Pipeline, Source, Target
+
+LOGIN = re.compile(r"^Login: (\S+) / (\S+)$")
+DEMO_ROLES = {"viewer": "viewer", "responder": "responder", "approver": "approver", "approver2": "approver"}
+TARGET_NAMES = ("daily_weather_aggregates", "daily_wikipedia_page_stats", "core_weather", "database")
+
+
+def seed(weather_db: dict[str, Any], *extra: str, port: int | None = None) -> list[tuple[str, str]]:
+    """Run seed_demo against the test warehouse; the (user, password) pairs it printed."""
+    out = io.StringIO()
+    call_command(
+        "seed_demo",
+        "--pg-host",
+        weather_db["host"],
+        "--pg-port",
+        str(port or weather_db["port"]),
+        "--pg-db",
+        weather_db["dbname"],
+        "--pg-user",
+        weather_db["user"],
+        *extra,
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    lines = out.getvalue().splitlines()
+    logins = [LOGIN.match(line) for line in lines]
+    assert all(logins), f"unexpected output: {lines}"
+    return [(m.group(1), m.group(2)) for m in logins if m]
+
+
+def row_counts() -> dict[str, int]:
+    models = (Environment, Connection, Source, Pipeline, Target, AuditEvent, get_user_model())
+    return {m.__name__: m.objects.count() for m in models}
+
+
+def test_seed_demo_creates_environments_targets_and_one_user_per_role(db: Any, weather_db: dict[str, Any]) -> None:
+    logins = seed(weather_db)
+
+    assert {e.name: e.protected for e in Environment.objects.all()} == {"dev": False, "prod": True}
+    assert Source.objects.filter(name="open-meteo").exists()
+    for env in ("dev", "prod"):
+        conn = Connection.objects.get(name=f"weather-{env}")
+        assert (conn.kind, conn.environment.name) == ("postgres", env)
+        assert conn.config["dbname"] == weather_db["dbname"]
+        assert conn.config["port"] == weather_db["port"]
+        assert Pipeline.objects.get(environment=conn.environment).layer == "mart"
+    assert set(Target.objects.values_list("key", flat=True)) == {
+        f"{env}.weather.{name}" for env in ("dev", "prod") for name in TARGET_NAMES
+    }
+    core = Target.objects.get(key="prod.weather.core_weather")
+    assert (core.kind, core.locator["timestamp_column"]) == ("table", "observed_at")
+    assert core.environment.protected
+    assert Target.objects.get(key="dev.weather.database").locator == {}
+    assert Target.objects.get(key="dev.weather.daily_weather_aggregates").pipeline is not None
+
+    assert [user for user, _ in logins] == ["viewer", "responder", "approver", "approver2", "admin"]
+    users = {u.username: u for u in get_user_model().objects.all()}
+    for username, password in logins:
+        assert users[username].check_password(password)
+        assert role_of(users[username]) == DEMO_ROLES.get(username, "admin")
+    assert users["admin"].is_staff and users["admin"].is_superuser
+    assert users["admin"].groups.filter(name="admin").exists()
+    assert not users["approver2"].is_staff
+    assert audit_verify_chain().ok
+
+
+def test_seeded_locators_name_real_relations_of_the_warehouse(db: Any, weather_db: dict[str, Any]) -> None:
+    seed(weather_db)
+    relations = Target.objects.exclude(kind="database").values_list("locator", flat=True)
+    assert len(relations) == 6
+    for locator in relations:
+        with psycopg.connect(weather_db["url"], connect_timeout=5) as conn:
+            found = conn.execute("select to_regclass(%s)", (f"{locator['schema']}.{locator['name']}",)).fetchone()
+        assert found is not None and found[0] is not None, locator
+
+
+def test_second_run_creates_nothing_and_records_no_audit_event(db: Any, weather_db: dict[str, Any]) -> None:
+    seed(weather_db)
+    before = row_counts()
+    head = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+
+    logins = seed(weather_db)
+
+    assert logins == []  # nothing created, nothing reset: no password printed
+    assert row_counts() == before
+    assert AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() == head
+    assert audit_verify_chain().ok
+
+
+def test_reset_passwords_prints_new_logins_and_records_only_the_resets(db: Any, weather_db: dict[str, Any]) -> None:
+    first = dict(seed(weather_db))
+    before = row_counts()
+
+    second = dict(seed(weather_db, "--reset-passwords"))
+
+    assert list(second) == ["viewer", "responder", "approver", "approver2", "admin"]
+    users = {u.username: u for u in get_user_model().objects.all()}
+    for username, password in second.items():
+        assert password != first[username]
+        assert users[username].check_password(password)
+        assert not users[username].check_password(first[username])
+    after = row_counts()
+    assert after.pop("AuditEvent") == before.pop("AuditEvent") + 5
+    assert after == before
+    resets = AuditEvent.objects.order_by("-seq")[:5]
+    assert {e.event for e in resets} == {"auth.user.password_reset"}
+    assert {e.actor_name for e in resets} == {"seed_demo"}
+    assert audit_verify_chain().ok
+
+
+def test_no_password_reaches_the_audit_trail(
+    db: Any, weather_db: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_password = "weather-" + uuid.uuid4().hex
+    monkeypatch.setenv("CP_DEMO_WEATHER_PASSWORD", db_password)
+    passwords = [p for _, p in seed(weather_db, "--password-ref", "env:CP_DEMO_WEATHER_PASSWORD")]
+    passwords += [p for _, p in seed(weather_db, "--reset-passwords")]
+    assert len(passwords) == 10
+
+    assert Connection.objects.get(name="weather-dev").secret_refs == {"password": "env:CP_DEMO_WEATHER_PASSWORD"}
+    events = list(AuditEvent.objects.values())
+    assert events
+    text = "\n".join(repr(sorted(e.items())) for e in events)
+    hashes = [u.password for u in get_user_model().objects.all()]
+    for secret in [*passwords, db_password, *hashes]:
+        assert secret not in text
+
+
+def test_moved_sandbox_updates_the_connections_and_nothing_else(db: Any, weather_db: dict[str, Any]) -> None:
+    seed(weather_db)
+    before = row_counts()
+    new_port = weather_db["port"] + 1
+
+    seed(weather_db, port=new_port)
+
+    after = row_counts()
+    assert after.pop("AuditEvent") == before.pop("AuditEvent") + 2
+    assert after == before
+    assert {c.config["port"] for c in Connection.objects.all()} == {new_port}
+    updated = AuditEvent.objects.order_by("-seq")[:2]
+    assert {e.event for e in updated} == {"catalog.connection.updated"}
+    assert audit_verify_chain().ok
+
+
+def test_failed_seed_leaves_nothing_behind(db: Any, weather_db: dict[str, Any]) -> None:
+    prod = Environment.objects.create(name="prod", protected=True)
+    Connection.objects.create(name="weather-prod", kind="airflow", environment=prod, config={})
+    events = AuditEvent.objects.count()
+
+    with pytest.raises(CommandError, match="weather-prod exists as airflow"):
+        seed(weather_db)
+
+    assert not Environment.objects.filter(name="dev").exists()  # created before the failure, rolled back
+    assert Target.objects.count() == 0
+    assert not get_user_model().objects.exists()
+    assert AuditEvent.objects.count() == events
+
+
+def test_literal_password_is_refused_as_a_secret_reference(db: Any, weather_db: dict[str, Any]) -> None:
+    with pytest.raises(CommandError, match="secret password"):
+        seed(weather_db, "--password-ref", "hunter2-literal")
+
+    assert not Connection.objects.exists()
+    assert not AuditEvent.objects.exists()
