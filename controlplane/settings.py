@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
-WHITENOISE_USE_FINDERS = True
+WHITENOISE_USE_FINDERS = True  # serves static/ and app assets without collectstatic (demo, tests)
+with contextlib.suppress(OSError):  # WhiteNoise warns about a missing STATIC_ROOT; a read-only DATA_DIR is fine
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_AUTOREFRESH = DEBUG
 
 SESSION_COOKIE_HTTPONLY = True
@@ -144,6 +147,10 @@ CELERY_BEAT_SCHEDULE = {
     "reap-actions": {
         "task": "controlplane.actions.tasks.reap_actions",
         "schedule": float(CONTROLPLANE["REAPER_INTERVAL_SECONDS"]),
+    },
+    "verify-audit-chain": {
+        "task": "controlplane.audit.tasks.verify_audit_chain",
+        "schedule": float(env_int("AUDIT_VERIFY_INTERVAL_SECONDS", 600, minimum=10)),
     },
     "check-connections": {
         "task": "controlplane.catalog.tasks.check_connections_health",

@@ -147,3 +147,22 @@ def test_concurrent_writers_do_not_fork_the_chain() -> None:
     assert AuditEvent.objects.count() == 60
     verdict = audit_verify_chain()
     assert verdict.ok, verdict.describe()
+
+
+@pytest.mark.django_db
+def test_chain_status_checks_new_events_from_a_checkpoint_and_full_walks_catch_old_edits() -> None:
+    from django.core.cache import cache
+
+    from controlplane.audit.services import audit_chain_status, audit_verify_full
+
+    cache.delete("audit:chain-verdict")
+    events = _record_some(3)
+    first = audit_chain_status()
+    assert first.verdict.ok and first.verdict.checked == 3
+    _record_some(2)
+    second = audit_chain_status()
+    assert second.verdict.ok and second.verdict.checked == 5
+    _tamper("UPDATE audit_auditevent SET reason = 'rewritten' WHERE id = %s", (events[0].id,))
+    assert not audit_verify_full().ok  # the periodic full walk finds the old edit
+    broken = audit_chain_status()
+    assert not broken.verdict.ok and broken.verdict.first_bad_seq == 1

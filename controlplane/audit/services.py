@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.core.cache import cache
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -152,6 +153,7 @@ class ChainVerdict:
     first_bad_seq: int | None = None
     first_bad_id: int | None = None
     problem: str = ""
+    last_hash: str = GENESIS
 
     def describe(self) -> str:
         if self.ok:
@@ -159,8 +161,8 @@ class ChainVerdict:
         return f"audit chain BROKEN at event #{self.first_bad_seq} (id {self.first_bad_id}): {self.problem}"
 
 
-def _iter_events(batch: int = 2000) -> Iterator[AuditEvent]:
-    last_seq = 0
+def _iter_events(after_seq: int = 0, batch: int = 2000) -> Iterator[AuditEvent]:
+    last_seq = after_seq
     while True:
         rows = list(AuditEvent.objects.filter(seq__gt=last_seq).order_by("seq")[:batch])
         if not rows:
@@ -169,10 +171,19 @@ def _iter_events(batch: int = 2000) -> Iterator[AuditEvent]:
         last_seq = rows[-1].seq
 
 
-def audit_verify_chain() -> ChainVerdict:
-    """Recompute every hash in ``seq`` order; name the first event that was edited, removed or moved."""
-    prev_hash, expected_seq, checked = GENESIS, 1, 0
-    for row in _iter_events():
+def audit_verify_chain(*, since: tuple[int, str] | None = None) -> ChainVerdict:
+    """Recompute every hash in ``seq`` order; name the first event that was edited, removed or moved.
+
+    ``since=(seq, hash)`` continues from an event verified earlier (a checkpoint) instead of the genesis:
+    cheap enough for every page view, while the periodic full pass catches edits of older events.
+    """
+    checked_seq, prev_hash = since or (0, GENESIS)
+    if since is not None:
+        anchor = AuditEvent.objects.filter(seq=checked_seq).values_list("hash", flat=True).first()
+        if anchor != prev_hash:
+            return ChainVerdict(False, 0, checked_seq, None, "the last verified event changed since it was verified")
+    expected_seq, checked = checked_seq + 1, checked_seq
+    for row in _iter_events(after_seq=checked_seq):
         if row.seq != expected_seq:
             return ChainVerdict(False, checked, row.seq, row.id, f"expected event #{expected_seq}: events missing")
         if row.prev_hash != prev_hash:
@@ -185,4 +196,38 @@ def audit_verify_chain() -> ChainVerdict:
         return ChainVerdict(
             False, checked, checked + 1, None, f"head records {head.seq} events: events removed at the end"
         )
-    return ChainVerdict(True, checked)
+    return ChainVerdict(True, checked, last_hash=prev_hash)
+
+
+_VERDICT_KEY = "audit:chain-verdict"
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """What the audit page shows: the verdict, and when the whole chain was last walked from genesis."""
+
+    verdict: ChainVerdict
+    full_verified_at: datetime | None
+
+
+def audit_verify_full() -> ChainVerdict:
+    """Walk the whole chain (Celery beat runs this periodically) and remember the result as checkpoint."""
+    verdict = audit_verify_chain()
+    cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": timezone.now()}, timeout=None)
+    return verdict
+
+
+def audit_chain_status() -> ChainStatus:
+    """The chain's status for a page view: verify only what came after the remembered checkpoint, and
+    fall back to a full walk when there is no checkpoint or it was not intact."""
+    remembered = cache.get(_VERDICT_KEY)
+    if not remembered or not remembered["verdict"].ok:
+        verdict = audit_verify_full()
+        return ChainStatus(verdict, timezone.now())
+    previous: ChainVerdict = remembered["verdict"]
+    verdict = audit_verify_chain(since=(previous.checked, previous.last_hash))
+    if not verdict.ok:
+        # Never report a break from the shortcut alone: the full walk names the first bad event for sure.
+        return ChainStatus(audit_verify_full(), timezone.now())
+    cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": remembered["full_at"]}, timeout=None)
+    return ChainStatus(verdict, remembered["full_at"])

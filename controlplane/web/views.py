@@ -33,7 +33,7 @@ from controlplane.actions import selectors as actions
 from controlplane.actions import services as action_services
 from controlplane.actions.models import ActionRun, ActionState
 from controlplane.audit import selectors as audit
-from controlplane.audit.services import audit_verify_chain
+from controlplane.audit.services import audit_chain_status
 from controlplane.catalog.models import Target
 from controlplane.errors import InvalidInput, NotFound, ServiceError
 from controlplane.web import catalog
@@ -453,5 +453,6 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     filters = _filters(request, AUDIT_FILTERS)
     context: dict[str, Any] = {"page": _page(request, audit.audit_list(filters)), "filters": filters}
     if not is_htmx(request):
-        context["verdict"] = audit_verify_chain()
+        status = audit_chain_status()
+        context["verdict"], context["full_verified_at"] = status.verdict, status.full_verified_at
     return _render(request, "web/audit.html", "web/partials/audit_results.html", context)
