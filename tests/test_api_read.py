@@ -116,3 +116,23 @@ def test_request_id_is_taken_from_the_caller(db: Any) -> None:
     assert resp["X-Request-ID"] == "bot-run-42"
     evil = Client().get("/healthz", headers={"X-Request-ID": "x\r\nSet-Cookie: a=b"})
     assert evil["X-Request-ID"] != "x\r\nSet-Cookie: a=b"
+
+
+def test_throttled_bot_gets_429_with_a_message(catalog: Any, api_for: Any, monkeypatch: Any) -> None:
+    from django.core.cache import cache
+    from rest_framework.throttling import UserRateThrottle
+
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "3/minute", "anon": "3/minute"})
+    cache.clear()
+    bot = api_for("viewer", scopes=["catalog:read"])
+    statuses = [bot.get("/api/v1/targets").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    resp = bot.get("/api/v1/targets")
+    assert "throttled" in resp.json()["error"]["message"].lower()
+    assert resp["Retry-After"]
+
+
+def test_approval_reason_is_shown_to_bots(catalog: Any, api_for: Any) -> None:
+    body = {"verb": "refresh-mart", "target": "prod.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
+    data = api_for("responder").post("/api/v1/actions", body).json()
+    assert data["approval_reason"] == "prod is a protected environment"

@@ -76,6 +76,7 @@ class ActionSummarySerializer(serializers.ModelSerializer[ActionRun]):
             "state",
             "risk",
             "requires_approval",
+            "approval_reason",
             "channel",
             "requested_by",
             "requested_at",
