@@ -136,3 +136,21 @@ def test_approval_reason_is_shown_to_bots(catalog: Any, api_for: Any) -> None:
     body = {"verb": "refresh-mart", "target": "prod.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
     data = api_for("responder").post("/api/v1/actions", body).json()
     assert data["approval_reason"] == "prod is a protected environment"
+
+
+def test_create_api_token_command_prints_a_working_token_last(actors: Any) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    from controlplane.api.models import ApiToken
+    from tests.conftest import ApiClient
+
+    out = io.StringIO()
+    call_command("create_api_token", "rita", "--scopes", "catalog:read,actions:read", stdout=out, stderr=io.StringIO())
+    token = out.getvalue().strip().splitlines()[-1]
+    stored = ApiToken.objects.get(user=actors["responder"])
+    assert token.startswith("cpt_") and token not in (stored.token_hash, stored.prefix)
+    assert stored.scopes == ["actions:read", "catalog:read"]
+    assert ApiClient(token).get("/api/v1/targets").status_code == 200
+    assert ApiClient(token).post("/api/v1/actions", {}).status_code == 403  # no actions:write
