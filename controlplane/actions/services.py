@@ -236,11 +236,28 @@ def action_request(
                     "state": action.state,
                 },
             )
+            if incident is not None:
+                _incident_note(incident, action, approval.reason)
             if not approval.required:
                 _dispatch_on_commit(action)
     except IntegrityError:
         return _replay_or_conflict(actor, idempotency_key, fingerprint, target)
     return ActionRequestResult(action, created=True)
+
+
+def _incident_note(incident: Incident, action: ActionRun, approval_reason: str) -> None:
+    from controlplane.incidents.models import IncidentEvent
+
+    ctx = context.current()
+    waiting = f"; waiting for approval ({approval_reason})" if approval_reason else ""
+    IncidentEvent.objects.create(
+        incident=incident,
+        kind=IncidentEvent.Kind.ACTION,
+        message=f"{ctx.actor_name} requested {action.verb} on {action.target.key}{waiting}",
+        actor_id=action.requested_by_id,
+        actor_name=ctx.actor_name,
+        data={"action": str(action.id), "state": action.state, "verb": action.verb},
+    )
 
 
 def _replay_or_conflict(actor: User, key: str | None, fingerprint: str, target: Target) -> ActionRequestResult:

@@ -11,7 +11,8 @@ SCOPES = {
     "actions:approve": "approve or reject other people's actions",
     "catalog:read": "read targets, their verbs, checks and parameter schemas",
     "audit:read": "read the audit trail",
-    "incidents:read": "read incidents",
+    "incidents:read": "read incidents and their timelines",
+    "alerts:write": "send alerts (Airflow failure callbacks) that open or update incidents",
 }
 
 

@@ -10,6 +10,8 @@ from connectors.registry import get_connector_class
 from controlplane.actions.models import ActionLogLine, ActionRun, Approval
 from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Target
+from controlplane.incidents.models import Incident, IncidentEvent
+from controlplane.incidents.selectors import suggested_actions
 
 LOG_TAIL = 50
 
@@ -31,6 +33,7 @@ class ActionRequestSerializer(StrictSerializer):
     target = serializers.CharField(max_length=200)
     params = serializers.DictField(required=False, default=dict)
     reason = serializers.CharField(max_length=2000)
+    incident = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
 
 
 class ActionPreviewSerializer(StrictSerializer):
@@ -80,6 +83,7 @@ class ActionSummarySerializer(serializers.ModelSerializer[ActionRun]):
             "channel",
             "requested_by",
             "requested_at",
+            "incident",
             "reason",
             "attempts",
             "started_at",
@@ -188,3 +192,42 @@ class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
             "prev_hash",
             "hash",
         ]
+
+
+class IncidentEventSerializer(serializers.ModelSerializer[IncidentEvent]):
+    class Meta:
+        model = IncidentEvent
+        fields = ["at", "kind", "message", "actor_name", "data"]
+
+
+class IncidentSummarySerializer(serializers.ModelSerializer[Incident]):
+    pipeline = serializers.CharField(source="pipeline.name", default=None)
+
+    class Meta:
+        model = Incident
+        fields = [
+            "id", "title", "severity", "status", "alert_type", "source", "pipeline", "fingerprint",
+            "alert_count", "created_at", "last_alert_at", "resolved_at",
+        ]  # fmt: skip
+
+
+class IncidentDetailSerializer(IncidentSummarySerializer):
+    targets = serializers.SerializerMethodField()
+    timeline = IncidentEventSerializer(source="events", many=True, read_only=True)
+    suggested_actions = serializers.SerializerMethodField()
+    log_url = serializers.SerializerMethodField()
+
+    class Meta(IncidentSummarySerializer.Meta):
+        fields = [
+            *IncidentSummarySerializer.Meta.fields, "summary", "details", "log_url", "targets",
+            "suggested_actions", "timeline",
+        ]  # fmt: skip
+
+    def get_targets(self, incident: Incident) -> list[str]:
+        return [t.key for t in incident.targets.all()]
+
+    def get_log_url(self, incident: Incident) -> str | None:
+        return (incident.details or {}).get("log_url")
+
+    def get_suggested_actions(self, incident: Incident) -> list[dict[str, Any]]:
+        return suggested_actions(incident)

@@ -13,5 +13,8 @@ urlpatterns = [
     path("actions/<uuid:action_id>/approve", views.ActionApprove.as_view(), name="action-approve"),
     path("actions/<uuid:action_id>/reject", views.ActionReject.as_view(), name="action-reject"),
     path("actions/<uuid:action_id>/cancel", views.ActionCancel.as_view(), name="action-cancel"),
+    path("alerts/airflow", views.AirflowAlertIntake.as_view(), name="alerts-airflow"),
+    path("incidents", views.IncidentList.as_view(), name="incidents"),
+    path("incidents/<int:incident_id>", views.IncidentDetail.as_view(), name="incident"),
     path("audit", views.AuditList.as_view(), name="audit"),
 ]

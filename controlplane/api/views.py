@@ -19,6 +19,8 @@ from controlplane.api import serializers as s
 from controlplane.audit.selectors import audit_list
 from controlplane.catalog.models import Target
 from controlplane.errors import InvalidInput, NotFound
+from controlplane.incidents import selectors as incident_selectors
+from controlplane.incidents import services as incident_services
 
 
 class Cursor(pagination.CursorPagination):
@@ -101,6 +103,7 @@ class ActionCollection(ListAPIView[Any]):
             params=data["params"],
             reason=data["reason"],
             idempotency_key=_idempotency_key(request),
+            incident=incident_selectors.incident_get(data["incident"]) if data["incident"] else None,
         )
         action = action_selectors.action_get(result.action.id)
         code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
@@ -172,6 +175,44 @@ class ActionCancel(_ActionCommand):
 
     def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
         return action_services.action_cancel(actor=request.user, action_id=action_id, reason=data["reason"])
+
+
+class IncidentCursor(Cursor):
+    ordering = "-created_at"
+
+
+class AirflowAlertIntake(APIView):
+    """An Airflow ``on_failure_callback`` payload: opens an incident (201) or adds to the open one with
+    the same DAG, task and run (200)."""
+
+    required_scopes = {"POST": "alerts:write"}
+
+    @extend_schema(request=dict, responses={201: s.IncidentSummarySerializer, 200: s.IncidentSummarySerializer})
+    def post(self, request: Request) -> Response:
+        result = incident_services.alert_ingest_airflow(payload=request.data)
+        body = {**s.IncidentSummarySerializer(result.incident).data, "created": result.created}
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class IncidentList(ListAPIView[Any]):
+    """Incidents newest first (``?status= &severity= &pipeline= &open=true &max_age_hours=``)."""
+
+    required_scopes = {"GET": "incidents:read"}
+    serializer_class = s.IncidentSummarySerializer
+    pagination_class = IncidentCursor
+
+    def get_queryset(self) -> Any:
+        return incident_selectors.incident_list(self.request.query_params)
+
+
+class IncidentDetail(APIView):
+    """An incident with its timeline, affected targets, log link and the actions that fit it."""
+
+    required_scopes = {"GET": "incidents:read"}
+
+    @extend_schema(responses=s.IncidentDetailSerializer)
+    def get(self, request: Request, incident_id: int) -> Response:
+        return Response(s.IncidentDetailSerializer(incident_selectors.incident_get(incident_id)).data)
 
 
 class AuditList(ListAPIView[Any]):

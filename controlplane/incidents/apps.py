@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class IncidentsConfig(AppConfig):
     name = "controlplane.incidents"
     label = "incidents"
+
+    def ready(self) -> None:
+        from controlplane.actions.signals import action_finished
+        from controlplane.incidents.receivers import record_action_outcome
+
+        action_finished.connect(record_action_outcome, dispatch_uid="incident-timeline")

@@ -5,11 +5,15 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from controlplane.catalog.models import Pipeline
+from controlplane.catalog.models import Pipeline, Target
 
 
 class Incident(models.Model):
-    """An incident, deduplicated by ``fingerprint`` while open."""
+    """An incident, deduplicated by ``fingerprint`` while it is not resolved.
+
+    An alert whose fingerprint matches an open incident adds to that incident's timeline instead of
+    opening another; the partial unique index makes that hold under concurrent alerts too.
+    """
 
     class Severity(models.TextChoices):
         LOW = "low"
@@ -26,10 +30,18 @@ class Incident(models.Model):
     title = models.CharField(max_length=300)
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.MEDIUM)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRIGGERED)
-    fingerprint = models.CharField(max_length=200, db_index=True)
+    fingerprint = models.CharField(max_length=600, db_index=True)
+    alert_type = models.CharField(max_length=64, blank=True, help_text="e.g. airflow.task_failed")
+    source = models.CharField(max_length=40, blank=True, help_text="the system that raised it, e.g. airflow")
+    summary = models.TextField(blank=True, help_text="the error as the alert reported it")
+    details = models.JSONField(default=dict, blank=True, help_text="the first alert's payload")
     pipeline = models.ForeignKey(Pipeline, null=True, blank=True, on_delete=models.SET_NULL, related_name="incidents")
-    created_at = models.DateTimeField(auto_now_add=True)
+    targets = models.ManyToManyField(Target, blank=True, related_name="incidents")
+    alert_count = models.PositiveIntegerField(default=0)
+    last_alert_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -40,6 +52,7 @@ class Incident(models.Model):
                 name="one_open_incident_per_fingerprint",
             )
         ]
+        indexes = [models.Index(fields=["status", "-created_at"], name="incident_status_idx")]
 
     def __str__(self) -> str:
         return f"INC-{self.pk} {self.title}"
@@ -48,11 +61,19 @@ class Incident(models.Model):
 class IncidentEvent(models.Model):
     """One entry of an incident's timeline (alert, action outcome, comment, status change)."""
 
+    class Kind(models.TextChoices):
+        ALERT = "alert"
+        ACTION = "action"
+        COMMENT = "comment"
+        STATUS = "status"
+        STEP = "step"
+
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
     at = models.DateTimeField(auto_now_add=True)
-    kind = models.CharField(max_length=32)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
     message = models.TextField()
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150, blank=True)
     data = models.JSONField(default=dict, blank=True)
 
     class Meta:

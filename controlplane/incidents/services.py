@@ -1,0 +1,123 @@
+"""Opening incidents from alerts, deduplicating repeats, and keeping their timelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from pydantic import ValidationError
+
+from controlplane.audit import context
+from controlplane.audit.services import audit_record
+from controlplane.catalog.models import Pipeline, Target
+from controlplane.catalog.services import pydantic_message
+from controlplane.errors import InvalidInput
+from controlplane.incidents.alerts import AirflowFailureAlert
+from controlplane.incidents.models import Incident, IncidentEvent
+
+# Seed severities: a failed DAG is high, a freshness breach medium, a storage quota low.
+AIRFLOW_FAILURE_SEVERITY = Incident.Severity.HIGH
+
+
+@dataclass(frozen=True)
+class AlertResult:
+    incident: Incident
+    created: bool
+
+
+def _event(incident: Incident, kind: str, message: str, data: dict[str, Any] | None = None) -> IncidentEvent:
+    ctx = context.current()
+    user = ctx.user if ctx.user is not None and ctx.user.is_authenticated else None
+    return IncidentEvent.objects.create(
+        incident=incident,
+        kind=kind,
+        message=message,
+        actor_id=user.pk if user is not None else None,
+        actor_name=ctx.actor_name,
+        data=data or {},
+    )
+
+
+def _dag_targets(alert: AirflowFailureAlert) -> list[Target]:
+    """Catalog DAG targets for the alerting DAG; when the alert names its Airflow, prefer that one's."""
+    targets = list(
+        Target.objects.select_related("connection", "pipeline").filter(kind="dag", locator__dag_id=alert.dag_id)
+    )
+    if alert.base_url and len(targets) > 1:
+        base = str(alert.base_url).rstrip("/")
+        same = [t for t in targets if str(t.connection.config.get("base_url", "")).rstrip("/") == base]
+        targets = same or targets
+    return targets
+
+
+def alert_ingest_airflow(*, payload: Any) -> AlertResult:
+    """Open an incident for a failed Airflow task, or add the alert to the open incident with the same
+    fingerprint (DAG, task, run). Invalid payloads raise InvalidInput and write nothing."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("the alert must be a JSON object")
+    try:
+        alert = AirflowFailureAlert.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid Airflow alert: {pydantic_message(exc)}") from None
+    data = alert.model_dump(mode="json")
+    try:
+        with transaction.atomic():
+            return _open_or_repeat(alert, data)
+    except IntegrityError:
+        # A concurrent alert opened it first: the partial unique index said so. Now it is a repeat.
+        with transaction.atomic():
+            return _open_or_repeat(alert, data)
+
+
+def _open_or_repeat(alert: AirflowFailureAlert, data: dict[str, Any]) -> AlertResult:
+    now = timezone.now()
+    open_incident = (
+        Incident.objects.select_for_update()
+        .filter(fingerprint=alert.fingerprint)
+        .exclude(status=Incident.Status.RESOLVED)
+        .first()
+    )
+    message = f"{alert.title}: {alert.exception[:300]}" if alert.exception else alert.title
+    if open_incident is not None:
+        Incident.objects.filter(pk=open_incident.pk).update(alert_count=F("alert_count") + 1, last_alert_at=now)
+        open_incident.refresh_from_db()
+        _event(
+            open_incident, IncidentEvent.Kind.ALERT, f"repeated alert (#{open_incident.alert_count}): {message}", data
+        )
+        audit_record(
+            event="incident.alert_repeated", obj=open_incident, after={"alert_count": open_incident.alert_count}
+        )
+        return AlertResult(open_incident, created=False)
+
+    targets = _dag_targets(alert)
+    pipeline = next((t.pipeline for t in targets if t.pipeline_id), None)
+    pipeline = pipeline or Pipeline.objects.filter(name=alert.dag_id).first()
+    with transaction.atomic():  # a savepoint: the unique index may refuse a concurrent twin
+        incident = Incident.objects.create(
+            title=alert.title,
+            severity=AIRFLOW_FAILURE_SEVERITY,
+            fingerprint=alert.fingerprint,
+            alert_type="airflow.task_failed" if alert.task_id else "airflow.dag_failed",
+            source="airflow",
+            summary=alert.exception,
+            details=data,
+            pipeline=pipeline,
+            alert_count=1,
+            last_alert_at=now,
+        )
+    incident.targets.set(targets)
+    _event(incident, IncidentEvent.Kind.ALERT, message, data)
+    audit_record(
+        event="incident.opened",
+        obj=incident,
+        after={
+            "title": incident.title,
+            "severity": incident.severity,
+            "fingerprint": incident.fingerprint,
+            "targets": [t.key for t in targets],
+        },
+    )
+    return AlertResult(incident, created=True)

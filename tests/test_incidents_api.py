@@ -1,0 +1,173 @@
+"""Airflow failure alerts open incidents, repeats join them, and bots read them back."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from controlplane.audit.models import AuditEvent
+from controlplane.incidents.models import Incident, IncidentEvent
+
+ALERT = {
+    "source": "airflow",
+    "dag_id": "data_ingestion_bronze",
+    "task_id": "ingest_orders",
+    "run_id": "scheduled__2026-11-20T00:00:00+00:00",
+    "logical_date": "2026-11-20T00:00:00+00:00",
+    "try_number": 1,
+    "state": "failed",
+    "exception": "FileNotFoundError: gs://retail-landing/orders/2026-11-20/orders.csv not found",
+    "log_url": "http://127.0.0.1:8080/dags/data_ingestion_bronze/runs/x/tasks/ingest_orders?try_number=1",
+    "base_url": "http://127.0.0.1:8080",
+}
+
+
+@pytest.fixture
+def airflow_bot(api_for: Any) -> Any:
+    return api_for("responder", scopes=["alerts:write"])
+
+
+@pytest.mark.django_db
+def test_failure_callback_opens_one_incident_and_a_repeat_joins_it(actors: Any, airflow_bot: Any, api_for: Any) -> None:
+    first = airflow_bot.post("/api/v1/alerts/airflow", ALERT)
+    assert first.status_code == 201, first.content
+    assert first.json()["created"] is True
+    repeat = airflow_bot.post("/api/v1/alerts/airflow", ALERT | {"try_number": 2})
+    assert repeat.status_code == 200
+    assert repeat.json()["id"] == first.json()["id"] and repeat.json()["created"] is False
+    incident = Incident.objects.get()
+    assert incident.severity == "high" and incident.alert_count == 2
+    assert incident.title == "data_ingestion_bronze.ingest_orders failed (run scheduled__2026-11-20T00:00:00+00:00)"
+    assert IncidentEvent.objects.filter(incident=incident, kind="alert").count() == 2
+    assert list(AuditEvent.objects.filter(object_type="incidents.incident").values_list("event", flat=True)) == [
+        "incident.opened",
+        "incident.alert_repeated",
+    ]
+    other_task = airflow_bot.post("/api/v1/alerts/airflow", ALERT | {"task_id": "ingest_customers"})
+    assert other_task.status_code == 201  # another task of the run is another incident
+
+
+@pytest.mark.django_db
+def test_resolved_incident_does_not_swallow_a_new_failure(actors: Any, airflow_bot: Any) -> None:
+    airflow_bot.post("/api/v1/alerts/airflow", ALERT)
+    Incident.objects.update(status="resolved")
+    again = airflow_bot.post("/api/v1/alerts/airflow", ALERT)
+    assert again.status_code == 201
+    assert Incident.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_identical_alerts_open_one_incident(actors: Any, api_for: Any) -> None:
+    bot = api_for("responder", scopes=["alerts:write"])
+    barrier = threading.Barrier(10)
+
+    def send(_: int) -> int:
+        try:
+            barrier.wait(timeout=10)
+            return bot.post("/api/v1/alerts/airflow", ALERT).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        codes = list(pool.map(send, range(10)))
+    assert sorted(codes) == [200] * 9 + [201]
+    assert Incident.objects.get().alert_count == 10
+
+
+BAD = [
+    ("missing dag_id", {k: v for k, v in ALERT.items() if k != "dag_id"}, "dag_id"),
+    ("dag_id with spaces", ALERT | {"dag_id": "drop table; --"}, "dag_id"),
+    ("missing run_id", {k: v for k, v in ALERT.items() if k != "run_id"}, "run_id"),
+    ("bad try_number", ALERT | {"try_number": "twice"}, "try_number"),
+    ("bad log url", ALERT | {"log_url": "javascript:alert(1)"}, "log_url"),
+    ("not airflow", ALERT | {"source": "prefect"}, "source"),
+    ("huge exception", ALERT | {"exception": "x" * 20_000}, "exception"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "payload", "field"), BAD, ids=[b[0] for b in BAD])
+def test_malformed_alert_is_400_and_creates_nothing(
+    actors: Any, airflow_bot: Any, name: str, payload: Any, field: str
+) -> None:
+    resp = airflow_bot.post("/api/v1/alerts/airflow", payload)
+    assert resp.status_code == 400, resp.content
+    assert field in resp.json()["error"]["message"]
+    assert not Incident.objects.exists() and not IncidentEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_oversized_and_non_json_alerts_are_refused(actors: Any, airflow_bot: Any) -> None:
+    assert (
+        airflow_bot.post("/api/v1/alerts/airflow", raw=json.dumps(ALERT | {"pad": "x" * 100_000}).encode()).status_code
+        == 413
+    )
+    assert airflow_bot.post("/api/v1/alerts/airflow", raw=b"<xml/>").status_code == 400
+    assert airflow_bot.post("/api/v1/alerts/airflow", [ALERT]).status_code == 400
+    assert not Incident.objects.exists()
+
+
+@pytest.mark.django_db
+def test_alert_intake_needs_the_alerts_scope(actors: Any, api_for: Any) -> None:
+    resp = api_for("admin", scopes=["incidents:read"]).post("/api/v1/alerts/airflow", ALERT)
+    assert resp.status_code == 403 and "alerts:write" in resp.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_incidents_list_filters_and_detail_with_timeline(actors: Any, airflow_bot: Any, api_for: Any) -> None:
+    airflow_bot.post("/api/v1/alerts/airflow", ALERT)
+    airflow_bot.post("/api/v1/alerts/airflow", ALERT | {"dag_id": "retail_transformation_pipeline", "task_id": "load"})
+    Incident.objects.filter(fingerprint__contains="retail_transformation").update(status="resolved")
+    reader = api_for("viewer", scopes=["incidents:read"])
+    triggered = reader.get("/api/v1/incidents", status="triggered").json()["results"]
+    assert [i["title"].split(" ")[0] for i in triggered] == ["data_ingestion_bronze.ingest_orders"]
+    assert reader.get("/api/v1/incidents", severity="high").json()["results"][0]["severity"] == "high"
+    assert reader.get("/api/v1/incidents", status="on-fire").status_code == 400
+    page = reader.get("/api/v1/incidents", limit=1).json()
+    assert len(page["results"]) == 1 and page["next"]
+    detail = reader.get(f"/api/v1/incidents/{triggered[0]['id']}").json()
+    assert detail["log_url"] == ALERT["log_url"]
+    assert detail["timeline"][0]["kind"] == "alert" and "FileNotFoundError" in detail["timeline"][0]["message"]
+    assert reader.get("/api/v1/incidents/999999").status_code == 404
+
+
+@pytest.mark.django_db
+def test_action_for_an_incident_appears_on_its_timeline(
+    catalog: Any, actors: Any, airflow_bot: Any, api_for: Any
+) -> None:
+    incident_id = airflow_bot.post("/api/v1/alerts/airflow", ALERT).json()["id"]
+    body = {
+        "verb": "refresh-mart",
+        "target": "prod.weather.daily_weather_aggregates",
+        "params": {},
+        "reason": "mart stale after the failed load",
+        "incident": incident_id,
+    }
+    action = api_for("responder").post("/api/v1/actions", body).json()
+    assert action["incident"] == incident_id
+    timeline = api_for("viewer", scopes=["incidents:read"]).get(f"/api/v1/incidents/{incident_id}").json()["timeline"]
+    assert timeline[-1]["kind"] == "action"
+    assert "requested refresh-mart on prod.weather.daily_weather_aggregates" in timeline[-1]["message"]
+    assert "waiting for approval" in timeline[-1]["message"]
+
+
+@pytest.mark.django_db
+def test_finished_action_outcome_joins_the_incident_timeline(
+    catalog: Any, actors: Any, airflow_bot: Any, api_for: Any
+) -> None:
+    from controlplane.actions.models import ActionRun
+    from controlplane.actions.signals import action_finished
+
+    incident_id = airflow_bot.post("/api/v1/alerts/airflow", ALERT).json()["id"]
+    body = {"verb": "refresh-mart", "target": "dev.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
+    action_id = api_for("responder").post("/api/v1/actions", body | {"incident": incident_id}).json()["id"]
+    ActionRun.objects.filter(id=action_id).update(state="succeeded", verification={"ok": True, "summary": "populated"})
+    action_finished.send(sender=ActionRun, action_id=action_id)
+    last = IncidentEvent.objects.filter(incident_id=incident_id).last()
+    assert last is not None and last.kind == "action"
+    assert last.message == "refresh-mart on dev.weather.daily_weather_aggregates succeeded: populated"
