@@ -11,7 +11,7 @@ from controlplane.incidents.models import IncidentEvent
 def record_action_outcome(sender: Any, action_id: Any, **kwargs: Any) -> None:
     """Add the finished action's outcome to its incident's timeline."""
     action = ActionRun.objects.select_related("target", "incident").filter(id=action_id, incident__isnull=False).first()
-    if action is None:
+    if action is None or action.incident is None:
         return
     verdict = (action.verification or {}).get("summary") or action.error or ""
     IncidentEvent.objects.create(
