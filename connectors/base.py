@@ -126,7 +126,8 @@ class ExecutionContext:
     ``action_id`` is the idempotency token: the connector tags its side effects with it (run ids, query
     tags, ledger rows) so that a re-delivered execution finds the effect already done instead of doing it
     twice. ``log`` streams a line to the action's log; ``heartbeat`` extends the lease during long waits;
-    ``cancel_requested`` is polled by long operations.
+    ``cancel_requested`` is polled by long operations; ``progress(done, total)`` reports how far a
+    multi-part operation is (backfill runs finished out of runs planned).
     """
 
     action_id: str
@@ -135,6 +136,7 @@ class ExecutionContext:
     log: Callable[[str], None] = field(default=lambda _line: None)
     heartbeat: Callable[[], None] = field(default=lambda: None)
     cancel_requested: Callable[[], bool] = field(default=lambda: False)
+    progress: Callable[[int, int], None] = field(default=lambda _done, _total: None)
 
 
 P = TypeVar("P", bound=BaseModel)

@@ -559,3 +559,22 @@ def test_an_account_without_a_role_sees_nothing(catalog: Any, actors: dict[str, 
         response = client.get(path)
         assert response.status_code == 403 and "No role yet" in text(response)
         assert REASON not in text(response)
+
+
+def test_action_page_shows_progress_of_a_multi_part_action(catalog: Any, actors: Any, client: Any) -> None:
+    from controlplane.actions import services
+    from controlplane.actions.models import ActionRun
+    from controlplane.audit.context import Channel, change_context
+
+    with change_context(channel=Channel.WEB, user=actors["responder"]):
+        action = services.action_request(
+            actor=actors["responder"],
+            verb="refresh-mart",
+            target_key="dev.weather.daily_weather_aggregates",
+            params={},
+            reason="progress",
+        ).action
+    ActionRun.objects.filter(id=action.id).update(state="running", progress_done=2, progress_total=3)
+    client.force_login(actors["viewer"])
+    html = client.get(f"/actions/{action.id}/").content.decode()
+    assert '<progress max="3" value="2"' in html and "2 / 3" in html

@@ -76,6 +76,8 @@ class ActionRun(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    progress_done = models.PositiveIntegerField(null=True, blank=True)
+    progress_total = models.PositiveIntegerField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     outcome = models.JSONField(null=True, blank=True)
     verification = models.JSONField(null=True, blank=True)
@@ -106,6 +108,12 @@ class ActionRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def progress_percent(self) -> int | None:
+        if not self.progress_total or self.progress_done is None:
+            return None
+        return min(100, round(100 * self.progress_done / self.progress_total))
 
     @property
     def short_id(self) -> str:

@@ -124,6 +124,15 @@ def _line_writer(action: ActionRun, secrets: list[str]) -> Callable[..., None]:
     return write
 
 
+def _progress_writer(action: ActionRun, attempt: int) -> Callable[[int, int], None]:
+    def write(done: int, total: int) -> None:
+        ActionRun.objects.filter(id=action.id, state=ActionState.RUNNING, attempts=attempt).update(
+            progress_done=max(0, done), progress_total=max(0, total)
+        )
+
+    return write
+
+
 def _finish(
     action: ActionRun,
     attempt: int,
@@ -207,6 +216,7 @@ def _run_attempt(action: ActionRun) -> None:
             log=write,
             heartbeat=lease.renew,
             cancel_requested=lease.cancel.is_set,
+            progress=_progress_writer(action, attempt),
         )
         try:
             write(f"attempt {attempt}: {action.verb} on {action.target.key} ({WORKER_NAME})")

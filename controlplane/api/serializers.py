@@ -105,6 +105,8 @@ class ActionDetailSerializer(ActionSummarySerializer):
             "outcome",
             "verification",
             "cancel_requested",
+            "progress_done",
+            "progress_total",
             "max_attempts",
             "queued_at",
             "heartbeat_at",
