@@ -18,7 +18,8 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from connectors.base import ConnectorError, ExecutionContext, Outcome, Verification
@@ -98,14 +99,12 @@ def _claim(action_id: str) -> ActionRun | None:
                 lease_expires_at=now + lease,
                 worker=WORKER_NAME,
                 not_before=None,
+                started_at=Coalesce(F("started_at"), Value(now)),
             )
         )
         if claimed != 1:
             return None
         action = ActionRun.objects.select_related("target__connection__environment").get(id=action_id)
-        if action.started_at is None:
-            action.started_at = now
-            action.save(update_fields=["started_at"])
         audit_record(
             event="action.started",
             obj=action,
@@ -184,11 +183,12 @@ def _announce_on_commit(action: ActionRun) -> None:
     transaction.on_commit(lambda: signals.action_finished.send(sender=ActionRun, action_id=action_id))
 
 
-def action_execute(*, action_id: str) -> None:
-    """Run one attempt of an action: claim, execute with a heartbeating lease, verify, record."""
+def action_execute(*, action_id: str, request_id: str = "") -> None:
+    """Run one attempt of an action: claim, execute with a heartbeating lease, verify, record.
+
+    ``request_id`` is the one the action was requested under (carried in the task message), so the
+    whole trail of an action shares it."""
     close_old_connections()
-    # The whole trail of an action shares the request id it was requested under.
-    request_id = ActionRun.objects.filter(id=action_id).values_list("request_id", flat=True).first()
     with context.change_context(channel=Channel.SYSTEM, actor_name=WORKER_NAME, request_id=request_id or None):
         action = _claim(action_id)
         if action is None:

@@ -22,7 +22,7 @@ from connectors.registry import get_connector_class
 from controlplane.actions import policy
 from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, Approval
 from controlplane.audit import context
-from controlplane.audit.services import audit_record, canonical_json
+from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
 from controlplane.catalog.models import Target
 from controlplane.catalog.services import connector_for, pydantic_message
 from controlplane.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, Unavailable
@@ -195,7 +195,7 @@ def action_request(
         params=prepared.params.model_dump(mode="json"),
         reason=reason.strip(),
         channel=ctx.channel,
-        requested_by_id=actor.pk,
+        requested_by=actor,
         request_id=ctx.request_id,
         idempotency_key=idempotency_key or None,
         request_fingerprint=fingerprint,
@@ -213,7 +213,7 @@ def action_request(
     try:
         with transaction.atomic():
             action.save(force_insert=True)
-            audit_record(
+            requested = AuditEntry(
                 event="action.requested",
                 obj=action,
                 after={
@@ -224,7 +224,7 @@ def action_request(
                 },
                 reason=action.reason,
             )
-            audit_record(
+            planned = AuditEntry(
                 event="action.planned",
                 obj=action,
                 after={
@@ -236,6 +236,7 @@ def action_request(
                     "state": action.state,
                 },
             )
+            audit_record_many([requested, planned])
             if incident is not None:
                 _incident_note(incident, action, approval.reason)
             if not approval.required:
@@ -271,13 +272,13 @@ def _replay_or_conflict(actor: User, key: str | None, fingerprint: str, target: 
 
 
 def _dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:
-    action_id = str(action.id)
+    action_id, request_id = str(action.id), action.request_id
 
     def send() -> None:
         from controlplane.actions.tasks import execute_action
 
         try:
-            execute_action.apply_async(args=(action_id,), countdown=countdown)
+            execute_action.apply_async(args=(action_id, request_id), countdown=countdown)
         except Exception:
             # The row says queued with dispatched_at set: the reaper dispatches it again after the grace
             # period, so a broker outage delays the action instead of losing it.

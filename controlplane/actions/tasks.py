@@ -15,8 +15,8 @@ _LIMIT = settings.CONTROLPLANE["EXECUTE_TIMEOUT_SECONDS"]
 @shared_task(
     acks_late=True, reject_on_worker_lost=True, ignore_result=True, soft_time_limit=_LIMIT, time_limit=_LIMIT + 60
 )
-def execute_action(action_id: str) -> None:
-    runner.action_execute(action_id=action_id)
+def execute_action(action_id: str, request_id: str = "") -> None:
+    runner.action_execute(action_id=action_id, request_id=request_id)
 
 
 @shared_task(ignore_result=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from connectors.registry import get_connector_class
@@ -93,7 +94,7 @@ class ActionSummarySerializer(serializers.ModelSerializer[ActionRun]):
 
 
 class ActionDetailSerializer(ActionSummarySerializer):
-    approvals = ApprovalSerializer(many=True, read_only=True)
+    approvals = serializers.SerializerMethodField()
     log = serializers.SerializerMethodField()
 
     class Meta(ActionSummarySerializer.Meta):
@@ -116,7 +117,18 @@ class ActionDetailSerializer(ActionSummarySerializer):
             "log",
         ]
 
+    # ``fresh``: an action created by this very request has no approvals or log yet; no query needed.
+
+    @extend_schema_field(ApprovalSerializer(many=True))
+    def get_approvals(self, action: ActionRun) -> list[dict[str, Any]]:
+        if self.context.get("fresh"):
+            return []
+        return ApprovalSerializer(action.approvals.all(), many=True).data  # type: ignore[return-value]
+
+    @extend_schema_field(LogLineSerializer(many=True))
     def get_log(self, action: ActionRun) -> list[dict[str, Any]]:
+        if self.context.get("fresh"):
+            return []
         lines = list(action.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
         return LogLineSerializer(lines, many=True).data  # type: ignore[return-value]
 

@@ -105,9 +105,10 @@ class ActionCollection(ListAPIView[Any]):
             idempotency_key=_idempotency_key(request),
             incident=incident_selectors.incident_get(data["incident"]) if data["incident"] else None,
         )
+        if result.created:  # everything the response shows is in hand: no second read
+            return Response(s.ActionDetailSerializer(result.action, context={"fresh": True}).data, status=202)
         action = action_selectors.action_get(result.action.id)
-        code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
-        return Response(s.ActionDetailSerializer(action).data, status=code)
+        return Response(s.ActionDetailSerializer(action).data, status=status.HTTP_200_OK)
 
 
 class ActionPreview(APIView):

@@ -91,6 +91,20 @@ def compute_hash(event: AuditEvent) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One event to append: what happened (``event``) to which object, before/after and why."""
+
+    event: str
+    obj: models.Model | None = None
+    object_type: str = ""
+    object_id: str = ""
+    object_repr: str = ""
+    before: Any = None
+    after: Any = None
+    reason: str = ""
+
+
 def audit_record(
     *,
     event: str,
@@ -108,35 +122,47 @@ def audit_record(
     serializes concurrent writers; the lock is held until the caller's transaction commits, so the
     audit row and the change it records land together or not at all.
     """
+    entry = AuditEntry(event, obj, object_type, object_id, object_repr, before, after, reason)
+    return audit_record_many([entry])[0]
+
+
+def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
+    """Append several events under one lock of the chain head, in one INSERT (see ``audit_record``)."""
     ctx = context.current()
-    if obj is not None:
-        object_type = object_type or obj._meta.label_lower
-        object_id = object_id or str(obj.pk)
-        object_repr = object_repr or str(obj)[:300]
     user = ctx.user if ctx.user is not None and ctx.user.is_authenticated else None
-    with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
-        row = AuditEvent(
-            seq=head.seq + 1,
-            at=_utc_now(),
-            actor_id=user.pk if user is not None else None,
-            actor_name=ctx.actor_name[:150],
-            channel=ctx.channel,
-            request_id=ctx.request_id[:64],
-            event=event,
-            object_type=object_type,
-            object_id=object_id,
-            object_repr=object_repr[:300],
-            before=_normalize(before),
-            after=_normalize(after),
-            reason=reason,
-            prev_hash=head.hash,
-        )
-        row.hash = compute_hash(row)
-        row.save(force_insert=True)
-        head.seq, head.hash = row.seq, row.hash
+    # No savepoint: the caller's transaction is the unit; a failure here must roll the change back too.
+    with transaction.atomic(savepoint=False):
+        head = AuditChainHead.objects.select_for_update().filter(id=1).first()
+        if head is None:
+            head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+        rows: list[AuditEvent] = []
+        seq, prev_hash = head.seq, head.hash
+        now = _utc_now()
+        for entry in entries:
+            obj = entry.obj
+            seq += 1
+            row = AuditEvent(
+                seq=seq,
+                at=now,
+                actor_id=user.pk if user is not None else None,
+                actor_name=ctx.actor_name[:150],
+                channel=ctx.channel,
+                request_id=ctx.request_id[:64],
+                event=entry.event,
+                object_type=entry.object_type or (obj._meta.label_lower if obj is not None else ""),
+                object_id=entry.object_id or (str(obj.pk) if obj is not None else ""),
+                object_repr=(entry.object_repr or (str(obj) if obj is not None else ""))[:300],
+                before=_normalize(entry.before),
+                after=_normalize(entry.after),
+                reason=entry.reason,
+                prev_hash=prev_hash,
+            )
+            row.hash = prev_hash = compute_hash(row)
+            rows.append(row)
+        AuditEvent.objects.bulk_create(rows)
+        head.seq, head.hash = seq, prev_hash
         head.save(update_fields=["seq", "hash"])
-    return row
+    return rows
 
 
 def _utc_now() -> datetime:
