@@ -95,6 +95,35 @@ def weather_sql(weather_db: dict[str, Any], sql: str, params: tuple[Any, ...] = 
         return cur.fetchall() if cur.description else []
 
 
+# ---------------------------------------------------------------------------------------------- airflow
+
+AIRFLOW_JWT_LIFETIME_S = 4  # short, so token expiry and renewal happen during the tests
+AIRFLOW_SECRET_ENV = "CP_TEST_AIRFLOW_PASSWORD"
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Airflow 3 (api-server, scheduler, dag-processor, triggerer) for the whole run, started
+    by the project's sandbox scripts on a fresh metadata database in the sandbox Postgres."""
+    from sandbox.airflow import start_airflow, stop_airflow
+
+    root = tmp_path_factory.mktemp("airflow")
+    try:
+        server = start_airflow(
+            root,
+            pg_admin_url=_need("SANDBOX_PG_URL"),
+            env={
+                "AIRFLOW__API_AUTH__JWT_EXPIRATION_TIME": str(AIRFLOW_JWT_LIFETIME_S),
+                "AIRFLOW__API_AUTH__JWT_LEEWAY": "0",
+            },
+        )
+        os.environ[AIRFLOW_SECRET_ENV] = server.password
+        print(f"sandbox Airflow started in {server.startup_seconds:.1f} s")
+        yield server
+    finally:
+        stop_airflow(root, drop_db=True)
+
+
 # ---------------------------------------------------------------------------------------------- actors
 
 

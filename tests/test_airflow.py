@@ -1,0 +1,374 @@
+"""The control plane operating a real Airflow 3: previews, clear, rerun, backfill, pause/resume, alerts."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from connectors.airflow import AirflowConnector
+from connectors.airflow.config import AirflowConfig
+from connectors.base import ConnectorError, ExecutionContext, TargetRef
+from controlplane.actions import services
+from controlplane.actions.models import ActionRun, ActionState
+from controlplane.actions.tasks import execute_action
+from controlplane.audit.context import Channel, change_context
+from controlplane.catalog import services as cs
+from controlplane.incidents.models import Incident
+from tests.conftest import AIRFLOW_JWT_LIFETIME_S, AIRFLOW_SECRET_ENV, wait_for
+
+BRONZE = "data_ingestion_bronze"
+RETAIL = "retail_transformation_pipeline"
+PAUSED = "retail_ingestion_pipeline"
+
+
+def set_variable(airflow: Any, key: str, value: str) -> None:
+    try:
+        airflow.api("PATCH", f"/api/v2/variables/{key}", {"key": key, "value": value})
+    except Exception:
+        airflow.api("POST", "/api/v2/variables", {"key": key, "value": value})
+
+
+def trigger(airflow: Any, dag_id: str) -> str:
+    run_id = f"test__{uuid.uuid4().hex[:10]}"
+    airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+    return run_id
+
+
+def run_state(airflow: Any, dag_id: str, run_id: str) -> str:
+    return str(airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+
+def finished_run(airflow: Any, dag_id: str, run_id: str, timeout: float = 90) -> str:
+    return wait_for(
+        lambda: (s := run_state(airflow, dag_id, run_id)) in ("success", "failed") and s,
+        timeout=timeout,
+        interval=0.5,
+        what=f"{dag_id} {run_id} to finish",
+    )
+
+
+@pytest.fixture
+def failed_bronze_run(airflow: Any) -> str:
+    """A run of data_ingestion_bronze that failed at ingest_orders (the source is still broken)."""
+    set_variable(airflow, "data_ingestion_bronze_fixed", "false")
+    run_id = trigger(airflow, BRONZE)
+    assert finished_run(airflow, BRONZE, run_id) == "failed"
+    return run_id
+
+
+@pytest.fixture
+def airflow_catalog(db: Any, airflow: Any) -> dict[str, Any]:
+    """A dev Airflow connection (password by reference) and one DAG target per sandbox DAG."""
+    with change_context(channel=Channel.SYSTEM, actor_name="test-setup"):
+        env = cs.environment_create(name="dev", protected=False)
+        conn = cs.connection_create(
+            name="airflow-dev",
+            kind="airflow",
+            environment=env,
+            config={
+                "base_url": airflow.url,
+                "username": airflow.username,
+                "poll_interval_s": 0.5,
+                "wait_timeout_s": 120,
+            },
+            secret_refs={"password": f"env:{AIRFLOW_SECRET_ENV}"},
+        )
+        targets = {
+            dag: cs.target_create(key=f"dev.airflow.{dag}", kind="dag", connection=conn, locator={"dag_id": dag})
+            for dag in (BRONZE, RETAIL, PAUSED)
+        }
+    return {"env": env, "conn": conn, **targets}
+
+
+def request(actor: Any, verb: str, dag: str, params: dict[str, Any]) -> ActionRun:
+    with change_context(channel=Channel.API, user=actor):
+        return services.action_request(
+            actor=actor, verb=verb, target_key=f"dev.airflow.{dag}", params=params, reason="airflow test"
+        ).action
+
+
+def final(action: ActionRun, timeout: float = 120) -> ActionRun:
+    def done() -> ActionRun | None:
+        action.refresh_from_db()
+        return action if action.state not in (ActionState.QUEUED, ActionState.RUNNING) else None
+
+    return wait_for(done, timeout=timeout, interval=0.3, what=f"action {action.id}")
+
+
+def connector_for(airflow: Any, **config: Any) -> AirflowConnector:
+    cfg = AirflowConfig(base_url=config.pop("base_url", airflow.url), username=airflow.username, **config)
+    return AirflowConnector(cfg, {"password": airflow.password})
+
+
+# ----------------------------------------------------------------------------------------------- clear
+
+
+def test_clear_preview_lists_the_failed_task_and_its_downstream(
+    airflow: Any, airflow_catalog: Any, actors: Any, api_for: Any, failed_bronze_run: str
+) -> None:
+    body = {"verb": "clear", "target": f"dev.airflow.{BRONZE}", "params": {"dag_run_id": failed_bronze_run}}
+    resp = api_for("responder").post("/api/v1/actions/preview", body)
+    assert resp.status_code == 200, resp.content
+    plan = resp.json()["plan"]
+    cleared = {t["detail"]["task_id"]: t["detail"]["state"] for t in plan["touches"]}
+    assert cleared == {"ingest_orders": "failed", "validate_ingestion": "upstream_failed"}
+    assert plan["counts"] == {"task_instances": 2, "dag_runs": 1}
+    assert run_state(airflow, BRONZE, failed_bronze_run) == "failed"  # the preview changed nothing
+
+
+@pytest.mark.worker
+def test_clear_after_the_fix_makes_the_run_succeed_and_the_action_verified(
+    airflow: Any, airflow_catalog: Any, actors: Any, worker_factory: Any, failed_bronze_run: str
+) -> None:
+    set_variable(airflow, "data_ingestion_bronze_fixed", "true")  # fix the source where users would
+    worker_factory()
+    action = final(request(actors["responder"], "clear", BRONZE, {"dag_run_id": failed_bronze_run}))
+    assert action.state == ActionState.SUCCEEDED, (action.error, action.verification)
+    assert action.verification and "succeeded" in action.verification["summary"]
+    assert run_state(airflow, BRONZE, failed_bronze_run) == "success"
+    notes = {
+        ti["task_id"]: ti["note"]
+        for ti in airflow.api("GET", f"/api/v2/dags/{BRONZE}/dagRuns/{failed_bronze_run}/taskInstances")[
+            "task_instances"
+        ]
+    }
+    assert str(action.id) in (notes["ingest_orders"] or "")  # the clear is tagged with the action
+
+
+# ----------------------------------------------------------------------------------------------- rerun
+
+
+@pytest.mark.worker
+def test_redelivered_rerun_starts_one_dag_run_not_two(
+    airflow: Any, airflow_catalog: Any, actors: Any, worker_factory: Any
+) -> None:
+    action = request(actors["responder"], "rerun", RETAIL, {"conf": {"reason": "test"}})
+    execute_action.apply_async(args=(str(action.id),))  # the same message delivered twice
+    worker_factory()
+    action = final(action)
+    assert action.state == ActionState.SUCCEEDED, action.error
+    # and a crashed attempt re-executing the verb finds its own run instead of triggering another
+    connector = connector_for(airflow)
+    ctx = ExecutionContext(action_id=str(action.id))
+    target = TargetRef(key=f"dev.airflow.{RETAIL}", kind="dag", locator={"dag_id": RETAIL})
+    again = connector.verb("rerun").execute(target, connector.verb("rerun").params_model(), ctx)
+    assert again.already_done is True
+    runs = airflow.api("GET", f"/api/v2/dags/{RETAIL}/dagRuns", params={"run_id_pattern": str(action.id)})
+    assert [r["dag_run_id"] for r in runs["dag_runs"]] == [f"controlplane__{action.id}"]
+
+
+# -------------------------------------------------------------------------------------------- backfill
+
+
+def _days_ago(n: int) -> str:
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=n)
+    return day.isoformat()
+
+
+@pytest.mark.worker
+def test_three_day_backfill_creates_and_completes_three_runs_and_a_second_is_409(
+    airflow: Any, airflow_catalog: Any, actors: Any, api_for: Any, worker_factory: Any
+) -> None:
+    params = {
+        "from_date": _days_ago(30),
+        "to_date": _days_ago(28),
+        "reprocess_behavior": "completed",
+        "max_active_runs": 3,
+    }
+    preview = api_for("responder").post(
+        "/api/v1/actions/preview", {"verb": "backfill", "target": f"dev.airflow.{RETAIL}", "params": params}
+    )
+    assert preview.status_code == 200, preview.content
+    assert preview.json()["plan"]["counts"] == {"dag_runs": 3}
+    action = request(actors["responder"], "backfill", RETAIL, params)
+    second = api_for("responder2").post(
+        "/api/v1/actions",
+        {"verb": "backfill", "target": f"dev.airflow.{RETAIL}", "params": params, "reason": "me too"},
+    )
+    assert second.status_code == 409 and str(action.id) in second.json()["error"]["message"]
+    worker_factory()
+    action = final(action, timeout=180)
+    assert action.state == ActionState.SUCCEEDED, (action.error, action.verification)
+    assert (action.progress_done, action.progress_total) == (3, 3)
+    assert action.verification and action.verification["summary"].startswith("all 3 runs")
+
+
+# ---------------------------------------------------------------------------------------- pause/resume
+
+
+@pytest.mark.worker
+def test_resume_and_pause_are_verified_by_reading_the_state_back(
+    airflow: Any, airflow_catalog: Any, actors: Any, worker_factory: Any
+) -> None:
+    worker_factory()
+    resumed = final(request(actors["responder"], "resume-task", PAUSED, {}))
+    assert resumed.state == ActionState.SUCCEEDED, resumed.error
+    assert airflow.api("GET", f"/api/v2/dags/{PAUSED}")["is_paused"] is False
+    paused = final(request(actors["responder"], "pause", PAUSED, {}))
+    assert paused.state == ActionState.SUCCEEDED, paused.error
+    assert paused.verification and paused.verification["summary"].endswith("paused")
+    assert airflow.api("GET", f"/api/v2/dags/{PAUSED}")["is_paused"] is True
+
+
+# ------------------------------------------------------------------------------------ errors and tokens
+
+
+def test_expired_token_is_renewed(airflow: Any) -> None:
+    from connectors.airflow import client as airflow_client
+
+    connector = connector_for(airflow)
+    connector.dag(BRONZE)
+    first = airflow_client._tokens[(airflow.url, airflow.username)]
+    import time
+
+    time.sleep(AIRFLOW_JWT_LIFETIME_S + 1)
+    assert connector.dag(BRONZE).dag_id == BRONZE  # answered 401 once, then renewed
+    assert airflow_client._tokens[(airflow.url, airflow.username)] != first
+
+
+def test_airflow_4xx_is_permanent_with_airflows_message(airflow: Any) -> None:
+    connector = connector_for(airflow)
+    with pytest.raises(ConnectorError) as err:
+        connector.dag("no_such_dag")
+    assert not err.value.transient
+    assert "404" in err.value.message and "no_such_dag" in err.value.message
+
+
+def test_unreachable_airflow_is_transient_and_quick(airflow: Any) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once closed
+    connector = connector_for(airflow, base_url=f"http://127.0.0.1:{port}", connect_timeout_s=1, timeout_s=2)
+    with pytest.raises(ConnectorError) as err:
+        connector.dag(BRONZE)
+    assert err.value.transient
+    assert airflow.password not in err.value.message
+
+
+class _Proxy:
+    """A TCP forwarder to Airflow that the test can cut, as if Airflow went down mid-action."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.open = True
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.open:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open = False
+        self.server.close()
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+@pytest.mark.worker
+def test_airflow_going_away_mid_action_fails_it_with_a_clear_message(
+    airflow: Any, airflow_catalog: Any, actors: Any, worker_factory: Any
+) -> None:
+    from urllib.parse import urlsplit
+
+    proxy = _Proxy(urlsplit(airflow.url).port or 80)
+    with change_context(channel=Channel.SYSTEM):
+        conn = cs.connection_create(
+            name="airflow-via-proxy",
+            kind="airflow",
+            environment=airflow_catalog["env"],
+            config={
+                "base_url": f"http://127.0.0.1:{proxy.port}",
+                "username": airflow.username,
+                "poll_interval_s": 0.5,
+                "connect_timeout_s": 1,
+                "timeout_s": 3,
+            },
+            secret_refs={"password": f"env:{AIRFLOW_SECRET_ENV}"},
+        )
+        cs.target_create(
+            key="dev.airflow.stuck", kind="dag", connection=conn, locator={"dag_id": "stuck_report_pipeline"}
+        )
+    with change_context(channel=Channel.API, user=actors["responder"]):
+        action = services.action_request(
+            actor=actors["responder"], verb="rerun", target_key="dev.airflow.stuck", params={}, reason="hangs"
+        ).action
+    worker_factory()
+    wait_for(
+        lambda: ActionRun.objects.filter(id=action.id, progress_total=1).exists(),
+        timeout=60,
+        what="the rerun to be waiting for its run",
+    )
+    proxy.cut()
+    action = final(action, timeout=60)
+    assert action.state == ActionState.FAILED
+    assert f"127.0.0.1:{proxy.port}" in action.error
+    assert any(
+        word in action.error
+        for word in ("Connection refused", "ConnectionRefused", "MaxRetryError", "NewConnectionError")
+    )
+    assert action.attempts == action.max_attempts  # transient: retried, then given up, within a bound
+    # leave Airflow clean: the stuck run is ended
+    for run in airflow.api("GET", "/api/v2/dags/stuck_report_pipeline/dagRuns")["dag_runs"]:
+        if run["state"] in ("running", "queued"):
+            airflow.api("PATCH", f"/api/v2/dags/stuck_report_pipeline/dagRuns/{run['dag_run_id']}", {"state": "failed"})
+
+
+# ------------------------------------------------------------------------------------------- alerting
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second(
+    airflow: Any, airflow_catalog: Any, actors: Any, api_for: Any, live_server: Any
+) -> None:
+    bot = api_for("responder", scopes=["alerts:write"])
+    set_variable(airflow, "controlplane_alert_url", f"{live_server.url}/api/v1/alerts/airflow")
+    set_variable(airflow, "controlplane_alert_token", bot.token or "")
+    set_variable(airflow, "data_ingestion_bronze_fixed", "false")
+    run_id = trigger(airflow, BRONZE)
+    assert finished_run(airflow, BRONZE, run_id) == "failed"
+    incident = wait_for(
+        lambda: Incident.objects.filter(fingerprint=f"airflow:{BRONZE}:ingest_orders:{run_id}").first(),
+        timeout=30,
+        what="the incident",
+    )
+    assert incident.severity == "high" and incident.targets.get().key == f"dev.airflow.{BRONZE}"
+    assert "503" in incident.summary or incident.summary
+    # the same task fails again in the same run: the open incident takes the repeat
+    airflow.api(
+        "POST",
+        f"/api/v2/dags/{BRONZE}/clearTaskInstances",
+        {"dry_run": False, "dag_run_id": run_id, "task_ids": ["ingest_orders"], "only_failed": True},
+    )
+    assert finished_run(airflow, BRONZE, run_id) == "failed"
+    wait_for(lambda: Incident.objects.get(pk=incident.pk).alert_count >= 2, timeout=30, what="the repeat alert")
+    assert Incident.objects.filter(fingerprint__startswith=f"airflow:{BRONZE}:ingest_orders:{run_id}").count() == 1
+    set_variable(airflow, "controlplane_alert_url", "")
