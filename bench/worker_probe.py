@@ -66,7 +66,7 @@ def install() -> None:
     out_path = Path(os.environ["BENCH_PROBE_FILE"])
     original_execute = runner.action_execute
 
-    def action_execute(*, action_id: str) -> None:
+    def action_execute(*, action_id: str, request_id: str = "") -> None:
         rec: dict[str, Any] = {
             "action_id": action_id,
             "pid": os.getpid(),
@@ -77,7 +77,7 @@ def install() -> None:
         }
         _state.record = rec
         try:
-            original_execute(action_id=action_id)
+            original_execute(action_id=action_id, request_id=request_id)
         finally:
             _state.record = None
             if "total" in rec:

@@ -241,6 +241,11 @@ class Connector(ABC):
     def health(self) -> HealthResult:
         """Cheap round trip proving the config and secrets work (with a short timeout)."""
 
+    def logs(self, target: TargetRef, ref: Mapping[str, Any], *, lines: int = 40) -> str:
+        """The last ``lines`` lines of the log an alert points at (``ref`` is system-specific, e.g. Airflow's
+        ``dag_run_id``, ``task_id``, ``try_number``). Connectors whose systems keep logs override this."""
+        raise ConnectorError(f"{self.kind} connector cannot read logs")
+
     def metadata(self, what: str, **filters: Any) -> list[dict[str, Any]]:
         """Choices for pickers (views, DAGs, tasks ...). Connectors override for what they can list."""
         raise ConnectorError(f"{self.kind} connector cannot list {what!r}")

@@ -361,7 +361,17 @@ def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second
         what="the incident",
     )
     assert incident.severity == "high" and incident.targets.get().key == f"dev.airflow.{BRONZE}"
-    assert "503" in incident.summary or incident.summary
+    assert "503" in incident.summary
+    # what a worker does once the alert is in: the end of the failed try's log joins the timeline
+    from controlplane.incidents.services import incident_attach_log
+
+    event = incident_attach_log(incident_id=incident.pk, alert=incident.details)
+    assert event is not None and "503" in event.data["log"]
+    detail = api_for("viewer", scopes=["incidents:read"]).get(f"/api/v1/incidents/{incident.pk}").json()
+    assert "503" in detail["log_excerpt"]
+    assert {a["verb"] for a in detail["suggested_actions"]} >= {"clear", "rerun"}
+    clear = next(a for a in detail["suggested_actions"] if a["verb"] == "clear")
+    assert clear["params"] == {"dag_run_id": run_id, "task_ids": ["ingest_orders"]}
     # the same task fails again in the same run: the open incident takes the repeat
     airflow.api(
         "POST",
@@ -372,3 +382,37 @@ def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second
     wait_for(lambda: Incident.objects.get(pk=incident.pk).alert_count >= 2, timeout=30, what="the repeat alert")
     assert Incident.objects.filter(fingerprint__startswith=f"airflow:{BRONZE}:ingest_orders:{run_id}").count() == 1
     set_variable(airflow, "controlplane_alert_url", "")
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def test_checks_read_failures_logs_pause_state_and_import_errors(airflow: Any, failed_bronze_run: str) -> None:
+    connector = connector_for(airflow)
+    bronze = TargetRef(key="bronze", kind="dag", locator={"dag_id": BRONZE})
+    failed = connector.check("failed_task_instances").run(
+        bronze, connector.check("failed_task_instances").params_model(dag_run_id=failed_bronze_run)
+    )
+    assert not failed.passed
+    assert [row[1] for row in failed.rows] == ["ingest_orders"]
+    assert "503" in failed.rows[0][5]  # the end of the failed try's log says why
+    state = connector.check("dag_run_state").run(
+        bronze, connector.check("dag_run_state").params_model(dag_run_id=failed_bronze_run)
+    )
+    assert not state.passed and state.rows[0][1] == "failed"
+    paused = connector.check("paused_state").run(
+        TargetRef(key="p", kind="dag", locator={"dag_id": PAUSED}),
+        connector.check("paused_state").params_model(expect_paused=True),
+    )
+    assert paused.passed
+    errors = connector.check("import_errors").run(
+        TargetRef(key="i", kind="instance", locator={}), connector.check("import_errors").params_model()
+    )
+    assert errors.passed and errors.rows == []
+    assert {d["dag_id"] for d in connector.metadata("dags")} >= {BRONZE, RETAIL, PAUSED}
+    assert {t["task_id"] for t in connector.metadata("tasks", dag_id=BRONZE)} == {
+        "ingest_orders",
+        "ingest_customers",
+        "validate_ingestion",
+    }
+    assert failed_bronze_run in {r["dag_run_id"] for r in connector.metadata("failed_runs", dag_id=BRONZE)}

@@ -111,6 +111,11 @@ class AirflowConnector(Connector):
                         text_lines.append(f"    {err.get('exc_type', '')}: {err.get('exc_value', '')}")
         return "\n".join(text_lines[-lines:])
 
+    def logs(self, target: TargetRef, ref: Mapping[str, Any], *, lines: int = 40) -> str:
+        """The end of a task try's log; ``ref`` holds ``dag_run_id``, ``task_id`` and ``try_number``."""
+        try_number = int(ref.get("try_number") or 1)
+        return self.task_log(self.dag_id(target), str(ref["dag_run_id"]), str(ref["task_id"]), try_number, lines=lines)
+
     def wait_for_runs(self, dag_id: str, run_ids: list[str], ctx: ExecutionContext | None) -> dict[str, str]:
         """Poll runs until each is success or failed, or the wait times out; report progress and logs.
 

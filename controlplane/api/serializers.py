@@ -230,10 +230,11 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
     timeline = IncidentEventSerializer(source="events", many=True, read_only=True)
     suggested_actions = serializers.SerializerMethodField()
     log_url = serializers.SerializerMethodField()
+    log_excerpt = serializers.SerializerMethodField()
 
     class Meta(IncidentSummarySerializer.Meta):
         fields = [
-            *IncidentSummarySerializer.Meta.fields, "summary", "details", "log_url", "targets",
+            *IncidentSummarySerializer.Meta.fields, "summary", "details", "log_url", "log_excerpt", "targets",
             "suggested_actions", "timeline",
         ]  # fmt: skip
 
@@ -242,6 +243,9 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
 
     def get_log_url(self, incident: Incident) -> str | None:
         return (incident.details or {}).get("log_url")
+
+    def get_log_excerpt(self, incident: Incident) -> str | None:
+        return (incident.details or {}).get("log_excerpt")
 
     def get_suggested_actions(self, incident: Incident) -> list[dict[str, Any]]:
         return suggested_actions(incident)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,13 +11,17 @@ from django.db.models import F
 from django.utils import timezone
 from pydantic import ValidationError
 
+from connectors.base import ConnectorError
+from controlplane.actions.services import target_ref
 from controlplane.audit import context
 from controlplane.audit.services import audit_record
 from controlplane.catalog.models import Pipeline, Target
-from controlplane.catalog.services import pydantic_message
+from controlplane.catalog.services import connector_for, pydantic_message
 from controlplane.errors import InvalidInput
 from controlplane.incidents.alerts import AirflowFailureAlert
 from controlplane.incidents.models import Incident, IncidentEvent
+
+log = logging.getLogger(__name__)
 
 # Seed severities: a failed DAG is high, a freshness breach medium, a storage quota low.
 AIRFLOW_FAILURE_SEVERITY = Incident.Severity.HIGH
@@ -72,6 +77,20 @@ def alert_ingest_airflow(*, payload: Any) -> AlertResult:
             return _open_or_repeat(alert, data)
 
 
+def _fetch_log_on_commit(incident: Incident, data: dict[str, Any]) -> None:
+    incident_id = incident.pk
+
+    def send() -> None:
+        from controlplane.incidents.tasks import attach_alert_log
+
+        try:
+            attach_alert_log.apply_async(args=(incident_id, data))
+        except Exception:
+            log.exception("could not queue the log fetch for incident %s", incident_id)
+
+    transaction.on_commit(send)
+
+
 def _open_or_repeat(alert: AirflowFailureAlert, data: dict[str, Any]) -> AlertResult:
     now = timezone.now()
     open_incident = (
@@ -90,6 +109,7 @@ def _open_or_repeat(alert: AirflowFailureAlert, data: dict[str, Any]) -> AlertRe
         audit_record(
             event="incident.alert_repeated", obj=open_incident, after={"alert_count": open_incident.alert_count}
         )
+        _fetch_log_on_commit(open_incident, data)
         return AlertResult(open_incident, created=False)
 
     targets = _dag_targets(alert)
@@ -120,4 +140,29 @@ def _open_or_repeat(alert: AirflowFailureAlert, data: dict[str, Any]) -> AlertRe
             "targets": [t.key for t in targets],
         },
     )
+    _fetch_log_on_commit(incident, data)
     return AlertResult(incident, created=True)
+
+
+def incident_attach_log(*, incident_id: int, alert: dict[str, Any]) -> IncidentEvent | None:
+    """Fetch the end of the failed try's log from the system that alerted and put it on the timeline
+    (run by a worker after the alert was taken, so the callback is answered at once)."""
+    incident = Incident.objects.filter(pk=incident_id).first()
+    if incident is None or not alert.get("task_id"):
+        return None
+    target = incident.targets.select_related("connection").filter(kind="dag").first()
+    if target is None:
+        return None
+    ref = {"dag_run_id": alert["run_id"], "task_id": alert["task_id"], "try_number": alert.get("try_number") or 1}
+    try:
+        text = connector_for(target.connection).logs(target_ref(target), ref)
+    except ConnectorError as exc:
+        text = f"(log unavailable: {exc.message})"
+    with context.change_context(channel=context.Channel.SYSTEM, actor_name="log fetcher"), transaction.atomic():
+        Incident.objects.filter(pk=incident_id).update(details={**incident.details, "log_excerpt": text})
+        return _event(
+            incident,
+            IncidentEvent.Kind.ALERT,
+            f"log of {alert['task_id']} try {ref['try_number']}",
+            {"log": text, **ref},
+        )
