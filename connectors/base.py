@@ -247,5 +247,7 @@ class Connector(ABC):
         raise ConnectorError(f"{self.kind} connector cannot read logs")
 
     def metadata(self, what: str, **filters: Any) -> list[dict[str, Any]]:
-        """Choices for pickers (views, DAGs, tasks ...). Connectors override for what they can list."""
+        """Choices for pickers (views, DAGs, tasks ...): rows with at least ``value`` and ``label``. A params
+        field names the list it picks from with ``json_schema_extra={"x-choices": what}``; the filters are
+        the target's locator. Connectors override for what they can list."""
         raise ConnectorError(f"{self.kind} connector cannot list {what!r}")

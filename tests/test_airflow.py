@@ -416,3 +416,37 @@ def test_checks_read_failures_logs_pause_state_and_import_errors(airflow: Any, f
         "validate_ingestion",
     }
     assert failed_bronze_run in {r["dag_run_id"] for r in connector.metadata("failed_runs", dag_id=BRONZE)}
+
+
+# --------------------------------------------------------------------------------------------- pickers
+
+
+def test_forms_and_bots_pick_runs_and_tasks_from_airflow_instead_of_typing(
+    airflow: Any, airflow_catalog: Any, actors: Any, api_for: Any, client: Any, failed_bronze_run: str
+) -> None:
+    bot = api_for("viewer", scopes=["catalog:read"])
+    schema = next(v for v in bot.get(f"/api/v1/targets/dev.airflow.{BRONZE}").json()["verbs"] if v["name"] == "clear")
+    assert schema["params_schema"]["properties"]["dag_run_id"]["x-choices"] == "failed_runs"
+    runs = bot.get(f"/api/v1/targets/dev.airflow.{BRONZE}/choices/failed_runs").json()["choices"]
+    assert failed_bronze_run in {r["value"] for r in runs}
+    tasks = bot.get(f"/api/v1/targets/dev.airflow.{BRONZE}/choices/tasks").json()["choices"]
+    assert {t["value"] for t in tasks} == {"ingest_orders", "ingest_customers", "validate_ingestion"}
+
+    client.force_login(actors["responder"])
+    page = client.get(f"/targets/dev.airflow.{BRONZE}/").content.decode()
+    assert f'<option value="{failed_bronze_run}">' in page  # a datalist of failed runs for dag_run_id
+    assert "<select multiple" in page and '<option value="ingest_orders"' in page  # tasks to tick
+    preview = client.post(
+        f"/targets/dev.airflow.{BRONZE}/verbs/clear/preview/",
+        {
+            "param-dag_run_id": failed_bronze_run,
+            "param-task_ids": ["ingest_orders"],
+            "param-include_downstream": "on",
+            "param-only_failed": "on",
+            "param-reset_dag_runs": "on",
+            "param-wait_for_completion": "on",
+        },
+    )
+    assert preview.status_code == 200, preview.content[:500]
+    html = preview.content.decode()
+    assert "ingest_orders" in html and "validate_ingestion" in html and "clear 2 task instances" in html

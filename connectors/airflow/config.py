@@ -58,10 +58,11 @@ class ClearParams(_Strict):
     ``task_ids`` (all tasks if omitted); Airflow's flags. Defaults follow the seeds' ``airflow tasks clear
     --only-failed --downstream``."""
 
-    dag_run_id: str | None = Field(default=None, max_length=250)
+    # ``x-choices``: the metadata a form (or a bot) lists for this field: GET .../targets/<key>/choices/<kind>
+    dag_run_id: str | None = Field(default=None, max_length=250, json_schema_extra={"x-choices": "failed_runs"})
     start_date: datetime | None = None
     end_date: datetime | None = None
-    task_ids: list[str] | None = Field(default=None, max_length=200)
+    task_ids: list[str] | None = Field(default=None, max_length=200, json_schema_extra={"x-choices": "tasks"})
     only_failed: bool = True
     only_running: bool = False
     include_downstream: bool = True

@@ -147,14 +147,30 @@ class AirflowConnector(Connector):
             time.sleep(self.cfg.poll_interval_s)
 
     def metadata(self, what: str, **filters: Any) -> list[dict[str, Any]]:
-        """Choices for forms: ``dags``, ``tasks`` (dag_id=...), ``failed_runs`` (dag_id=...)."""
+        """Choices for forms: ``dags``, ``tasks`` (dag_id=...), ``failed_runs`` (dag_id=...); each row has
+        ``value`` and ``label``."""
         if what == "dags":
             dags = self.client.call("listing DAGs", self.client.dags.get_dags, limit=500).dags
-            return [{"dag_id": d.dag_id, "is_paused": d.is_paused, "description": d.description} for d in dags]
+            return [
+                {
+                    "value": d.dag_id,
+                    "label": f"{d.dag_id}{' (paused)' if d.is_paused else ''}",
+                    "is_paused": d.is_paused,
+                }
+                for d in dags
+            ]
         dag_id = str(filters.get("dag_id", ""))
         if what == "tasks":
             tasks = self.client.call(f"listing tasks of {dag_id}", self.client.tasks.get_tasks, dag_id).tasks
-            return [{"task_id": t.task_id, "downstream": list(t.downstream_task_ids or [])} for t in tasks]
+            return [
+                {
+                    "value": t.task_id,
+                    "label": t.task_id,
+                    "task_id": t.task_id,
+                    "downstream": list(t.downstream_task_ids or []),
+                }
+                for t in tasks
+            ]
         if what == "failed_runs":
             runs = self.client.call(
                 f"listing failed runs of {dag_id}",
@@ -165,7 +181,13 @@ class AirflowConnector(Connector):
                 order_by=["-run_after"],
             ).dag_runs
             return [
-                {"dag_run_id": r.dag_run_id, "logical_date": iso(r.logical_date), "end_date": iso(r.end_date)}
+                {
+                    "value": r.dag_run_id,
+                    "label": f"{r.dag_run_id} (failed {r.end_date:%Y-%m-%d %H:%M})" if r.end_date else r.dag_run_id,
+                    "dag_run_id": r.dag_run_id,
+                    "logical_date": iso(r.logical_date),
+                    "end_date": iso(r.end_date),
+                }
                 for r in runs
             ]
         return super().metadata(what, **filters)

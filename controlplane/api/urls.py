@@ -7,6 +7,7 @@ app_name = "api"
 urlpatterns = [
     path("targets", views.TargetList.as_view(), name="targets"),
     path("targets/<str:key>", views.TargetDetail.as_view(), name="target"),
+    path("targets/<str:key>/choices/<str:what>", views.TargetChoices.as_view(), name="target-choices"),
     path("actions", views.ActionCollection.as_view(), name="actions"),
     path("actions/preview", views.ActionPreview.as_view(), name="action-preview"),
     path("actions/<uuid:action_id>", views.ActionDetail.as_view(), name="action"),

@@ -18,6 +18,7 @@ from controlplane.actions import services as action_services
 from controlplane.api import serializers as s
 from controlplane.audit.selectors import audit_list
 from controlplane.catalog.models import Target
+from controlplane.catalog.selectors import target_choices, target_get
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.incidents import selectors as incident_selectors
 from controlplane.incidents import services as incident_services
@@ -77,6 +78,17 @@ class TargetDetail(APIView):
         if target is None:
             raise NotFound(f"no catalog target with key {key!r}")
         return Response(s.TargetDetailSerializer(target).data)
+
+
+class TargetChoices(APIView):
+    """What the target's system lists for a params field marked ``x-choices`` in its schema (failed runs,
+    tasks ...): rows with ``value`` and ``label``, asked live of the system."""
+
+    required_scopes = {"GET": "catalog:read"}
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, key: str, what: str) -> Response:
+        return Response({"target": key, "choices": target_choices(target_get(key), what)})
 
 
 class ActionCollection(ListAPIView[Any]):

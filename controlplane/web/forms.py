@@ -39,6 +39,9 @@ class FormField:
     choices: list[tuple[str, str]] = field(default_factory=list)
     default_label: str = ""
     range_text: str = ""
+    # Live choices from the connector (``x-choices`` in the schema): suggestions for a text input, the
+    # options of a multi-select for a list of strings.
+    suggestions: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _resolve(schema: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -109,10 +112,31 @@ def _label(name: str, node: Mapping[str, Any]) -> str:
     return str(title) if title else name.replace("_", " ").capitalize()
 
 
+def choice_sources(schema: Mapping[str, Any]) -> dict[str, str]:
+    """Field name -> the connector metadata it picks from (``x-choices``)."""
+    out = {}
+    for name, raw in schema.get("properties", {}).items():
+        node, _ = _unwrap_optional(schema, raw)
+        source = node.get("x-choices") or raw.get("x-choices")
+        if isinstance(source, str):
+            out[name] = source
+    return out
+
+
+def _is_string_list(node: Mapping[str, Any]) -> bool:
+    return node.get("type") == "array" and node.get("items", {}).get("type") == "string"
+
+
 def fields_from_schema(
-    schema: Mapping[str, Any], *, form_id: str, submitted: Mapping[str, Any] | None = None
+    schema: Mapping[str, Any],
+    *,
+    form_id: str,
+    submitted: Mapping[str, Any] | None = None,
+    choices: Mapping[str, list[tuple[str, str]]] | None = None,
 ) -> list[FormField]:
-    """The inputs for a params schema; ``submitted`` (a POST) refills them after an error."""
+    """The inputs for a params schema; ``submitted`` (a POST) refills them after an error; ``choices``
+    (field -> live options from the connector) turn free text into picking."""
+    live = choices or {}
     required = set(schema.get("required", []))
     out: list[FormField] = []
     for name, raw in schema.get("properties", {}).items():
@@ -134,12 +158,12 @@ def fields_from_schema(
             shown = _display(default)
 
         if "enum" in node:
-            choices = [(_display(v), _display(v)) for v in node["enum"]]
+            enum_choices = [(_display(v), _display(v)) for v in node["enum"]]
             out.append(
                 FormField(
                     **common,
                     widget="select",
-                    choices=choices,
+                    choices=enum_choices,
                     value=shown,
                     default_label="" if name in required and not optional else "(default)",
                 )
@@ -174,10 +198,21 @@ def fields_from_schema(
         elif kind == "string" and node.get("format") == "date":
             out.append(FormField(**common, widget="date", value=shown))
         elif kind == "string":
-            out.append(FormField(**common, widget="text", value=shown))
+            out.append(FormField(**common, widget="text", value=shown, suggestions=list(live.get(name, []))))
+        elif _is_string_list(node) and live.get(name):
+            picked = _getlist(submitted, input_name) if submitted is not None else []
+            out.append(FormField(**common, widget="multiselect", value=picked, choices=list(live[name])))
         else:
             out.append(FormField(**common, widget="json", value=shown))
     return out
+
+
+def _getlist(post: Mapping[str, Any], name: str) -> list[str]:
+    getlist = getattr(post, "getlist", None)
+    if getlist is not None:
+        return [str(v) for v in getlist(name)]
+    value = post.get(name)
+    return [str(v) for v in value] if isinstance(value, list) else ([str(value)] if value else [])
 
 
 def _number(text: str, kind: str) -> Any:
@@ -195,6 +230,11 @@ def params_from_post(schema: Mapping[str, Any], post: Mapping[str, Any]) -> dict
         node, optional = _unwrap_optional(schema, raw)
         kind = node.get("type")
         value = post.get(PREFIX + name)
+        if _is_string_list(node) and "x-choices" in (node.keys() | raw.keys()):
+            picked = [v for v in _getlist(post, PREFIX + name) if v.strip()]
+            if picked:
+                params[name] = picked
+            continue
         if kind == "boolean" and not optional and "enum" not in node:
             checked = value in ("on", "true")
             if checked or "default" not in node or node["default"] is not False:

@@ -35,9 +35,10 @@ from controlplane.actions.models import ActionRun, ActionState
 from controlplane.audit import selectors as audit
 from controlplane.audit.services import audit_chain_status
 from controlplane.catalog.models import Target
+from controlplane.catalog.selectors import target_choices
 from controlplane.errors import InvalidInput, NotFound, ServiceError
 from controlplane.web import catalog
-from controlplane.web.forms import FormField, fields_from_schema, params_from_post
+from controlplane.web.forms import FormField, choice_sources, fields_from_schema, params_from_post
 
 PAGE_SIZE = 50
 RECENT = 20
@@ -148,12 +149,34 @@ class OfferForm:
     findings: dict[str, Any] | None = None
 
 
-def _offer_form(offer: catalog.Offer, prefix: str, post: Any = None) -> OfferForm:
+class _Choices:
+    """Live picker options for one page: each list asked of the connector once; a system that does not
+    answer leaves the fields as free text (the page must not fail because Airflow is slow)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.cache: dict[str, list[tuple[str, str]]] = {}
+
+    def for_schema(self, schema: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+        out = {}
+        for name, what in choice_sources(schema).items():
+            if what not in self.cache:
+                try:
+                    rows = target_choices(self.target, what)
+                except ServiceError:
+                    rows = []
+                self.cache[what] = [(str(r["value"]), str(r.get("label", r["value"]))) for r in rows if "value" in r]
+            out[name] = self.cache[what]
+        return out
+
+
+def _offer_form(offer: catalog.Offer, prefix: str, post: Any = None, choices: _Choices | None = None) -> OfferForm:
     """The form for ``offer``, refilled from ``post`` when it is the one that was just submitted."""
     form_id = f"{prefix}-{offer.name}"
+    options = choices.for_schema(offer.schema) if choices is not None else {}
     return OfferForm(
         offer=offer,
-        fields=fields_from_schema(offer.schema, form_id=form_id, submitted=post),
+        fields=fields_from_schema(offer.schema, form_id=form_id, submitted=post, choices=options),
         form_id=form_id,
         reason=post.get("reason", "") if post is not None else "",
     )
@@ -161,7 +184,8 @@ def _offer_form(offer: catalog.Offer, prefix: str, post: Any = None) -> OfferFor
 
 def _target_context(request: HttpRequest, target: Target, *, active: OfferForm | None = None) -> dict[str, Any]:
     """The target page; ``active`` replaces the form of the verb or check that was just POSTed."""
-    verb_forms = [_offer_form(o, "verb") for o in catalog.verbs_for(target)]
+    choices = _Choices(target)
+    verb_forms = [_offer_form(o, "verb", choices=choices) for o in catalog.verbs_for(target)]
     check_forms = [_offer_form(o, "check") for o in catalog.checks_for(target)]
     if active is not None:
         forms = verb_forms if active.form_id.startswith("verb-") else check_forms
@@ -208,7 +232,7 @@ def target_preview(request: HttpRequest, key: str, verb: str) -> HttpResponse:
     the refusal; nothing is written."""
     target = _target_or_404(key)
     offer = _offer_or_404(catalog.verbs_for(target), verb)
-    form = _offer_form(offer, "verb", request.POST)
+    form = _offer_form(offer, "verb", request.POST, choices=_Choices(target))
     status = 200
     try:
         prepared = action_services.action_prepare(
@@ -241,7 +265,7 @@ def target_request(request: HttpRequest, key: str, verb: str) -> HttpResponse:
             reason=request.POST.get("reason", ""),
         )
     except (ServiceError, ConnectorError) as exc:
-        form = _offer_form(offer, "verb", request.POST)
+        form = _offer_form(offer, "verb", request.POST, choices=_Choices(target))
         form.error, status = _service_error(exc)
         form.error_details = getattr(exc, "details", {})
         if isinstance(form.error_details.get("plan"), dict):

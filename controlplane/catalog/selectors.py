@@ -1,0 +1,30 @@
+"""Reads of the catalog that ask the external system (live choices for pickers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base import ConnectorError
+from controlplane.catalog.models import Target
+from controlplane.catalog.services import connector_for
+from controlplane.errors import InvalidInput, NotFound, Unavailable
+
+
+def target_get(key: str) -> Target:
+    target = Target.objects.select_related("connection__environment", "pipeline").filter(key=key).first()
+    if target is None:
+        raise NotFound(f"no catalog target with key {key!r}")
+    return target
+
+
+def target_choices(target: Target, what: str) -> list[dict[str, Any]]:
+    """What the target's system lists for a picker (``failed_runs``, ``tasks`` ...), each row with
+    ``value`` and ``label``; filtered by the target's own locator (its DAG, its schema)."""
+    if not what.replace("_", "").isalnum():
+        raise InvalidInput(f"unknown list {what!r}")
+    try:
+        return connector_for(target.connection).metadata(what, **dict(target.locator))
+    except ConnectorError as exc:
+        if exc.transient:
+            raise Unavailable(exc.message) from None
+        raise InvalidInput(exc.message) from None
