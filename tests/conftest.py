@@ -99,25 +99,40 @@ def weather_sql(weather_db: dict[str, Any], sql: str, params: tuple[Any, ...] = 
 
 AIRFLOW_JWT_LIFETIME_S = 4  # short, so token expiry and renewal happen during the tests
 AIRFLOW_SECRET_ENV = "CP_TEST_AIRFLOW_PASSWORD"
+AIRFLOW_ENV = {
+    "AIRFLOW__API_AUTH__JWT_EXPIRATION_TIME": str(AIRFLOW_JWT_LIFETIME_S),
+    "AIRFLOW__API_AUTH__JWT_LEEWAY": "0",
+}
+
+
+def start_test_airflow(root: Path) -> Any:
+    """Start (or restart, keeping URL, logins and history) the tests' Airflow in ``root``."""
+    from sandbox.airflow import start_airflow
+
+    server = start_airflow(root, pg_admin_url=_need("SANDBOX_PG_URL"), env=AIRFLOW_ENV)
+    os.environ[AIRFLOW_SECRET_ENV] = server.password
+    return server
+
+
+def airflow_set_variable(server: Any, key: str, value: str) -> None:
+    """Create or update an Airflow Variable (the tests share one Airflow: never assume it is new)."""
+    from sandbox.airflow import AirflowApiError
+
+    try:
+        server.api("PATCH", f"/api/v2/variables/{key}", {"key": key, "value": value})
+    except AirflowApiError:
+        server.api("POST", "/api/v2/variables", {"key": key, "value": value})
 
 
 @pytest.fixture(scope="session")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real Airflow 3 (api-server, scheduler, dag-processor, triggerer) for the whole run, started
     by the project's sandbox scripts on a fresh metadata database in the sandbox Postgres."""
-    from sandbox.airflow import start_airflow, stop_airflow
+    from sandbox.airflow import stop_airflow
 
     root = tmp_path_factory.mktemp("airflow")
     try:
-        server = start_airflow(
-            root,
-            pg_admin_url=_need("SANDBOX_PG_URL"),
-            env={
-                "AIRFLOW__API_AUTH__JWT_EXPIRATION_TIME": str(AIRFLOW_JWT_LIFETIME_S),
-                "AIRFLOW__API_AUTH__JWT_LEEWAY": "0",
-            },
-        )
-        os.environ[AIRFLOW_SECRET_ENV] = server.password
+        server = start_test_airflow(root)
         print(f"sandbox Airflow started in {server.startup_seconds:.1f} s")
         yield server
     finally:
@@ -308,7 +323,7 @@ def worker_factory(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[.
     env.update(
         {
             "DATABASE_URL": f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "ACTION_LEASE_SECONDS": "3",
+            "ACTION_LEASE_SECONDS": "5",  # short, yet robust on a loaded 2-core machine
             "ACTION_DISPATCH_GRACE_SECONDS": "3",
             "REAPER_INTERVAL_SECONDS": "1",
             "ACTION_RETRY_BACKOFF_SECONDS": "1",

@@ -20,18 +20,11 @@ from controlplane.actions.tasks import execute_action
 from controlplane.audit.context import Channel, change_context
 from controlplane.catalog import services as cs
 from controlplane.incidents.models import Incident
-from tests.conftest import AIRFLOW_JWT_LIFETIME_S, AIRFLOW_SECRET_ENV, wait_for
+from tests.conftest import AIRFLOW_JWT_LIFETIME_S, AIRFLOW_SECRET_ENV, airflow_set_variable, wait_for
 
 BRONZE = "data_ingestion_bronze"
 RETAIL = "retail_transformation_pipeline"
 PAUSED = "retail_ingestion_pipeline"
-
-
-def set_variable(airflow: Any, key: str, value: str) -> None:
-    try:
-        airflow.api("PATCH", f"/api/v2/variables/{key}", {"key": key, "value": value})
-    except Exception:
-        airflow.api("POST", "/api/v2/variables", {"key": key, "value": value})
 
 
 def trigger(airflow: Any, dag_id: str) -> str:
@@ -56,7 +49,7 @@ def finished_run(airflow: Any, dag_id: str, run_id: str, timeout: float = 90) ->
 @pytest.fixture
 def failed_bronze_run(airflow: Any) -> str:
     """A run of data_ingestion_bronze that failed at ingest_orders (the source is still broken)."""
-    set_variable(airflow, "data_ingestion_bronze_fixed", "false")
+    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "false")
     run_id = trigger(airflow, BRONZE)
     assert finished_run(airflow, BRONZE, run_id) == "failed"
     return run_id
@@ -126,7 +119,7 @@ def test_clear_preview_lists_the_failed_task_and_its_downstream(
 def test_clear_after_the_fix_makes_the_run_succeed_and_the_action_verified(
     airflow: Any, airflow_catalog: Any, actors: Any, worker_factory: Any, failed_bronze_run: str
 ) -> None:
-    set_variable(airflow, "data_ingestion_bronze_fixed", "true")  # fix the source where users would
+    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "true")  # fix the source where users would
     worker_factory()
     action = final(request(actors["responder"], "clear", BRONZE, {"dag_run_id": failed_bronze_run}))
     assert action.state == ActionState.SUCCEEDED, (action.error, action.verification)
@@ -350,9 +343,9 @@ def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second
     airflow: Any, airflow_catalog: Any, actors: Any, api_for: Any, live_server: Any
 ) -> None:
     bot = api_for("responder", scopes=["alerts:write"])
-    set_variable(airflow, "controlplane_alert_url", f"{live_server.url}/api/v1/alerts/airflow")
-    set_variable(airflow, "controlplane_alert_token", bot.token or "")
-    set_variable(airflow, "data_ingestion_bronze_fixed", "false")
+    airflow_set_variable(airflow, "controlplane_alert_url", f"{live_server.url}/api/v1/alerts/airflow")
+    airflow_set_variable(airflow, "controlplane_alert_token", bot.token or "")
+    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "false")
     run_id = trigger(airflow, BRONZE)
     assert finished_run(airflow, BRONZE, run_id) == "failed"
     incident = wait_for(
@@ -381,7 +374,7 @@ def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second
     assert finished_run(airflow, BRONZE, run_id) == "failed"
     wait_for(lambda: Incident.objects.get(pk=incident.pk).alert_count >= 2, timeout=30, what="the repeat alert")
     assert Incident.objects.filter(fingerprint__startswith=f"airflow:{BRONZE}:ingest_orders:{run_id}").count() == 1
-    set_variable(airflow, "controlplane_alert_url", "")
+    airflow_set_variable(airflow, "controlplane_alert_url", "")
 
 
 # ---------------------------------------------------------------------------------------------- checks

@@ -155,6 +155,7 @@ class AirflowConnector(Connector):
                 {
                     "value": d.dag_id,
                     "label": f"{d.dag_id}{' (paused)' if d.is_paused else ''}",
+                    "dag_id": d.dag_id,
                     "is_paused": d.is_paused,
                 }
                 for d in dags

@@ -28,6 +28,7 @@ from sandbox.airflow import (
     api_request,
 )
 from tests.conftest import AIRFLOW_JWT_LIFETIME_S as JWT_LIFETIME_S
+from tests.conftest import airflow_set_variable, start_test_airflow
 
 ALERT_TOKEN = "alert-token-" + uuid.uuid4().hex[:8]
 BRONZE = "data_ingestion_bronze"
@@ -116,8 +117,9 @@ class AlertSink:
 @pytest.fixture(scope="module")
 def alert_sink(airflow: AirflowServer) -> Iterator[AlertSink]:
     sink = AlertSink()
-    airflow.api("POST", "/api/v2/variables", {"key": "controlplane_alert_url", "value": sink.url})
-    airflow.api("POST", "/api/v2/variables", {"key": "controlplane_alert_token", "value": ALERT_TOKEN})
+    airflow_set_variable(airflow, "controlplane_alert_url", sink.url)
+    airflow_set_variable(airflow, "controlplane_alert_token", ALERT_TOKEN)
+    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "false")
     yield sink
     sink.close()
 
@@ -209,7 +211,7 @@ def test_failure_callbacks_post_the_documented_payload(
 def test_fixing_the_source_and_clearing_downstream_makes_the_run_succeed(
     airflow: AirflowServer, failed_bronze_run: str
 ) -> None:
-    airflow.api("POST", "/api/v2/variables", {"key": "data_ingestion_bronze_fixed", "value": "true"})
+    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "true")
     assert airflow.api("GET", "/api/v2/variables/data_ingestion_bronze_fixed")["value"] == "true"
     clear = {
         "dag_run_id": failed_bronze_run,
@@ -399,12 +401,16 @@ def test_stop_ends_every_process_and_is_idempotent(airflow: AirflowServer) -> No
     )
     assert len(airflow_processes(airflow.root)) >= 9  # 4 supervisors, 4 components, executor workers, the task
 
-    assert airflow.stop() is True
-    assert airflow_processes(airflow.root) == []
-    assert not any(Path(f"/proc/{pid}").exists() and _cmdline(pid).startswith("sleep") for pid in sleepers)
-    assert airflow.stop() is False
-    with pytest.raises(OSError):
-        api_request(airflow.url, "GET", "/api/v2/monitor/health", token=None, timeout=2)
+    try:
+        assert airflow.stop() is True
+        assert airflow_processes(airflow.root) == []
+        assert not any(Path(f"/proc/{pid}").exists() and _cmdline(pid).startswith("sleep") for pid in sleepers)
+        assert airflow.stop() is False
+        with pytest.raises(OSError):
+            api_request(airflow.url, "GET", "/api/v2/monitor/health", token=None, timeout=2)
+    finally:
+        restarted = start_test_airflow(airflow.root)  # the session's other tests share this Airflow
+        assert restarted.url == airflow.url
 
 
 def _cmdline(pid: int) -> str:

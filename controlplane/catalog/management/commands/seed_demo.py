@@ -1,5 +1,6 @@
-"""``manage.py seed_demo --pg-port P [...]``: the demo catalog over the sandbox weather warehouse, and one
-demo user per role.
+"""``manage.py seed_demo --pg-port P [--airflow-url URL ...]``: the demo catalog over the sandbox weather
+warehouse (and, given ``--airflow-url``, over the sandbox Airflow's DAGs), one demo user per role, and the
+``airflow-bot`` user whose API token the Airflow failure callbacks use.
 
 Idempotent: what exists is kept, what is missing is created through the catalog services, so a second run
 writes nothing and records no audit event. Everything runs in one transaction under a ``system`` change
@@ -37,6 +38,9 @@ DEMO_USERS = (
     ("approver2", "approver"),
     ("admin", "admin"),
 )
+# Machine users: no usable password (they log in with API tokens only), so no login is printed or reset.
+# airflow-bot holds the alerts:write token of the sandbox Airflow's failure callbacks.
+BOT_USERS = (("airflow-bot", "responder"),)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,40 @@ TARGETS = (
 )
 
 
+@dataclass(frozen=True)
+class DagSpec:
+    """One sandbox Airflow DAG (sandbox/airflow/dags), seeded per environment as target
+    ``<env>.airflow.<dag_id>`` linked to pipeline ``<env>-<dag_id>``."""
+
+    dag_id: str
+    layer: str
+    description: str
+
+
+AIRFLOW_DAGS = (
+    DagSpec(
+        "data_ingestion_bronze",
+        Pipeline.Layer.BRONZE,
+        "Orders and customers into bronze; ingest_orders fails while the orders API is down (seed 000)",
+    ),
+    DagSpec(
+        "retail_transformation_pipeline",
+        Pipeline.Layer.GOLD,
+        "POS extract, sales transform, fact_sales load; daily, the DAG to backfill (seed 001)",
+    ),
+    DagSpec(
+        "retail_ingestion_pipeline",
+        Pipeline.Layer.BRONZE,
+        "POS files to bronze via Snowpipe; created paused (seed 001)",
+    ),
+    DagSpec(
+        "stuck_report_pipeline",
+        Pipeline.Layer.OTHER,
+        "Delivery report whose export task hangs: a DAG stuck in running (seed 002)",
+    ),
+)
+
+
 @dataclass
 class SeedReport:
     """What a run did: names of created and changed objects, warnings, and the logins to print."""
@@ -102,6 +140,18 @@ class Command(BaseCommand):
             help="secret reference for the weather database password (env:NAME or file:/path); none by default",
         )
         parser.add_argument(
+            "--airflow-url",
+            default=None,
+            help="the sandbox Airflow's API server (http://127.0.0.1:PORT): also seed connections airflow-dev and "
+            "airflow-prod, a pipeline and a target per sandbox DAG, and an instance target per environment",
+        )
+        parser.add_argument("--airflow-user", default=None, help="the Airflow user the connector logs in as")
+        parser.add_argument(
+            "--airflow-password-ref",
+            default=None,
+            help="secret reference for that user's password (env:NAME or file:/path); never the password itself",
+        )
+        parser.add_argument(
             "--reset-passwords", action="store_true", help="give every demo user a new password and print it"
         )
 
@@ -112,11 +162,19 @@ class Command(BaseCommand):
             "dbname": options["pg_db"],
             "user": options["pg_user"],
         }
+        airflow_url = options["airflow_url"]
+        if not airflow_url and (options["airflow_user"] or options["airflow_password_ref"]):
+            raise CommandError("--airflow-user and --airflow-password-ref need --airflow-url")
+        airflow_config = {"base_url": airflow_url.rstrip("/")} if airflow_url else {}
+        if airflow_url and options["airflow_user"]:
+            airflow_config["username"] = options["airflow_user"]
         report = SeedReport()
         with change_context(channel=Channel.SYSTEM, actor_name="seed_demo"):
             try:
                 with transaction.atomic():
                     _seed_catalog(report, config=config, password_ref=options["password_ref"])
+                    if airflow_config:
+                        _seed_airflow(report, config=airflow_config, password_ref=options["airflow_password_ref"])
                     _seed_users(report, reset_passwords=options["reset_passwords"])
             except ServiceError as exc:
                 raise CommandError(exc.message) from None
@@ -142,57 +200,124 @@ def _seed_catalog(report: SeedReport, *, config: dict[str, Any], password_ref: s
         audit_record(event="catalog.source.created", obj=source, after={"name": source.name})
         report.created.append(f"source {source.name}")
     for env_name, protected in ENVIRONMENTS:
-        env = Environment.objects.filter(name=env_name).first()
-        if env is None:
-            env = catalog.environment_create(name=env_name, protected=protected)
-            report.created.append(f"environment {env_name}")
-        elif env.protected != protected:
-            report.warnings.append(f"environment {env_name} has protected={env.protected}; left as is")
-        conn = _seed_connection(report, env=env, config=config, password_ref=password_ref)
-        pipeline = Pipeline.objects.filter(name=pipeline_name(env)).first()
-        if pipeline is None:
-            pipeline = catalog.pipeline_create(
-                name=pipeline_name(env),
-                environment=env,
-                layer=Pipeline.Layer.MART,
-                description=f"Open-Meteo and Wikipedia ingestion into the warehouse, then the marts ({SOURCE})",
-            )
-            report.created.append(f"pipeline {pipeline.name}")
+        env = _seed_environment(report, name=env_name, protected=protected)
+        conn = _seed_connection(
+            report, name=f"weather-{env_name}", kind="postgres", env=env, config=config, password_ref=password_ref
+        )
+        pipeline = _seed_pipeline(
+            report,
+            name=pipeline_name(env),
+            env=env,
+            layer=Pipeline.Layer.MART,
+            description=f"Open-Meteo and Wikipedia ingestion into the warehouse, then the marts ({SOURCE})",
+        )
         for spec in TARGETS:
-            key = f"{env_name}.weather.{spec.name}"
-            if Target.objects.filter(key=key).exists():
-                continue
-            try:
-                catalog.target_create(
-                    key=key,
-                    kind=spec.kind,
-                    connection=conn,
-                    locator=spec.locator,
-                    pipeline=pipeline if spec.in_pipeline else None,
-                    display_name=spec.display_name,
-                )
-            except ServiceError as exc:
-                raise CommandError(f"target {key}: {exc.message}") from None
-            report.created.append(f"target {key}")
+            _seed_target(
+                report,
+                key=f"{env_name}.weather.{spec.name}",
+                kind=spec.kind,
+                conn=conn,
+                locator=spec.locator,
+                pipeline=pipeline if spec.in_pipeline else None,
+                display_name=spec.display_name,
+            )
+
+
+def _seed_airflow(report: SeedReport, *, config: dict[str, Any], password_ref: str | None) -> None:
+    """Per environment: connection ``airflow-<env>`` to the sandbox Airflow, a pipeline and a ``dag`` target
+    per sandbox DAG (the target names its pipeline, so an alert's incident finds it), an ``instance`` target."""
+    for env_name, protected in ENVIRONMENTS:
+        env = _seed_environment(report, name=env_name, protected=protected)
+        conn = _seed_connection(
+            report, name=f"airflow-{env_name}", kind="airflow", env=env, config=config, password_ref=password_ref
+        )
+        for dag in AIRFLOW_DAGS:
+            pipeline = _seed_pipeline(
+                report,
+                name=f"{env_name}-{dag.dag_id}",  # pipeline names are unique across environments
+                env=env,
+                layer=dag.layer,
+                description=f"Airflow DAG {dag.dag_id}: {dag.description}",
+            )
+            _seed_target(
+                report,
+                key=f"{env_name}.airflow.{dag.dag_id}",
+                kind="dag",
+                conn=conn,
+                locator={"dag_id": dag.dag_id},
+                pipeline=pipeline,
+                display_name=f"Airflow DAG {dag.dag_id}",
+            )
+        _seed_target(
+            report,
+            key=f"{env_name}.airflow.instance",
+            kind="instance",
+            conn=conn,
+            locator={},
+            pipeline=None,
+            display_name=f"Airflow ({env_name})",
+        )
+
+
+def _seed_environment(report: SeedReport, *, name: str, protected: bool) -> Environment:
+    env = Environment.objects.filter(name=name).first()
+    if env is None:
+        env = catalog.environment_create(name=name, protected=protected)
+        report.created.append(f"environment {name}")
+    elif env.protected != protected:
+        warning = f"environment {name} has protected={env.protected}; left as is"
+        if warning not in report.warnings:  # met once for the weather catalog, once for Airflow's
+            report.warnings.append(warning)
+    return env
+
+
+def _seed_pipeline(report: SeedReport, *, name: str, env: Environment, layer: str, description: str) -> Pipeline:
+    pipeline = Pipeline.objects.select_related("environment").filter(name=name).first()
+    if pipeline is None:
+        pipeline = catalog.pipeline_create(name=name, environment=env, layer=layer, description=description)
+        report.created.append(f"pipeline {name}")
+    elif pipeline.environment_id != env.pk:
+        raise CommandError(f"pipeline {name} exists in {pipeline.environment.name}: not the demo's")
+    return pipeline
+
+
+def _seed_target(
+    report: SeedReport,
+    *,
+    key: str,
+    kind: str,
+    conn: Connection,
+    locator: dict[str, Any],
+    pipeline: Pipeline | None,
+    display_name: str,
+) -> None:
+    if Target.objects.filter(key=key).exists():
+        return
+    try:
+        catalog.target_create(
+            key=key, kind=kind, connection=conn, locator=locator, pipeline=pipeline, display_name=display_name
+        )
+    except ServiceError as exc:
+        raise CommandError(f"target {key}: {exc.message}") from None
+    report.created.append(f"target {key}")
 
 
 def _seed_connection(
-    report: SeedReport, *, env: Environment, config: dict[str, Any], password_ref: str | None
+    report: SeedReport, *, name: str, kind: str, env: Environment, config: dict[str, Any], password_ref: str | None
 ) -> Connection:
-    """The environment's ``weather-<env>`` connection, created, or updated when the sandbox moved."""
-    name = f"weather-{env.name}"
+    """Connection ``name``, created, or updated when the sandbox moved (another port, URL or reference)."""
     conn = Connection.objects.select_related("environment").filter(name=name).first()
     if conn is None:
         conn = catalog.connection_create(
             name=name,
-            kind="postgres",
+            kind=kind,
             environment=env,
             config=config,
             secret_refs={"password": password_ref} if password_ref else {},
         )
         report.created.append(f"connection {name}")
         return conn
-    if conn.kind != "postgres" or conn.environment_id != env.pk:
+    if conn.kind != kind or conn.environment_id != env.pk:
         raise CommandError(f"connection {name} exists as {conn.kind} in {conn.environment.name}: not the demo's")
     # Only the keys the demo manages are compared, so settings added by hand (timeouts ...) survive.
     new_config = {**conn.config, **config}
@@ -205,22 +330,25 @@ def _seed_connection(
 
 def _seed_users(report: SeedReport, *, reset_passwords: bool) -> None:
     user_model = get_user_model()
-    groups = {g.name: g for g in Group.objects.filter(name__in={role for _, role in DEMO_USERS})}
-    for username, role in DEMO_USERS:
+    users = [(username, role, False) for username, role in DEMO_USERS]
+    users += [(username, role, True) for username, role in BOT_USERS]
+    groups = {g.name: g for g in Group.objects.filter(name__in={role for _, role, _ in users})}
+    for username, role, bot in users:
         group = groups.get(role)
         if group is None:
             raise CommandError(f"the {role} group is missing: run manage.py migrate first")
         is_admin = role == "admin"
         user = user_model.objects.filter(username=username).first()
         if user is None:
-            password = secrets.token_urlsafe(9)
+            password = None if bot else secrets.token_urlsafe(9)  # None: an unusable password
             user = user_model.objects.create_user(
                 username=username, password=password, is_staff=is_admin, is_superuser=is_admin
             )
             user.groups.add(group)
             audit_record(event="auth.user.created", obj=user, after=_user_state(user, [role]))
             report.created.append(f"user {username}")
-            report.logins.append((username, password))
+            if password is not None:
+                report.logins.append((username, password))
             continue
         before = _user_state(user, _roles(user))
         if role not in before["roles"]:
@@ -232,7 +360,7 @@ def _seed_users(report: SeedReport, *, reset_passwords: bool) -> None:
         if after != before:
             audit_record(event="auth.user.updated", obj=user, before=before, after=after)
             report.changed.append(f"user {username}")
-        if reset_passwords:
+        if reset_passwords and not bot:
             password = secrets.token_urlsafe(9)
             user.set_password(password)
             user.save(update_fields=["password"])
