@@ -61,7 +61,8 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail_file(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file, for error messages (says so when there is none)."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -79,14 +80,18 @@ def _run(cmd: Sequence[str], *, timeout: float = COMMAND_TIMEOUT_S) -> subproces
         raise SandboxError(f"{cmd[0]} did not finish within {timeout:.0f} s: {' '.join(cmd)}") from exc
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone: it only waits for its parent to reap it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _cmdline(pid: int) -> str:
@@ -99,10 +104,10 @@ def _cmdline(pid: int) -> str:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.05)
-    return not _pid_alive(pid)
+    return not pid_alive(pid)
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -281,7 +286,7 @@ def wait_for_postgres(url: str, *, timeout: float = PG_READY_TIMEOUT_S, log_file
         except psycopg.Error as exc:
             last_error = str(exc).strip()
             time.sleep(0.1)
-    log = f"\n--- {log_file} (tail) ---\n{_tail(log_file)}" if log_file else ""
+    log = f"\n--- {log_file} (tail) ---\n{tail_file(log_file)}" if log_file else ""
     raise SandboxError(f"Postgres at {url} not ready after {timeout:.0f} s: {last_error}{log}")
 
 
@@ -323,7 +328,7 @@ def start_postgres(root: Path, port: int) -> PostgresServer:
     if result.returncode != 0:
         raise SandboxError(
             f"pg_ctl start failed on port {port} ({result.stderr.strip() or result.stdout.strip()})\n"
-            f"--- {server.log_file} (tail) ---\n{_tail(server.log_file)}"
+            f"--- {server.log_file} (tail) ---\n{tail_file(server.log_file)}"
         )
     wait_for_postgres(server.url(), log_file=server.log_file)
     return server
@@ -428,7 +433,7 @@ def _redis_pid(directory: Path) -> int | None:
         pid = int((directory / "redis.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    if _pid_alive(pid) and "redis-server" in _cmdline(pid):
+    if pid_alive(pid) and "redis-server" in _cmdline(pid):
         return pid
     return None
 
@@ -462,7 +467,7 @@ def start_redis(root: Path, port: int) -> RedisServer:
         time.sleep(0.05)
     raise SandboxError(
         f"Redis on port {port} did not answer PING within {REDIS_READY_TIMEOUT_S:.0f} s\n"
-        f"--- {server.log_file} (tail) ---\n{_tail(server.log_file)}"
+        f"--- {server.log_file} (tail) ---\n{tail_file(server.log_file)}"
     )
 
 

@@ -25,7 +25,7 @@ from django.utils import timezone
 from connectors.base import ConnectorError, ExecutionContext, Outcome, Verification
 from controlplane.actions import signals
 from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
-from controlplane.actions.services import _dispatch_on_commit, redispatch_due, target_ref
+from controlplane.actions.services import dispatch_on_commit, redispatch_due, target_ref
 from controlplane.audit import context
 from controlplane.audit.context import Channel
 from controlplane.audit.services import CENSORED, audit_record
@@ -172,7 +172,7 @@ def _finish(
             after["verification"] = {"ok": verification.ok, "summary": verification.summary}
         audit_record(event=event, obj=row, before={"state": "running"}, after=after)
         if retry_in is not None:
-            _dispatch_on_commit(row, countdown=retry_in)
+            dispatch_on_commit(row, countdown=retry_in)
         else:
             _announce_on_commit(row)
     return True
@@ -333,7 +333,7 @@ def actions_reap() -> dict[str, list[str]]:
                     level="warning",
                     message=f"{lost}; re-queued for attempt {action.attempts + 1}",
                 )
-                _dispatch_on_commit(action)
+                dispatch_on_commit(action)
                 requeued.append(str(action.id))
             else:
                 why = "the verb is not idempotent" if not action.idempotent else "no attempts left"

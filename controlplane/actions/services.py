@@ -240,7 +240,7 @@ def action_request(
             if incident is not None:
                 _incident_note(incident, action, approval.reason)
             if not approval.required:
-                _dispatch_on_commit(action)
+                dispatch_on_commit(action)
     except IntegrityError:
         return _replay_or_conflict(actor, idempotency_key, fingerprint, target)
     return ActionRequestResult(action, created=True)
@@ -271,7 +271,7 @@ def _replay_or_conflict(actor: User, key: str | None, fingerprint: str, target: 
     raise _active_conflict(target)
 
 
-def _dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:
+def dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:
     action_id, request_id = str(action.id), action.request_id
 
     def send() -> None:
@@ -318,7 +318,7 @@ def action_approve(*, actor: User, action_id: Any, comment: str = "") -> ActionR
             after={"state": action.state},
             reason=comment,
         )
-        _dispatch_on_commit(action)
+        dispatch_on_commit(action)
     return action
 
 
@@ -393,6 +393,6 @@ def redispatch_due(now: Any, grace: timedelta) -> list[str]:
         action.dispatched_at = now
         action.save(update_fields=["dispatched_at"])
         audit_record(event="action.redispatched", obj=action, after={"state": action.state})
-        _dispatch_on_commit(action)
+        dispatch_on_commit(action)
         ids.append(str(action.id))
     return ids

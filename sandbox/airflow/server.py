@@ -55,6 +55,8 @@ from sandbox.services import (
     create_database,
     drop_database,
     free_port,
+    pid_alive,
+    tail_file,
     with_dbname,
 )
 
@@ -175,14 +177,6 @@ def _read_state(layout: _Layout) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:]) or f"({path} is empty)"
 
 
 # ----------------------------------------------------------------------------------------------- server
@@ -306,19 +300,6 @@ def api_request(
 # -------------------------------------------------------------------------------------------- processes
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _has_marker(pid: int, marker: bytes) -> bool:
     try:
         return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -336,7 +317,7 @@ def _live_group(layout: _Layout, component: str) -> int | None:
         pid = int(layout.pid_file(component).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) and _has_marker(pid, _marker(layout)) else None
+    return pid if pid_alive(pid) and _has_marker(pid, _marker(layout)) else None
 
 
 def _recorded_sessions(layout: _Layout) -> set[int]:
@@ -375,9 +356,7 @@ def _our_processes(layout: _Layout) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         pid = int(entry.name)
-        if (_has_marker(pid, marker) or (_session(pid) in sessions and b"airflow" in _cmdline(pid))) and _pid_alive(
-            pid
-        ):
+        if (_has_marker(pid, marker) or (_session(pid) in sessions and b"airflow" in _cmdline(pid))) and pid_alive(pid):
             found.append(pid)
     return found
 
@@ -402,7 +381,7 @@ def _kill_all(layout: _Layout, grace: float = STOP_GRACE_S) -> bool:
     for pid in targets:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_pid_alive(pid) for pid in targets):
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in targets):
         time.sleep(0.1)
     for _ in range(3):  # whatever is left, including anything forked meanwhile
         left = _our_processes(layout)
@@ -411,7 +390,7 @@ def _kill_all(layout: _Layout, grace: float = STOP_GRACE_S) -> bool:
         for pid in left:
             _signal(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_pid_alive(pid) for pid in left):
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in left):
             time.sleep(0.05)
     for name in COMPONENTS:
         layout.pid_file(name).unlink(missing_ok=True)
@@ -581,9 +560,9 @@ def _run_logged(cmd: Sequence[str], env: Mapping[str, str], log: Path, timeout: 
                 timeout=timeout, check=False, start_new_session=True,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
-            raise SandboxError(f"{' '.join(cmd)} did not finish in {timeout:.0f} s\n{_tail(log)}") from exc
+            raise SandboxError(f"{' '.join(cmd)} did not finish in {timeout:.0f} s\n{tail_file(log, 40)}") from exc
     if result.returncode != 0:
-        raise SandboxError(f"{' '.join(cmd)} failed ({result.returncode}):\n--- {log} (tail) ---\n{_tail(log)}")
+        raise SandboxError(f"{' '.join(cmd)} failed ({result.returncode}):\n--- {log} (tail) ---\n{tail_file(log, 40)}")
 
 
 def _component_command(component: str, port: int) -> list[str]:
@@ -655,7 +634,7 @@ def _wait_ready(
         if crashed is not None:
             raise SandboxError(
                 f"Airflow {crashed} exited during start-up\n--- {layout.log_file(crashed)} (tail) ---\n"
-                f"{_tail(layout.log_file(crashed))}"
+                f"{tail_file(layout.log_file(crashed), 40)}"
             )
         health = _health(server.url)
         if health is not None:
@@ -679,7 +658,7 @@ def _wait_ready(
             if import_errors:
                 raise SandboxError(f"Airflow could not import DAG files: {json.dumps(import_errors)[:3000]}")
         time.sleep(0.25)
-    logs = "\n".join(f"--- {layout.log_file(n)} (tail) ---\n{_tail(layout.log_file(n), 15)}" for n in COMPONENTS)
+    logs = "\n".join(f"--- {layout.log_file(n)} (tail) ---\n{tail_file(layout.log_file(n), 15)}" for n in COMPONENTS)
     raise SandboxError(
         f"Airflow at {server.url} not ready after {timeout:.0f} s: health={health} dags={sorted(listed)} "
         f"(waiting for {sorted(set(expected) - listed)})\n{logs}"
