@@ -7,6 +7,7 @@ surface hours later as a strange default.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -56,6 +57,17 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be >= {minimum}")
     return value
+
+
+_RATE = re.compile(r"^([1-9][0-9]*)/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate such as ``6000/minute`` (per second, minute, hour or day)."""
+    raw = os.environ.get(name, default).strip()
+    if not _RATE.match(raw):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate like 6000/minute (per second, minute, hour or day)")
+    return raw
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from controlplane.audit import context
 from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
 from controlplane.catalog.models import Target
 from controlplane.catalog.services import connector_for, pydantic_message
+from controlplane.configcache import ConfigCache
 from controlplane.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, Unavailable
 
 if TYPE_CHECKING:
@@ -36,6 +37,10 @@ User = Any
 log = logging.getLogger(__name__)
 
 MAX_REASON = 2000
+
+# Targets with their connection and environment, per process: read by every request, changed rarely; any
+# change to them invalidates every process's cache (controlplane/catalog/receivers.py).
+_targets: ConfigCache[Target] = ConfigCache()
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,9 @@ def target_ref(target: Target) -> TargetRef:
 def _get_target(target_key: str) -> Target:
     if not isinstance(target_key, str) or not target_key:
         raise InvalidInput("'target' must be a catalog target key")
-    target = Target.objects.select_related("connection__environment").filter(key=target_key).first()
+    target = _targets.get(
+        target_key, lambda: Target.objects.select_related("connection__environment").filter(key=target_key).first()
+    )
     if target is None:
         raise NotFound(f"no catalog target with key {target_key!r}")
     return target
@@ -182,9 +189,8 @@ def action_request(
             details={"plan": plan.model_dump(mode="json"), "consent_required": True},
         )
     target = prepared.target
-    if ActionRun.objects.filter(target=target, state__in=ACTIVE_STATES).exists():
-        return _replay_or_conflict(actor, idempotency_key, fingerprint, target)
-
+    # No "is one active?" read first: the partial unique index answers that in the INSERT (IntegrityError
+    # below), also for concurrent requests a read would miss.
     approval = policy.approval_needed(environment=target.environment, plan=plan)
     ctx = context.current()
     now = timezone.now()

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ApiConfig(AppConfig):
     name = "controlplane.api"
     label = "api"
+
+    def ready(self) -> None:
+        from controlplane.api import receivers
+
+        receivers.connect()

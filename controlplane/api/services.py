@@ -11,8 +11,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane.actions import policy
 from controlplane.api.models import SCOPES, ApiToken
 from controlplane.audit.services import audit_record
+from controlplane.configcache import ConfigCache
 from controlplane.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -55,16 +57,34 @@ def api_token_create(*, user: User, name: str, scopes: list[str], days: int | No
     return token, raw
 
 
+# Resolved tokens with their user and role, per process: a bot's every request would otherwise cost two
+# queries (token + user, then the role's groups). Revoking a token or changing a user, a group or a
+# membership invalidates every process's cache (controlplane/api/receivers.py).
+_tokens: ConfigCache[ApiToken] = ConfigCache()
+
+
 def api_token_resolve(raw: str) -> ApiToken | None:
-    """The live token for a clear token, or None (unknown, expired, revoked or inactive user)."""
+    """The live token for a clear token, or None (unknown, expired, revoked or inactive user).
+
+    The token comes with its user and the user's role resolved (``policy.role_of`` is answered from it).
+    """
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
-    token = ApiToken.objects.select_related("user").filter(token_hash=hash_token(raw)).first()
+    digest = hash_token(raw)
+
+    def load() -> ApiToken | None:
+        found = ApiToken.objects.select_related("user").filter(token_hash=digest).first()
+        if found is not None:
+            policy.role_of(found.user)  # resolved once, kept with the cached user
+        return found
+
+    token = _tokens.get(digest, load)
     now = timezone.now()
     if token is None or token.revoked_at is not None or token.expires_at <= now or not token.user.is_active:
         return None
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):
         # Throttled so a busy bot does not turn every request into a write.
+        token.last_used_at = now
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
 
