@@ -134,6 +134,9 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=0)
 
 CONTROLPLANE: dict[str, Any] = {
     # A running action's lease; the worker renews it every third of this, the reaper acts when it lapses.
+    # Requests that may wait for an action's end at once (GET /api/v1/actions/<id>?wait=N), per web process:
+    # each holds a thread, so keep it below the threads per process.
+    "API_WAIT_SLOTS": env_int("API_WAIT_SLOTS", 2, minimum=0),
     "LEASE_SECONDS": env_int("ACTION_LEASE_SECONDS", 60, minimum=2),
     # A queued action not claimed this long after dispatch is dispatched again (broker loss).
     "DISPATCH_GRACE_SECONDS": env_int("ACTION_DISPATCH_GRACE_SECONDS", 60, minimum=1),

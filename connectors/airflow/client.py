@@ -9,6 +9,7 @@ outlives a short token lifetime. Every call carries a timeout. Errors leave as C
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -146,3 +147,25 @@ class AirflowClient:
         parts = {name: getattr(getattr(info, name, None), "status", None) for name in ("metadatabase", "scheduler")}
         ok = all(status == "healthy" for status in parts.values())
         return ok, ", ".join(f"{k} {v}" for k, v in parts.items()), elapsed
+
+
+_clients: dict[tuple[str, str], AirflowClient] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(config: AirflowConfig, secrets: dict[str, str]) -> AirflowClient:
+    """One client per Airflow connection setup in this process, so calls reuse its keep-alive connections
+    instead of opening a new pool (and a new TCP connection) per action, plan or check.
+
+    Keyed by the whole config and a digest of the secrets: an edited connection gets a new client. Its
+    connection pools are thread-safe; the client holds no per-call state.
+    """
+    digest = hashlib.sha256(json.dumps(secrets, sort_keys=True).encode()).hexdigest()
+    key = (config.model_dump_json(), digest)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            if len(_clients) >= 100:  # connections edited over and over: drop the old ones
+                _clients.clear()
+            client = _clients[key] = AirflowClient(config, secrets)
+        return client

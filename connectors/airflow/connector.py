@@ -10,7 +10,7 @@ from typing import Any
 from airflow_client.client.models.dag_run_state import DagRunState
 from pydantic import BaseModel, ValidationError
 
-from connectors.airflow.client import AirflowClient
+from connectors.airflow.client import shared_client
 from connectors.airflow.config import LOCATOR_MODELS, AirflowConfig, DagLocator
 from connectors.base import Connector, ConnectorError, ExecutionContext, HealthResult, TargetRef
 
@@ -34,7 +34,7 @@ class AirflowConnector(Connector):
         super().__init__(config, secrets)
         assert isinstance(config, AirflowConfig)
         self.cfg: AirflowConfig = config
-        self.client = AirflowClient(config, dict(secrets))
+        self.client = shared_client(config, dict(secrets))
 
     @classmethod
     def validate_locator(cls, kind: str, locator: Mapping[str, Any]) -> None:
@@ -124,6 +124,7 @@ class AirflowConnector(Connector):
         deadline = time.monotonic() + self.cfg.wait_timeout_s
         states: dict[str, str] = {}
         while True:
+            turn_started = time.monotonic()
             for run_id in run_ids:
                 if states.get(run_id) in TERMINAL_RUN_STATES:
                     continue
@@ -144,7 +145,8 @@ class AirflowConnector(Connector):
                     f"runs {waiting} of {dag_id} did not finish within {self.cfg.wait_timeout_s:.0f} s "
                     "(look for a stuck task: the dag-stuck-running runbook)"
                 )
-            time.sleep(self.cfg.poll_interval_s)
+            # One read per interval, however long the reads and the bookkeeping took.
+            time.sleep(max(0.0, self.cfg.poll_interval_s - (time.monotonic() - turn_started)))
 
     def metadata(self, what: str, **filters: Any) -> list[dict[str, Any]]:
         """Choices for forms: ``dags``, ``tasks`` (dag_id=...), ``failed_runs`` (dag_id=...); each row has

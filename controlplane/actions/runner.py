@@ -23,9 +23,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from connectors.base import ConnectorError, ExecutionContext, Outcome, Verification
-from controlplane.actions import signals
 from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
-from controlplane.actions.services import dispatch_on_commit, redispatch_due, target_ref
+from controlplane.actions.services import announce_finished_on_commit, dispatch_on_commit, redispatch_due, target_ref
 from controlplane.audit import context
 from controlplane.audit.context import Channel
 from controlplane.audit.services import CENSORED, audit_record
@@ -124,10 +123,16 @@ def _line_writer(action: ActionRun, secrets: list[str]) -> Callable[..., None]:
 
 
 def _progress_writer(action: ActionRun, attempt: int) -> Callable[[int, int], None]:
+    last: list[tuple[int, int]] = []
+
     def write(done: int, total: int) -> None:
+        value = (max(0, done), max(0, total))
+        if last and last[0] == value:
+            return  # connectors report on every poll; only a change is worth a write
         ActionRun.objects.filter(id=action.id, state=ActionState.RUNNING, attempts=attempt).update(
-            progress_done=max(0, done), progress_total=max(0, total)
+            progress_done=value[0], progress_total=value[1]
         )
+        last[:] = [value]
 
     return write
 
@@ -174,13 +179,8 @@ def _finish(
         if retry_in is not None:
             dispatch_on_commit(row, countdown=retry_in)
         else:
-            _announce_on_commit(row)
+            announce_finished_on_commit(row)
     return True
-
-
-def _announce_on_commit(action: ActionRun) -> None:
-    action_id = action.id
-    transaction.on_commit(lambda: signals.action_finished.send(sender=ActionRun, action_id=action_id))
 
 
 def action_execute(*, action_id: str, request_id: str = "") -> None:
@@ -351,7 +351,7 @@ def actions_reap() -> dict[str, list[str]]:
                     after={"state": action.state},
                     reason=action.error,
                 )
-                _announce_on_commit(action)
+                announce_finished_on_commit(action)
                 attention.append(str(action.id))
         redispatched = redispatch_due(now, timedelta(seconds=_conf("DISPATCH_GRACE_SECONDS")))
     if requeued or attention or redispatched:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from connectors.base import ConnectorError, Plan, TargetRef, Verb
 from connectors.registry import get_connector_class
-from controlplane.actions import policy
+from controlplane.actions import policy, signals
 from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, Approval
 from controlplane.audit import context
 from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
@@ -293,6 +293,13 @@ def dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:
     transaction.on_commit(send)
 
 
+def announce_finished_on_commit(action: ActionRun) -> None:
+    """Tell the subscribers of ``action_finished`` (incident timelines, API waiters, runbook steps) once the
+    transaction that ended the action commits."""
+    action_id = action.id
+    transaction.on_commit(lambda: signals.action_finished.send(sender=ActionRun, action_id=action_id))
+
+
 def _locked(action_id: Any) -> ActionRun:
     action = ActionRun.objects.select_for_update().filter(id=action_id).first()
     if action is None:
@@ -351,6 +358,7 @@ def action_reject(*, actor: User, action_id: Any, comment: str = "") -> ActionRu
             after={"state": action.state},
             reason=comment,
         )
+        announce_finished_on_commit(action)
     return action
 
 
@@ -371,6 +379,7 @@ def action_cancel(*, actor: User, action_id: Any, reason: str = "") -> ActionRun
                 after={"state": action.state},
                 reason=reason,
             )
+            announce_finished_on_commit(action)
         elif action.state == ActionState.RUNNING:
             if not action.cancel_requested:
                 action.cancel_requested = True

@@ -6,6 +6,8 @@ class ApiConfig(AppConfig):
     label = "api"
 
     def ready(self) -> None:
-        from controlplane.api import receivers
+        from controlplane.actions.signals import action_finished
+        from controlplane.api import receivers, waiting
 
         receivers.connect()
+        action_finished.connect(waiting.publish_finished, dispatch_uid="api-action-waiters")

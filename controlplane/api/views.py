@@ -15,7 +15,9 @@ from rest_framework.views import APIView
 
 from controlplane.actions import selectors as action_selectors
 from controlplane.actions import services as action_services
+from controlplane.actions.models import TERMINAL_STATES
 from controlplane.api import serializers as s
+from controlplane.api.waiting import MAX_WAIT_SECONDS, wait_until_finished
 from controlplane.audit.selectors import audit_list
 from controlplane.catalog.models import Target
 from controlplane.catalog.selectors import target_choices, target_get
@@ -147,9 +149,31 @@ class ActionPreview(APIView):
 class ActionDetail(APIView):
     required_scopes = {"GET": "actions:read"}
 
-    @extend_schema(responses=s.ActionDetailSerializer)
+    @extend_schema(
+        responses=s.ActionDetailSerializer,
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                int,
+                description=f"answer once the action has ended, or after this many seconds (0 to {MAX_WAIT_SECONDS})",
+            )
+        ],
+    )
     def get(self, request: Request, action_id: str) -> Response:
-        return Response(s.ActionDetailSerializer(action_selectors.action_get(action_id)).data)
+        wait = _wait_seconds(request)
+        action = action_selectors.action_get(action_id)
+        if wait and action.state not in TERMINAL_STATES and wait_until_finished(action.id, wait):
+            action = action_selectors.action_get(action_id)
+        return Response(s.ActionDetailSerializer(action).data)
+
+
+def _wait_seconds(request: Request) -> int:
+    raw = request.query_params.get("wait")
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit() or int(raw) > MAX_WAIT_SECONDS:
+        raise InvalidInput(f"'wait' is a number of seconds from 0 to {MAX_WAIT_SECONDS}, not {raw[:20]!r}")
+    return int(raw)
 
 
 class _ActionCommand(APIView):
