@@ -158,6 +158,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.audit.tasks.verify_audit_chain",
         "schedule": float(env_int("AUDIT_VERIFY_INTERVAL_SECONDS", 600, minimum=10)),
     },
+    "resume-stalled-runbook-runs": {
+        "task": "runbooks.tasks.resume_stalled_runs",
+        "schedule": 60.0,
+    },
     "check-connections": {
         "task": "controlplane.catalog.tasks.check_connections_health",
         "schedule": float(env_int("HEALTH_CHECK_INTERVAL_SECONDS", 300, minimum=10)),

@@ -168,9 +168,9 @@ def semantic_problems(runbook: Runbook) -> list[tuple[list[Any], str]]:
                 ([*loc, "waits_for"], f"the {waits_for} connector exists: make this step executable, drop waits_for")
             )
         elif waits_for is None and step.kind == "action" and step.verb not in verbs:
-            problems.append(([*loc, "verb"], f"no connector offers the verb {step.verb!r} (offered: {sorted(verbs)})"))
+            problems.append(([*loc, "verb"], f"no connector offers the verb {step.verb!r} (there are {sorted(verbs)})"))
         elif waits_for is None and step.kind == "check" and step.check not in checks:
-            problems.append(([*loc, "check"], f"no connector offers the check {step.check!r} (offered: {sorted(checks)})"))
+            problems.append(([*loc, "check"], f"no connector offers the check {step.check!r} (see {sorted(checks)})"))
         earlier.add(step.id)
     return problems
 

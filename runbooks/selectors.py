@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 def runbook_list() -> list[RunbookVersion]:
     """The latest version of every loaded runbook, by id."""
     return [
-        rb.latest
-        for rb in Runbook.objects.select_related("latest__runbook").order_by("slug")
-        if rb.latest is not None
+        rb.latest for rb in Runbook.objects.select_related("latest__runbook").order_by("slug") if rb.latest is not None
     ]
 
 

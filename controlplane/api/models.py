@@ -13,6 +13,8 @@ SCOPES = {
     "audit:read": "read the audit trail",
     "incidents:read": "read incidents and their timelines",
     "alerts:write": "send alerts (Airflow failure callbacks) that open or update incidents",
+    "runbooks:read": "read runbooks and runbook runs",
+    "runbooks:write": "start runbook runs and advance their steps (the steps' own policy applies)",
 }
 
 

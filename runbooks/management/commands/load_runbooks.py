@@ -29,7 +29,8 @@ class Command(BaseCommand):
         if problems:
             for problem in problems:
                 self.stderr.write(str(problem))
-            raise CommandError(f"{len(problems)} problem(s) in {len({p.path for p in problems})} file(s); nothing loaded")
+            files_hit = len({p.path for p in problems})
+            raise CommandError(f"{len(problems)} problem(s) in {files_hit} file(s); nothing loaded")
         if options["check"]:
             self.stdout.write(f"{len(parsed)} runbook file(s) valid")
             return
