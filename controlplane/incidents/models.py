@@ -11,6 +11,9 @@ from controlplane.catalog.models import Pipeline, Target
 class Incident(models.Model):
     """An incident, deduplicated by ``fingerprint`` while it is not resolved.
 
+    Status moves forward only: triggered -> acknowledged -> mitigated -> resolved, and any open status
+    may go straight to resolved (``incidents.services``); each move stamps its ``*_at`` time once.
+
     An alert whose fingerprint matches an open incident adds to that incident's timeline instead of
     opening another; the partial unique index makes that hold under concurrent alerts too.
     """
@@ -41,6 +44,8 @@ class Incident(models.Model):
     last_alert_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    mitigated_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 from django.utils import timezone
 
 from connectors.registry import get_connector_class
-from controlplane.catalog.models import Target
+from controlplane.actions.models import ActionRun, Approval
+from controlplane.catalog.models import Pipeline, Target
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.incidents.models import Incident, IncidentEvent
 
 _FILTERS = {"status": "status", "severity": "severity", "pipeline": "pipeline__name", "source": "source"}
 
+# ``age`` presets of the web list, in hours (None: no limit).
+AGE_CHOICES: dict[str, float | None] = {"24h": 24, "7d": 24 * 7, "30d": 24 * 30, "all": None}
+OPEN_STATUSES = (Incident.Status.TRIGGERED, Incident.Status.ACKNOWLEDGED, Incident.Status.MITIGATED)
+# Most severe first: the order lists and counts show.
+SEVERITY_ORDER = (Incident.Severity.CRITICAL, Incident.Severity.HIGH, Incident.Severity.MEDIUM, Incident.Severity.LOW)
+
 
 def incident_list(filters: Mapping[str, Any] | None = None) -> QuerySet[Incident]:
-    """Incidents newest first; ``status``, ``severity``, ``pipeline`` exact, ``open=true`` for all but
-    resolved, ``max_age_hours`` for recent ones."""
+    """Incidents newest first; ``status``, ``severity``, ``pipeline`` exact (``status=open`` for all but
+    resolved, ``status=all`` for any), ``open=true`` for all but resolved, ``max_age_hours`` or ``age``
+    (24h, 7d, 30d, all) for recent ones. Rows come with their pipeline: one query for any page."""
     filters = filters or {}
     qs = Incident.objects.select_related("pipeline")
+    status = filters.get("status")
+    if status == "open":
+        qs = qs.exclude(status=Incident.Status.RESOLVED)
     for name, field in _FILTERS.items():
         value = filters.get(name)
-        if value:
+        if value and not (name == "status" and value in ("open", "all")):
             choices = {"status": Incident.Status.values, "severity": Incident.Severity.values}.get(name)
             if choices is not None and value not in choices:
-                raise InvalidInput(f"unknown {name} {value!r}; use one of {choices}")
+                extra = ["open", "all"] if name == "status" else []
+                raise InvalidInput(f"unknown {name} {value!r}; use one of {choices + extra}")
             qs = qs.filter(**{field: value})
     if str(filters.get("open", "")).lower() in ("1", "true", "yes"):
         qs = qs.exclude(status=Incident.Status.RESOLVED)
@@ -36,27 +49,79 @@ def incident_list(filters: Mapping[str, Any] | None = None) -> QuerySet[Incident
             qs = qs.filter(created_at__gte=timezone.now() - timedelta(hours=float(age)))
         except ValueError:
             raise InvalidInput("max_age_hours must be a number") from None
+    if age := filters.get("age"):
+        if age not in AGE_CHOICES:
+            raise InvalidInput(f"unknown age {age!r}; use one of {list(AGE_CHOICES)}")
+        hours = AGE_CHOICES[age]
+        if hours is not None:
+            qs = qs.filter(created_at__gte=timezone.now() - timedelta(hours=hours))
     return qs.order_by("-created_at")
 
 
-def incident_get(incident_id: Any) -> Incident:
-    """One incident with its targets (and their connections) and its timeline loaded."""
+def incident_open_counts() -> dict[str, int]:
+    """Open incidents by severity, most severe first, every severity present (one GROUP BY query)."""
+    counts = {str(s): 0 for s in SEVERITY_ORDER}
+    rows = Incident.objects.filter(status__in=OPEN_STATUSES).order_by().values_list("severity").annotate(n=Count("id"))
+    for severity, n in rows:
+        counts[severity] = n
+    return counts
+
+
+def incident_pipeline_names() -> list[str]:
+    """Names of the pipelines incidents were opened for (the list page's pipeline picker)."""
+    return list(
+        Pipeline.objects.filter(incidents__isnull=False).order_by("name").values_list("name", flat=True).distinct()
+    )
+
+
+def incident_get(incident_id: Any, *, with_timeline: bool = True) -> Incident:
+    """One incident with its targets (and their connections) and, unless ``with_timeline`` is False, its
+    whole timeline loaded (pages that cap the timeline read it with ``incident_timeline``)."""
     try:
         pk = int(incident_id)
     except (TypeError, ValueError):
         raise NotFound(f"no incident {incident_id}") from None
-    incident = (
-        Incident.objects.select_related("pipeline")
-        .prefetch_related(
-            Prefetch("targets", queryset=Target.objects.select_related("connection__environment")),
-            Prefetch("events", queryset=IncidentEvent.objects.order_by("at", "id")),
-        )
-        .filter(pk=pk)
-        .first()
-    )
+    prefetch: list[Any] = [
+        Prefetch("targets", queryset=Target.objects.select_related("connection__environment").order_by("key"))
+    ]
+    if with_timeline:
+        prefetch.append(Prefetch("events", queryset=IncidentEvent.objects.order_by("at", "id")))
+    incident = Incident.objects.select_related("pipeline").prefetch_related(*prefetch).filter(pk=pk).first()
     if incident is None:
         raise NotFound(f"no incident {incident_id}")
     return incident
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The newest ``limit`` entries of a timeline, oldest first; ``truncated`` when older ones exist."""
+
+    events: list[IncidentEvent]
+    truncated: bool
+
+
+def incident_timeline(incident: Incident, *, limit: int | None = 500) -> Timeline:
+    """The incident's timeline, newest last, capped at the newest ``limit`` entries (None: all). One query
+    whatever its length: actors are read from the stored ``actor_name``, not joined."""
+    qs = IncidentEvent.objects.filter(incident=incident)
+    if limit is None:
+        return Timeline(list(qs.order_by("at", "id")), truncated=False)
+    newest = list(qs.order_by("-at", "-id")[: limit + 1])
+    truncated = len(newest) > limit
+    events = newest[:limit]
+    events.reverse()
+    return Timeline(events, truncated)
+
+
+def incident_actions(incident: Incident) -> QuerySet[ActionRun]:
+    """The actions taken for an incident, oldest first, with target, environment, requester and every
+    approval (with its approver) loaded: two queries for any number of actions."""
+    return (
+        ActionRun.objects.filter(incident=incident)
+        .select_related("target", "environment", "requested_by")
+        .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
+        .order_by("requested_at")
+    )
 
 
 def suggested_actions(incident: Incident) -> list[dict[str, Any]]:

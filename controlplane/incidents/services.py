@@ -12,12 +12,13 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from connectors.base import ConnectorError
+from controlplane.actions.policy import require_role
 from controlplane.actions.services import target_ref
 from controlplane.audit import context
 from controlplane.audit.services import audit_record
 from controlplane.catalog.models import Pipeline, Target
 from controlplane.catalog.services import connector_for, pydantic_message
-from controlplane.errors import InvalidInput
+from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents.alerts import AirflowFailureAlert
 from controlplane.incidents.models import Incident, IncidentEvent
 
@@ -166,3 +167,125 @@ def incident_attach_log(*, incident_id: int, alert: dict[str, Any]) -> IncidentE
             f"log of {alert['task_id']} try {ref['try_number']}",
             {"log": text, **ref},
         )
+
+
+# ------------------------------------------------------------------------------------ people's changes
+
+MAX_COMMENT = 10_000
+MAX_NOTE = 2_000
+
+# Which statuses each move starts from: forward only, one step at a time, and resolve from any open one.
+_TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    # to: (allowed from, the verb people read, the time field it stamps)
+    Incident.Status.ACKNOWLEDGED: ((Incident.Status.TRIGGERED,), "acknowledge", "acknowledged_at"),
+    Incident.Status.MITIGATED: ((Incident.Status.ACKNOWLEDGED,), "mark mitigated", "mitigated_at"),
+    Incident.Status.RESOLVED: (
+        (Incident.Status.TRIGGERED, Incident.Status.ACKNOWLEDGED, Incident.Status.MITIGATED),
+        "resolve",
+        "resolved_at",
+    ),
+}
+
+
+def incident_allowed_statuses(incident: Incident) -> list[str]:
+    """The statuses ``incident`` may move to next (what the page offers buttons for)."""
+    return [to for to, (sources, _, _) in _TRANSITIONS.items() if incident.status in sources]
+
+
+def _clean_text(value: Any, *, what: str, limit: int, required: bool) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"the {what} must be text")
+    text = value.strip()
+    if required and not text:
+        raise InvalidInput(f"the {what} is empty: write something")
+    if len(text) > limit:
+        raise InvalidInput(f"the {what} is {len(text)} characters long; at most {limit} are allowed")
+    return text
+
+
+def _actor_name(actor: Any) -> str:
+    return str(actor.get_username()) if actor is not None and actor.is_authenticated else context.current().actor_name
+
+
+def _locked(incident_id: int) -> Incident:
+    incident = Incident.objects.select_for_update().filter(pk=incident_id).first()
+    if incident is None:
+        raise NotFound(f"no incident {incident_id}")
+    return incident
+
+
+def _move(*, actor: Any, incident_id: int, to: str, note: Any) -> Incident:
+    """Move an incident's status one allowed step, with a timeline entry and an audit event in the same
+    transaction. Refusals (role, jump, bad note) raise before anything is written or roll it back."""
+    sources, verb, stamp = _TRANSITIONS[to]
+    require_role(actor, "responder", f"changing an incident's status ({verb})")
+    text = _clean_text(note, what="note", limit=MAX_NOTE, required=False)
+    with transaction.atomic():
+        incident = _locked(incident_id)
+        before = incident.status
+        if before not in sources:
+            if before == Incident.Status.RESOLVED:
+                raise Conflict(f"INC-{incident.pk} is already resolved; nothing to {verb}")
+            if before == to:
+                raise Conflict(f"INC-{incident.pk} is already {to}")
+            need = " or ".join(sources)
+            raise Conflict(f"INC-{incident.pk} is {before}: only a {need} incident can be moved to {to} ({verb})")
+        now = timezone.now()
+        incident.status = to
+        setattr(incident, stamp, now)
+        incident.save(update_fields=["status", stamp, "updated_at"])
+        name = _actor_name(actor)
+        IncidentEvent.objects.create(
+            incident=incident,
+            kind=IncidentEvent.Kind.STATUS,
+            message=f"{name} changed the status from {before} to {to}" + (f": {text}" if text else ""),
+            actor=actor if actor is not None and actor.is_authenticated else None,
+            actor_name=name,
+            data={"from": before, "to": to, "note": text},
+        )
+        audit_record(
+            event=f"incident.{to}",
+            obj=incident,
+            before={"status": before},
+            after={"status": to, stamp: now.isoformat()},
+            reason=text,
+        )
+    return incident
+
+
+def incident_acknowledge(*, actor: Any, incident_id: int, note: str = "") -> Incident:
+    """Someone is on it: triggered -> acknowledged (responder or higher)."""
+    return _move(actor=actor, incident_id=incident_id, to=Incident.Status.ACKNOWLEDGED, note=note)
+
+
+def incident_mitigate(*, actor: Any, incident_id: int, note: str = "") -> Incident:
+    """The impact is contained: acknowledged -> mitigated (responder or higher)."""
+    return _move(actor=actor, incident_id=incident_id, to=Incident.Status.MITIGATED, note=note)
+
+
+def incident_resolve(*, actor: Any, incident_id: int, note: str = "") -> Incident:
+    """Fixed: any open status -> resolved (responder or higher). A new alert with the same fingerprint
+    opens a new incident from then on."""
+    return _move(actor=actor, incident_id=incident_id, to=Incident.Status.RESOLVED, note=note)
+
+
+def incident_comment(*, actor: Any, incident_id: int, text: Any) -> IncidentEvent:
+    """Add a comment (markdown, at most MAX_COMMENT characters) to the timeline (responder or higher).
+    Comments are allowed on resolved incidents too: findings often come after the fix."""
+    require_role(actor, "responder", "commenting on an incident")
+    body = _clean_text(text, what="comment", limit=MAX_COMMENT, required=True)
+    with transaction.atomic():
+        incident = _locked(incident_id)
+        name = _actor_name(actor)
+        event = IncidentEvent.objects.create(
+            incident=incident,
+            kind=IncidentEvent.Kind.COMMENT,
+            message=body,
+            actor=actor if actor is not None and actor.is_authenticated else None,
+            actor_name=name,
+        )
+        Incident.objects.filter(pk=incident.pk).update(updated_at=timezone.now())
+        audit_record(event="incident.commented", obj=incident, after={"comment": body, "event_id": event.pk})
+    return event

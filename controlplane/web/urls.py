@@ -8,6 +8,7 @@ app_name = "web"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("freshness/", views.dashboard_freshness, name="freshness"),
     path("targets/", views.target_list, name="targets"),
     path("targets/<str:key>/", views.target_detail, name="target"),
     path("targets/<str:key>/verbs/<str:verb>/preview/", views.target_preview, name="target-preview"),
@@ -21,4 +22,17 @@ urlpatterns = [
     path("actions/<uuid:action_id>/cancel/", views.action_cancel, name="action-cancel"),
     path("approvals/", views.approvals, name="approvals"),
     path("audit/", views.audit_log, name="audit"),
+    path("incidents/", views.incident_list, name="incidents"),
+    path("incidents/<int:incident_id>/", views.incident_detail, name="incident"),
+    path("incidents/<int:incident_id>/export.md", views.incident_export, name="incident-export"),
+    path("incidents/<int:incident_id>/comments/", views.incident_comment, name="incident-comment"),
+    *(
+        path(
+            f"incidents/<int:incident_id>/{command}/",
+            views.incident_status,
+            {"command": command},
+            name=f"incident-{command}",
+        )
+        for command in ("acknowledge", "mitigate", "resolve")
+    ),
 ]

@@ -37,8 +37,13 @@ from controlplane.audit.services import audit_chain_status
 from controlplane.catalog.models import Target
 from controlplane.catalog.selectors import target_choices
 from controlplane.errors import InvalidInput, NotFound, ServiceError
+from controlplane.incidents import selectors as incidents
+from controlplane.incidents import services as incident_services
+from controlplane.incidents.export import incident_export_markdown
+from controlplane.incidents.models import Incident
 from controlplane.web import catalog
 from controlplane.web.forms import FormField, choice_sources, fields_from_schema, params_from_post
+from runbooks import selectors as runbooks
 
 PAGE_SIZE = 50
 RECENT = 20
@@ -106,11 +111,16 @@ def _filters(request: HttpRequest, names: tuple[str, ...]) -> dict[str, str]:
 @require_GET
 @web_login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """``/``: counts by state, what is running or queued, what waits for my approval, the last 20 actions.
-    The body refreshes itself every 5 s through the same view (htmx partial)."""
+    """``/``: open incidents by severity, action counts by state, what is running or queued, what waits for
+    my approval, the last 20 actions. The body refreshes itself every 5 s through the same view (htmx
+    partial); pipeline freshness is a section of its own (``dashboard_freshness``) that loads after the
+    page and refreshes every minute, so a slow or unreachable warehouse never holds up the page."""
     user = request.user
     can_decide = policy.has_role(user, "approver")
+    incident_counts = incidents.incident_open_counts()
     context = {
+        "incident_counts": incident_counts,
+        "incidents_open": sum(incident_counts.values()),
         "counts": actions.action_state_counts(),
         "in_flight": list(actions.actions_in_flight()),
         "awaiting_me": list(actions.awaiting_approval_for(user)[:RECENT]) if can_decide else [],
@@ -118,6 +128,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "recent": list(actions.action_list()[:RECENT]),
     }
     return _render(request, "web/dashboard.html", "web/partials/dashboard_body.html", context)
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def dashboard_freshness(request: HttpRequest) -> HttpResponse:
+    """``/freshness/``: hours since the newest row of every catalog table with a ``timestamp_column``,
+    against the 2 h SLA; a warehouse that does not answer shows its error on its rows."""
+    context = {
+        "freshness": catalog.freshness_overview(actor=request.user),
+        "sla_hours": catalog.FRESHNESS_SLA_HOURS,
+    }
+    return _render(request, "web/freshness.html", "web/partials/freshness.html", context)
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -480,3 +503,149 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         status = audit_chain_status()
         context["verdict"], context["full_verified_at"] = status.verdict, status.full_verified_at
     return _render(request, "web/audit.html", "web/partials/audit_results.html", context)
+
+
+# ------------------------------------------------------------------------------------------ incidents
+
+
+INCIDENT_FILTERS = ("status", "severity", "pipeline", "age")
+TIMELINE_LIMIT = 500
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def incident_list(request: HttpRequest) -> HttpResponse:
+    """``/incidents/``: incidents newest first, open ones unless ``status`` says otherwise (``all``, or one
+    status), filtered by severity, pipeline and age (24h, 7d, 30d, all), 50 a page (a constant number of
+    queries whatever the page holds)."""
+    filters = _filters(request, INCIDENT_FILTERS)
+    filters["status"] = filters["status"] or "open"
+    error = ""
+    try:
+        page = _page(request, incidents.incident_list(filters))
+    except InvalidInput as exc:
+        error = exc.message
+        page = _page(request, Incident.objects.none())
+    context: dict[str, Any] = {"page": page, "filters": filters, "error": error}
+    if not is_htmx(request):  # the filter form's choices: not part of the partial
+        context.update(
+            statuses=Incident.Status.values,
+            severities=[str(s) for s in incidents.SEVERITY_ORDER],
+            pipelines=incidents.incident_pipeline_names(),
+            ages=list(incidents.AGE_CHOICES),
+        )
+    return _render(request, "web/incidents.html", "web/partials/incidents_results.html", context)
+
+
+def _incident_or_404(incident_id: int) -> Incident:
+    try:
+        return incidents.incident_get(incident_id, with_timeline=False)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def _incident_context(
+    request: HttpRequest, incident: Incident, *, error: str = "", comment: str = "", notice: str = ""
+) -> dict[str, Any]:
+    """The incident page: header, alert, status controls, the actions, the runbooks and the timeline."""
+    show_all = request.GET.get("timeline") == "all"
+    timeline = incidents.incident_timeline(incident, limit=None if show_all else TIMELINE_LIMIT)
+    can_respond = policy.has_role(request.user, "responder")
+    return {
+        "incident": incident,
+        "targets": list(incident.targets.all()),
+        "timeline": timeline.events,
+        "timeline_truncated": timeline.truncated,
+        "timeline_limit": TIMELINE_LIMIT,
+        "incident_actions": list(incidents.incident_actions(incident)),
+        "suggested": incidents.suggested_actions(incident),
+        "next_statuses": incident_services.incident_allowed_statuses(incident) if can_respond else [],
+        "can_respond": can_respond,
+        "suggested_runbooks": runbooks.runbooks_for_incident(incident),
+        "runbook_runs": list(runbooks.runs_for_incident(incident)),
+        "comment_max": incident_services.MAX_COMMENT,
+        "error": error,
+        "comment": comment,
+        "notice": notice,
+    }
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def incident_detail(request: HttpRequest, incident_id: int) -> HttpResponse:
+    """``/incidents/<id>/``: what broke (title, severity, status, pipeline, targets, the alert and its log
+    excerpt), Acknowledge / Mitigate / Resolve for responders, the actions taken, the runbooks, a comment
+    form, and the timeline, newest last (the newest 500 entries; ``?timeline=all`` for every one)."""
+    incident = _incident_or_404(incident_id)
+    context = _incident_context(request, incident)
+    return _render(request, "web/incident_detail.html", "web/partials/incident_body.html", context)
+
+
+_STATUS_COMMANDS: dict[str, Callable[..., Incident]] = {
+    "acknowledge": incident_services.incident_acknowledge,
+    "mitigate": incident_services.incident_mitigate,
+    "resolve": incident_services.incident_resolve,
+}
+
+
+def _incident_answer(
+    request: HttpRequest, incident_id: int, *, error: str = "", status: int = 200, comment: str = "", notice: str = ""
+) -> HttpResponse:
+    """After a POST: htmx gets the refreshed incident body (with the refusal, if any); a plain form is
+    redirected to the incident page, or sees it with the refusal."""
+    if not error and not is_htmx(request):
+        return HttpResponseRedirect(reverse("web:incident", args=[incident_id]))
+    incident = _incident_or_404(incident_id)
+    context = _incident_context(request, incident, error=error, comment=comment, notice=notice)
+    template = "web/partials/incident_body.html" if is_htmx(request) else "web/incident_detail.html"
+    return render(request, template, context, status=status)
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def incident_status(request: HttpRequest, incident_id: int, command: str) -> HttpResponse:
+    """POST ``/incidents/<id>/acknowledge/`` | ``mitigate/`` | ``resolve/`` (optional ``note``): move the
+    status one allowed step; a refusal (role, a jump the lifecycle does not allow) writes nothing."""
+    service = _STATUS_COMMANDS.get(command)
+    if service is None:
+        raise Http404(f"no incident command {command!r}")
+    try:
+        incident = service(actor=request.user, incident_id=incident_id, note=request.POST.get("note", ""))
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except ServiceError as exc:
+        return _incident_answer(request, incident_id, error=exc.message, status=exc.status)
+    return _incident_answer(request, incident_id, notice=f"INC-{incident.pk} is {incident.status} now.")
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def incident_comment(request: HttpRequest, incident_id: int) -> HttpResponse:
+    """POST ``/incidents/<id>/comments/`` (``text``, markdown): add a comment to the timeline; an empty or
+    too long comment is refused with the text kept in the form."""
+    text = request.POST.get("text", "")
+    try:
+        incident_services.incident_comment(actor=request.user, incident_id=incident_id, text=text)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except ServiceError as exc:
+        return _incident_answer(request, incident_id, error=exc.message, status=exc.status, comment=text)
+    return _incident_answer(request, incident_id, notice="Comment added.")
+
+
+@require_GET
+@web_login_required
+def incident_export(request: HttpRequest, incident_id: int) -> HttpResponse:
+    """``/incidents/<id>/export.md``: the post-incident record (times, alert, full timeline, actions with
+    approvals and verification, runbook runs) as a markdown download."""
+    try:
+        text = incident_export_markdown(incident_id=incident_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="INC-{incident_id}.md"'
+    return response
