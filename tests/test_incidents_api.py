@@ -171,3 +171,16 @@ def test_finished_action_outcome_joins_the_incident_timeline(
     last = IncidentEvent.objects.filter(incident_id=incident_id).last()
     assert last is not None and last.kind == "action"
     assert last.message == "refresh-mart on dev.weather.daily_weather_aggregates succeeded: populated"
+
+
+@pytest.mark.django_db
+def test_status_times_are_read_back_by_bots(actors: Any, airflow_bot: Any, api_for: Any) -> None:
+    from controlplane.incidents.services import incident_acknowledge
+
+    incident_id = airflow_bot.post("/api/v1/alerts/airflow", ALERT).json()["id"]
+    incident_acknowledge(actor=actors["responder"], incident_id=incident_id, note="on it")
+    detail = api_for("viewer", scopes=["incidents:read"]).get(f"/api/v1/incidents/{incident_id}").json()
+    assert detail["status"] == "acknowledged" and detail["acknowledged_at"]
+    assert detail["mitigated_at"] is None and detail["resolved_at"] is None
+    assert detail["timeline"][-1]["kind"] == "status"
+    assert detail["timeline"][-1]["message"] == "rita changed the status from triggered to acknowledged: on it"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -644,3 +645,107 @@ def test_freshness_shows_hours_and_the_error_of_an_unreachable_warehouse(catalog
     assert "dev.weather.other" not in body
     full = client.get("/freshness/")
     assert full.status_code == 200 and "<h1>Pipeline freshness</h1>" in text(full)
+
+
+# ------------------------------------------------------------------------------------------ linking actions
+
+
+def test_an_action_requested_from_the_incident_page_is_linked_to_the_incident(catalog: Any, actors: Any) -> None:
+    incident = make_incident(targets=[catalog["mart_dev"]])
+    client = client_for(actors["responder"])
+    detail = text(client.get(f"/incidents/{incident.pk}/"))
+    link = f'href="/targets/{DEV_MART}/?incident={incident.pk}#verb-refresh-mart"'
+    assert link in detail  # "Actions that fit" opens the target page for this incident
+    target_page = text(client.get(f"/targets/{DEV_MART}/", {"incident": incident.pk}))
+    assert f'<input type="hidden" name="incident" value="{incident.pk}">' in target_page
+    assert f'linked to <a href="/incidents/{incident.pk}/">INC-{incident.pk}' in target_page
+    resp = post(
+        client,
+        f"/targets/{DEV_MART}/verbs/refresh-mart/request/",
+        {"reason": "mart stale after the failed load", "incident": str(incident.pk)},
+        htmx=True,
+    )
+    assert resp.status_code == 204, text(resp)
+    action = ActionRun.objects.get()
+    assert action.incident_id == incident.pk
+    detail = text(client.get(f"/incidents/{incident.pk}/"))
+    assert f'<a class="mono" href="/actions/{action.id}/">{action.short_id}</a>' in detail
+    assert f"rita requested refresh-mart on {DEV_MART}" in detail
+
+
+def test_a_request_naming_an_unknown_incident_is_refused(catalog: Any, actors: Any) -> None:
+    client = client_for(actors["responder"])
+    resp = post(
+        client, f"/targets/{DEV_MART}/verbs/refresh-mart/request/", {"reason": "r", "incident": "999999"}, htmx=True
+    )
+    assert resp.status_code == 404 and "no incident 999999" in text(resp)
+    assert not ActionRun.objects.exists()
+
+
+def test_runbook_step_entries_link_to_their_run(actors: Any) -> None:
+    incident = make_incident()
+    run = make_runbook_run(incident, actors["responder"])
+    IncidentEvent.objects.create(
+        incident=incident, kind="step", message="step look done", actor_name="rita", data={"run": run.pk}
+    )
+    body = text(client_for(actors["viewer"]).get(f"/incidents/{incident.pk}/"))
+    assert f'href="/runs/{run.pk}/">runbook run {run.pk} →</a>' in body
+
+
+# ------------------------------------------------------------------------------------------ browser
+
+
+@pytest.mark.browser
+def test_keyboard_acknowledges_comments_and_sees_freshness_in_a_real_browser(
+    live_server: Any, catalog: Any, actors: Any
+) -> None:
+    """Real buttons and labelled fields, driven by the keyboard only; htmx sends the CSRF token."""
+    import os
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
+    from playwright.sync_api import expect, sync_playwright
+
+    incident = make_incident(targets=[catalog["mart_dev"]])
+    base = live_server.url
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(f"{base}/login/")
+            page.get_by_label("Username").fill("rita")
+            page.get_by_label("Password").fill("rita-password")
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"{base}/")
+            expect(page.locator("#freshness")).to_contain_text("dev.weather.core_weather")  # loaded after the page
+            page.get_by_role("link", name="Incidents").focus()
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"{base}/incidents/")
+            page.get_by_role("link", name=incident.title).focus()
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"{base}/incidents/{incident.pk}/")
+
+            page.get_by_label("Note").focus()
+            page.keyboard.type("looking at it")
+            page.keyboard.press("Tab")  # the first button after the note: Acknowledge
+            page.keyboard.press("Enter")
+            expect(page.locator("#incident-messages")).to_contain_text(f"INC-{incident.pk} is acknowledged now.")
+            expect(page.get_by_role("button", name="Mitigate")).to_be_visible()
+
+            page.get_by_label("Add a comment").focus()
+            page.keyboard.type("the **landing file** is late")
+            page.keyboard.press("Tab")
+            page.keyboard.press("Enter")
+            expect(page.locator("ol.timeline")).to_contain_text("the landing file is late")
+            expect(page.locator("ol.timeline strong")).to_have_text("landing file")
+            shots = Path(os.environ.get("SCREENSHOT_DIR", "var/screenshots"))
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "incident-page.png"), full_page=True)
+            page.goto(f"{base}/")
+            expect(page.locator("#freshness")).to_contain_text("dev.weather.core_weather")
+            page.screenshot(path=str(shots / "dashboard-incidents.png"), full_page=True)
+        finally:
+            browser.close()
+    incident.refresh_from_db()
+    assert incident.status == "acknowledged"
+    assert IncidentEvent.objects.filter(kind="comment", actor_name="rita").count() == 1

@@ -275,7 +275,7 @@ class IncidentSummarySerializer(serializers.ModelSerializer[Incident]):
         model = Incident
         fields = [
             "id", "title", "severity", "status", "alert_type", "source", "pipeline", "fingerprint",
-            "alert_count", "created_at", "last_alert_at", "resolved_at",
+            "alert_count", "created_at", "last_alert_at", "acknowledged_at", "mitigated_at", "resolved_at",
         ]  # fmt: skip
 
 

@@ -205,6 +205,19 @@ def _offer_form(offer: catalog.Offer, prefix: str, post: Any = None, choices: _C
     )
 
 
+def _incident_for_request(request: HttpRequest) -> Incident | None:
+    """The incident a target page was opened for (``?incident=`` from the incident page's "Actions that
+    fit", or the verb form's hidden ``incident`` field): requests made there are linked to it. Unknown ids
+    are ignored on GET; target_request refuses them."""
+    raw = request.POST.get("incident") if request.method == "POST" else request.GET.get("incident")
+    if not raw:
+        return None
+    try:
+        return incidents.incident_get(raw, with_timeline=False)
+    except NotFound:
+        return None
+
+
 def _target_context(request: HttpRequest, target: Target, *, active: OfferForm | None = None) -> dict[str, Any]:
     """The target page; ``active`` replaces the form of the verb or check that was just POSTed."""
     choices = _Choices(target)
@@ -219,6 +232,7 @@ def _target_context(request: HttpRequest, target: Target, *, active: OfferForm |
         "check_forms": check_forms,
         "can_request": policy.has_role(request.user, "responder"),
         "recent": list(actions.action_list({"target": target.key})[:RECENT]),
+        "incident": _incident_for_request(request),
     }
 
 
@@ -279,13 +293,17 @@ def target_request(request: HttpRequest, key: str, verb: str) -> HttpResponse:
     page; a refusal re-renders the form with the message, and nothing is written."""
     target = _target_or_404(key)
     offer = _offer_or_404(catalog.verbs_for(target), verb)
+    incident = _incident_for_request(request)
     try:
+        if request.POST.get("incident") and incident is None:
+            raise NotFound(f"no incident {request.POST['incident']}: the action would not be linked to it")
         result = action_services.action_request(
             actor=request.user,
             verb=verb,
             target_key=key,
             params=params_from_post(offer.schema, request.POST),
             reason=request.POST.get("reason", ""),
+            incident=incident,
         )
     except (ServiceError, ConnectorError) as exc:
         form = _offer_form(offer, "verb", request.POST, choices=_Choices(target))
@@ -294,7 +312,12 @@ def target_request(request: HttpRequest, key: str, verb: str) -> HttpResponse:
         if isinstance(form.error_details.get("plan"), dict):
             form.plan = form.error_details["plan"]  # a consent refusal carries the plan: show why
         if is_htmx(request):
-            context = {"form": form, "target": target, "can_request": policy.has_role(request.user, "responder")}
+            context = {
+                "form": form,
+                "target": target,
+                "can_request": policy.has_role(request.user, "responder"),
+                "incident": incident,
+            }
             return render(request, "web/partials/verb_form.html", context, status=status)
         return render(request, "web/target_detail.html", _target_context(request, target, active=form), status=status)
     url = reverse("web:action", args=[result.action.id])

@@ -134,3 +134,10 @@ def action_link_id(data: Any) -> str:
         return str(uuid.UUID(str(value))) if value else ""
     except ValueError:
         return ""
+
+
+@register.filter
+def run_link_id(data: Any) -> int | None:
+    """The runbook run id an incident timeline entry (a runbook step) refers to, if any."""
+    value = data.get("run") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
