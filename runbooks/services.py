@@ -326,9 +326,12 @@ def _with_outputs(step: Any, row: StepRun, result: dict[str, Any], ctx: dict[str
     return result
 
 
-def run_advance(*, run_id: Any) -> RunbookRun:
+def run_advance(*, run_id: Any, run_checks: bool = True) -> RunbookRun:
     """Carry the run forward as far as the system can: skip steps whose ``when`` is false, run checks,
-    send notifications; stop at a step that needs a person or waits for its action. Idempotent."""
+    send notifications; stop at a step that needs a person or waits for its action. Idempotent.
+
+    ``run_checks=False`` (the web request right after a person's move) stops before a check, which the
+    worker runs: the page shows the next step at once without waiting on an external system."""
     while True:
         pending_check: tuple[StepRun, Any, dict[str, Any]] | None = None
         with transaction.atomic():
@@ -377,6 +380,9 @@ def run_advance(*, run_id: Any) -> RunbookRun:
                 _audit_step(run, row, "notified", {"message": message, "channel": step.channel, "where": where.strip()})
                 continue
             if step.kind == "check" and waits_for is None:
+                if not run_checks:
+                    _set_state(run, Run.RUNNING)
+                    return run
                 try:
                     target = str(templating.render(step.target, ctx))
                     params = templating.render(step.params, ctx)

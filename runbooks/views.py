@@ -278,6 +278,9 @@ def step_command(request: HttpRequest, run_id: int, step_id: str, command: str) 
         error, status = _service_error(exc)
         if command == "preview" and is_htmx(request):
             return render(request, "runbooks/partials/error.html", {"error": error}, status=status)
+    else:
+        # Show the next step at once: skips, notifications and waits are quick; checks stay with the worker.
+        services.run_advance(run_id=run.pk, run_checks=False)
     run = _run_or_404(run.pk)
     context = _run_context(request, run, post=form_post if error else None, error=error, error_step=step_id, plan=plan)
     template = "runbooks/partials/run_body.html" if is_htmx(request) else "runbooks/run_detail.html"
