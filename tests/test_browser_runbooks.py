@@ -42,9 +42,8 @@ SLOW_MS = 120_000  # an Airflow run: scheduler pick-up and three tasks
 @pytest.fixture
 def library(transactional_db: Any) -> None:
     with change_context(channel=Channel.SYSTEM, actor_name="test"):
-        services.runbooks_load(
-            parsed=[parse_file(LIBRARY / f"{name}.yaml") for name in ("000-ingestion-dag-failure", "004-rehydrate-mart")]
-        )
+        names = ("000-ingestion-dag-failure", "004-rehydrate-mart")
+        services.runbooks_load(parsed=[parse_file(LIBRARY / f"{name}.yaml") for name in names])
 
 
 @contextmanager
