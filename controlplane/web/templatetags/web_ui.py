@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django import template
 from django.utils import timezone
-from django.utils.html import escape
+from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 from markdown_it import MarkdownIt
@@ -141,3 +141,14 @@ def run_link_id(data: Any) -> int | None:
     """The runbook run id an incident timeline entry (a runbook step) refers to, if any."""
     value = data.get("run") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+@register.filter
+def utc_time(value: datetime | None) -> str:
+    """A ``<time>`` element, ``2026-11-20 10:00:01`` in UTC with the ISO instant as its datetime: one
+    strftime, cheap enough for a 500-entry timeline (Django's ``date`` filter costs ~25 us a call)."""
+    if value is None:
+        return ""
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%d %H:%M:%S")
+    return format_html('<time datetime="{}" title="{} UTC">{}</time>', utc.isoformat(), text, text)
