@@ -730,6 +730,7 @@ def test_keyboard_acknowledges_comments_and_sees_freshness_in_a_real_browser(
             page.keyboard.press("Tab")  # the first button after the note: Acknowledge
             page.keyboard.press("Enter")
             expect(page.locator("#incident-messages")).to_contain_text(f"INC-{incident.pk} is acknowledged now.")
+            expect(page.locator("#incident-messages .alert")).to_be_focused()  # not lost to the top of the page
             expect(page.get_by_role("button", name="Mitigate")).to_be_visible()
 
             page.get_by_label("Add a comment").focus()
@@ -738,6 +739,11 @@ def test_keyboard_acknowledges_comments_and_sees_freshness_in_a_real_browser(
             page.keyboard.press("Enter")
             expect(page.locator("ol.timeline")).to_contain_text("the landing file is late")
             expect(page.locator("ol.timeline strong")).to_have_text("landing file")
+            page.get_by_label("Add a comment").focus()
+            page.keyboard.press("Tab")
+            page.keyboard.press("Enter")  # empty: the browser's own required check stops it, nothing is sent
+            page.wait_for_timeout(300)
+            expect(page.locator(".alert.error")).to_have_count(0)
             shots = Path(os.environ.get("SCREENSHOT_DIR", "var/screenshots"))
             shots.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shots / "incident-page.png"), full_page=True)
