@@ -536,6 +536,8 @@ def test_export_has_times_alert_timeline_actions_approvals_and_runbook_steps(
     assert "- Verification: passed: populated, 14 rows" in md
     assert f"### 2. `refresh-mart` on `{PROD_MART}`: rejected" in md
     assert "  - rejected by arthur at 20" in md and '"not needed twice"' in md
+    assert "- Ran: never started (ended 20" in md
+    assert "| Alert type | airflow.task_failed from airflow |" in md
     # The runbook run with its steps' results.
     assert "### Failed ingestion task (`001-failed-ingestion` v1): waiting" in md
     assert "| 1 | `look` | manual | done | rita |" in md and "file is missing" in md

@@ -108,7 +108,7 @@ def _header(incident: Incident) -> list[str]:
     if incident.pipeline is not None:
         layer = f" ({incident.pipeline.layer})" if getattr(incident.pipeline, "layer", "") else ""
         pipeline = f"`{incident.pipeline.name}`{layer}"
-    alert_type = incident.alert_type or NONE
+    alert_type = (incident.alert_type or NONE) + (f" from {incident.source}" if incident.source else "")
     return [
         f"# INC-{incident.pk}: {incident.title}",
         "",
@@ -118,7 +118,7 @@ def _header(incident: Incident) -> list[str]:
         "|---|---|",
         f"| Severity | {_cell(incident.severity)} |",
         f"| Status | {_cell(incident.status)} |",
-        f"| Alert type | {_cell(alert_type)}{_cell(' from ' + incident.source) if incident.source else ''} |",
+        f"| Alert type | {_cell(alert_type)} |",
         f"| Affected pipeline | {_cell(pipeline)} |",
         f"| Affected targets | {_cell(targets)} |",
         f"| Alerts received | {incident.alert_count} (last {_when(incident.last_alert_at)}) |",
@@ -204,11 +204,15 @@ def _action(number: int, action: ActionRun) -> list[str]:
         )
     if action.requires_approval and not approvals:
         lines.append("  - no decision recorded")
-    lines.append(
-        f"- Ran: started {_when(action.started_at)}, finished {_when(action.finished_at)}"
-        + (f" ({_span(action.started_at, action.finished_at)})" if action.started_at and action.finished_at else "")
-        + f", {action.attempts} attempt(s)"
-    )
+    if action.started_at is None:
+        lines.append(f"- Ran: never started (ended {_when(action.finished_at)})")
+    else:
+        took = _span(action.started_at, action.finished_at)
+        lines.append(
+            f"- Ran: started {_when(action.started_at)}, finished {_when(action.finished_at)}"
+            + (f" ({took})" if took else "")
+            + f", {action.attempts} attempt(s)"
+        )
     outcome = action.outcome if isinstance(action.outcome, dict) else {}
     if outcome.get("summary"):
         lines.append(f"- Outcome: {outcome['summary']}")
