@@ -30,13 +30,11 @@ def browser(user: Any) -> Client:
     return client
 
 
-def test_start_form_is_prefilled_from_the_incident_and_starts_the_run(
-    catalog: Any, actors: Any, library: Any
-) -> None:
+def test_start_form_is_prefilled_from_the_incident_and_starts_the_run(catalog: Any, actors: Any, library: Any) -> None:
     incident = Incident.objects.create(title="stale", severity="medium", fingerprint="x", alert_type="freshness")
     incident.targets.add(catalog["mart_dev"])
     rita = browser(actors["responder"])
-    page = rita.get("/runs/new/", {"runbook": "004-rehydrate-mart", "incident": incident.pk})
+    page = rita.get("/runs/new/", {"runbook": "004-rehydrate-mart", "incident": str(incident.pk)})
     assert page.status_code == 200
     assert f'<option value="{DEV_MART}" selected>' in page.content.decode()
     started = rita.post(
@@ -49,9 +47,7 @@ def test_start_form_is_prefilled_from_the_incident_and_starts_the_run(
     assert refused.status_code == 403 and RunbookRun.objects.count() == 1
 
 
-def test_run_page_shows_findings_the_action_form_and_previews_the_plan(
-    catalog: Any, actors: Any, library: Any
-) -> None:
+def test_run_page_shows_findings_the_action_form_and_previews_the_plan(catalog: Any, actors: Any, library: Any) -> None:
     with change_context(channel=Channel.WEB, user=actors["responder"]):
         run = services.run_start(actor=actors["responder"], runbook="004-rehydrate-mart", params={"mart": DEV_MART})
     services.run_advance(run_id=run.pk)
