@@ -107,3 +107,4 @@ def test_a_rejected_action_reaches_the_incident_timeline(
         api_for("approver").post(f"/api/v1/actions/{action['id']}/reject", {"comment": "not now"})
     messages = list(IncidentEvent.objects.filter(incident=incident).values_list("message", flat=True))
     assert any("refresh-mart on prod.weather.daily_weather_aggregates rejected" in m for m in messages), messages
+    assert "alice rejected refresh-mart on prod.weather.daily_weather_aggregates: not now" in messages

@@ -293,6 +293,17 @@ def dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:
     transaction.on_commit(send)
 
 
+def _announce_decision_on_commit(action: ActionRun, decision: str, comment: str) -> None:
+    action_id, approver = action.id, context.current().actor_name
+
+    def send() -> None:
+        signals.action_decided.send(
+            sender=ActionRun, action_id=action_id, decision=decision, approver=approver, comment=comment
+        )
+
+    transaction.on_commit(send)
+
+
 def announce_finished_on_commit(action: ActionRun) -> None:
     """Tell the subscribers of ``action_finished`` (incident timelines, API waiters, runbook steps) once the
     transaction that ended the action commits."""
@@ -331,6 +342,7 @@ def action_approve(*, actor: User, action_id: Any, comment: str = "") -> ActionR
             after={"state": action.state},
             reason=comment,
         )
+        _announce_decision_on_commit(action, "approved", comment)
         dispatch_on_commit(action)
     return action
 
@@ -358,6 +370,7 @@ def action_reject(*, actor: User, action_id: Any, comment: str = "") -> ActionRu
             after={"state": action.state},
             reason=comment,
         )
+        _announce_decision_on_commit(action, "rejected", comment)
         announce_finished_on_commit(action)
     return action
 

@@ -6,7 +6,8 @@ class IncidentsConfig(AppConfig):
     label = "incidents"
 
     def ready(self) -> None:
-        from controlplane.actions.signals import action_finished
-        from controlplane.incidents.receivers import record_action_outcome
+        from controlplane.actions.signals import action_decided, action_finished
+        from controlplane.incidents.receivers import record_action_decision, record_action_outcome
 
         action_finished.connect(record_action_outcome, dispatch_uid="incident-timeline")
+        action_decided.connect(record_action_decision, dispatch_uid="incident-timeline-decisions")

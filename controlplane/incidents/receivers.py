@@ -21,3 +21,19 @@ def record_action_outcome(sender: Any, action_id: Any, **kwargs: Any) -> None:
         actor_name="control plane",
         data={"action": str(action.id), "state": action.state, "verb": action.verb},
     )
+
+
+def record_action_decision(
+    sender: Any, action_id: Any, decision: str, approver: str, comment: str = "", **kwargs: Any
+) -> None:
+    """Who approved or rejected which action of the incident, on its timeline."""
+    action = ActionRun.objects.select_related("target").filter(id=action_id, incident__isnull=False).first()
+    if action is None or action.incident_id is None:
+        return
+    IncidentEvent.objects.create(
+        incident_id=action.incident_id,
+        kind=IncidentEvent.Kind.ACTION,
+        message=f"{approver} {decision} {action.verb} on {action.target.key}" + (f": {comment}" if comment else ""),
+        actor_name=approver,
+        data={"action": str(action.id), "decision": decision, "verb": action.verb},
+    )
