@@ -120,6 +120,8 @@ def test_ingestion_failure_from_alert_to_resolved_incident(
             # the engineer fixes the source where users would (an Airflow Variable), then says so
             airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "true")
             root = step(page, "root_cause")
+            for item in root.locator("input[name=checked]").all():  # the runbook's checklist
+                item.check()
             root.get_by_label("source fixed").check()
             root.get_by_role("button", name="Mark done").click()
 
