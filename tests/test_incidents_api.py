@@ -184,3 +184,23 @@ def test_status_times_are_read_back_by_bots(actors: Any, airflow_bot: Any, api_f
     assert detail["mitigated_at"] is None and detail["resolved_at"] is None
     assert detail["timeline"][-1]["kind"] == "status"
     assert detail["timeline"][-1]["message"] == "rita changed the status from triggered to acknowledged: on it"
+
+
+def test_bots_acknowledge_comment_and_resolve_incidents(catalog: Any, api_for: Any) -> None:
+    incident = Incident.objects.create(title="stale", severity="medium", fingerprint="bot-1")
+    bot = api_for("responder", scopes=["incidents:read", "incidents:write"])
+    acked = bot.post(f"/api/v1/incidents/{incident.pk}/acknowledge", {"note": "on it"})
+    assert acked.status_code == 200 and acked.json()["status"] == "acknowledged"
+    comment = bot.post(f"/api/v1/incidents/{incident.pk}/comments", {"text": "the mart is refreshing"})
+    assert comment.status_code == 201
+    jump = bot.post(f"/api/v1/incidents/{incident.pk}/acknowledge", {})
+    assert jump.status_code == 409 and jump.json()["error"]["message"]
+    resolved = bot.post(f"/api/v1/incidents/{incident.pk}/resolve", {"note": "fresh again"})
+    assert resolved.json()["status"] == "resolved"
+    assert bot.post(f"/api/v1/incidents/{incident.pk}/explode", {}).status_code == 404
+    reader = api_for("responder", scopes=["incidents:read"])
+    assert reader.post(f"/api/v1/incidents/{incident.pk}/comments", {"text": "x"}).status_code == 403
+    viewer = api_for("viewer", scopes=["incidents:write"])
+    assert viewer.post(f"/api/v1/incidents/{incident.pk}/comments", {"text": "x"}).status_code == 403
+    events = set(AuditEvent.objects.filter(object_id=str(incident.pk)).values_list("event", flat=True))
+    assert {"incident.acknowledged", "incident.resolved"} <= events

@@ -7,7 +7,7 @@ from typing import Any
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import pagination, status
+from rest_framework import pagination, serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -250,6 +250,45 @@ class IncidentDetail(APIView):
     @extend_schema(responses=s.IncidentDetailSerializer)
     def get(self, request: Request, incident_id: int) -> Response:
         return Response(s.IncidentDetailSerializer(incident_selectors.incident_get(incident_id)).data)
+
+
+class IncidentNoteSerializer(s.StrictSerializer):
+    note = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class IncidentCommentSerializer(s.StrictSerializer):
+    text = serializers.CharField(max_length=10_000)
+
+
+class IncidentStatusChange(APIView):
+    """``POST /api/v1/incidents/<id>/acknowledge`` (``/mitigate``, ``/resolve``) with an optional note."""
+
+    required_scopes = {"POST": "incidents:write"}
+    moves = {
+        "acknowledge": incident_services.incident_acknowledge,
+        "mitigate": incident_services.incident_mitigate,
+        "resolve": incident_services.incident_resolve,
+    }
+
+    @extend_schema(request=IncidentNoteSerializer, responses=s.IncidentDetailSerializer)
+    def post(self, request: Request, incident_id: int, move: str) -> Response:
+        if move not in self.moves:
+            raise NotFound(f"no incident status change {move!r}; use acknowledge, mitigate or resolve")
+        data = _valid(IncidentNoteSerializer, request.data or {})
+        self.moves[move](actor=request.user, incident_id=incident_id, note=data["note"])
+        return Response(s.IncidentDetailSerializer(incident_selectors.incident_get(incident_id)).data)
+
+
+class IncidentComment(APIView):
+    """``POST /api/v1/incidents/<id>/comments`` ``{"text"}``: a comment on the timeline."""
+
+    required_scopes = {"POST": "incidents:write"}
+
+    @extend_schema(request=IncidentCommentSerializer, responses={201: dict})
+    def post(self, request: Request, incident_id: int) -> Response:
+        data = _valid(IncidentCommentSerializer, request.data)
+        event = incident_services.incident_comment(actor=request.user, incident_id=incident_id, text=data["text"])
+        return Response({"id": event.pk, "kind": event.kind, "message": event.message}, status=201)
 
 
 class AuditList(ListAPIView[Any]):
