@@ -29,6 +29,8 @@ from runbooks import selectors, services
 from runbooks.models import RunbookRun, StepRun
 from runbooks.schema import Runbook as RunbookSpec
 
+LOG_TAIL = 12  # log lines of the current step's action shown live
+
 
 def _incident_or_none(raw: str | None) -> Incident | None:
     if not raw:
@@ -125,6 +127,8 @@ class StepCard:
     plan: dict[str, Any] | None = None
     action_active: bool = False
     can_act: bool = False
+    protected: bool = False
+    log: list[Any] = field(default_factory=list)
 
 
 def _initial(schema: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,9 +183,12 @@ def _run_context(request: HttpRequest, run: RunbookRun, *, post: Any = None, **e
             card.rendered = services.step_rendered(run=run, step_id=row.step_id)
         action = row.action
         card.action_active = action is not None and action.state in ACTIVE_STATES
+        if card.current and action is not None:  # the live part of the page: the action's latest log lines
+            card.log = list(action.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
         if card.current and card.spec.kind == "action" and card.spec.waits_for is None and not card.action_active:
             target, schema = _verb_schema(str(card.rendered.get("target", "")), card.spec.verb)
             if target is not None and schema:
+                card.protected = target.connection.environment.protected
                 card.fields = fields_from_schema(
                     schema,
                     form_id=f"step-{row.step_id}",

@@ -230,7 +230,7 @@ def test_a_protected_action_step_waits_for_a_second_persons_approval(
             page.wait_for_url(re.compile(r"/runs/\d+/$"))
             run_url = page.url
             refresh = step(page, "refresh")
-            refresh.get_by_role("button", name="Run").click()
+            refresh.get_by_role("button", name="Request approval").click()
             expect(refresh.locator("[data-testid=action-state]")).to_have_text("awaiting_approval")
             expect(refresh).to_contain_text("Waiting for approval by a different approver")
             log_out(page)
