@@ -53,7 +53,7 @@ class ActionRun(models.Model):
     reason = models.TextField()
     channel = models.CharField(max_length=16, choices=Channel.CHOICES)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="actions")
-    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    requested_at = models.DateTimeField(auto_now_add=True)  # indexed with id: action_history_idx
     request_id = models.CharField(max_length=64, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (NULL = no key, outside the unique constraint)
     request_fingerprint = models.CharField(max_length=64)
@@ -100,6 +100,9 @@ class ActionRun(models.Model):
         indexes = [
             models.Index(fields=["state", "lease_expires_at"], name="action_lease_idx"),
             models.Index(fields=["target", "-requested_at"], name="action_target_time_idx"),
+            # The history's keyset order (newest first, id breaking ties): every page of /actions/ is one
+            # range scan of this index, however deep (controlplane/web/pagination.py).
+            models.Index(fields=["requested_at", "id"], name="action_history_idx"),
         ]
 
     def __str__(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ def action_list(filters: Mapping[str, Any] | None = None) -> QuerySet[ActionRun]
             continue
         if name == "state" and value not in ActionState.values:
             raise InvalidInput(f"unknown state {value!r}; states are {ActionState.values}")
+        if name == "incident" and not re.fullmatch(r"[0-9]{1,18}", str(value)):
+            raise InvalidInput(f"incident must be an incident number, not {value!r}")
         qs = qs.filter(**{_FILTERS[name]: value})
     return qs.order_by("-requested_at")
 

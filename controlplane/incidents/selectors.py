@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, QuerySet
 from django.utils import timezone
 
 from connectors.registry import get_connector_class
@@ -68,10 +68,11 @@ def incident_open_counts() -> dict[str, int]:
 
 
 def incident_pipeline_names() -> list[str]:
-    """Names of the pipelines incidents were opened for (the list page's pipeline picker)."""
-    return list(
-        Pipeline.objects.filter(incidents__isnull=False).order_by("name").values_list("name", flat=True).distinct()
-    )
+    """Names of the pipelines incidents were opened for (the list page's pipeline picker). EXISTS per
+    pipeline (one probe of the incidents' pipeline index each), not a join over every incident: the join
+    took 0.3 s at 1 M resolved incidents."""
+    opened_for = Incident.objects.filter(pipeline=OuterRef("pk"))
+    return list(Pipeline.objects.filter(Exists(opened_for)).order_by("name").values_list("name", flat=True))
 
 
 def incident_get(incident_id: Any, *, with_timeline: bool = True) -> Incident:
@@ -122,6 +123,27 @@ def incident_actions(incident: Incident) -> QuerySet[ActionRun]:
         .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
         .order_by("requested_at")
     )
+
+
+@dataclass(frozen=True)
+class RecentActions:
+    """The newest actions of an incident, oldest first, and how many it has in all."""
+
+    actions: list[ActionRun]
+    total: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.actions)
+
+
+def incident_actions_recent(incident: Incident, *, limit: int = 50) -> RecentActions:
+    """The newest ``limit`` actions of an incident (loaded as ``incident_actions`` loads them), oldest first,
+    and the number of all of them: three queries whatever the number (the page links the rest to the
+    action history, filtered by the incident)."""
+    newest = list(incident_actions(incident).order_by("-requested_at", "-id")[:limit])
+    newest.reverse()
+    return RecentActions(newest, ActionRun.objects.filter(incident=incident).count())
 
 
 def suggested_actions(incident: Incident) -> list[dict[str, Any]]:

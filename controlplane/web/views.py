@@ -18,7 +18,6 @@ from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render, resolve_url
@@ -43,6 +42,7 @@ from controlplane.incidents.export import incident_export_markdown
 from controlplane.incidents.models import Incident
 from controlplane.web import catalog
 from controlplane.web.forms import FormField, choice_sources, fields_from_schema, params_from_post
+from controlplane.web.pagination import INVALID_CURSOR, KeysetPage, keyset_page
 from runbooks import selectors as runbooks
 
 PAGE_SIZE = 50
@@ -89,8 +89,10 @@ def _render(
     return render(request, partial if is_htmx(request) else full, context, status=status)
 
 
-def _page(request: HttpRequest, qs: QuerySet[Any]) -> Page[Any]:
-    return Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+def _page(request: HttpRequest, qs: QuerySet[Any], order: tuple[str, ...]) -> KeysetPage:
+    """The page of a newest-first history list that ``?cursor=`` points at (keyset pagination: the same
+    queries for the first page and one a million rows down; see controlplane/web/pagination.py)."""
+    return keyset_page(qs, order, request.GET.get("cursor"), size=PAGE_SIZE)
 
 
 def _service_error(exc: ServiceError | ConnectorError) -> tuple[str, int]:
@@ -352,22 +354,27 @@ def target_check(request: HttpRequest, key: str, check: str) -> HttpResponse:
 # ------------------------------------------------------------------------------------------ actions
 
 
-ACTION_FILTERS = ("state", "verb", "target", "environment")
+ACTION_FILTERS = ("state", "verb", "target", "environment", "incident")
+ACTION_ORDER = ("requested_at", "id")  # newest first; served by the action_history_idx index
 
 
 @vary_on_headers("HX-Request")
 @require_GET
 @web_login_required
 def action_list(request: HttpRequest) -> HttpResponse:
-    """``/actions/``: actions newest first, filtered by state, verb, target and environment, 50 a page
-    (a constant number of queries whatever the page holds)."""
+    """``/actions/``: actions newest first, filtered by state, verb, target, environment and incident (the
+    incident page links its actions here), 50 a page with Older / Newer links carrying a cursor (a constant
+    number of queries whatever the page and the table)."""
     filters = _filters(request, ACTION_FILTERS)
     error = ""
     try:
-        page = _page(request, actions.action_list(filters))
+        qs = actions.action_list(filters)
     except InvalidInput as exc:
         error = exc.message
-        page = _page(request, ActionRun.objects.none())
+        qs = ActionRun.objects.none()
+    page = _page(request, qs, ACTION_ORDER)
+    if page.invalid_cursor:
+        error = error or INVALID_CURSOR
     context: dict[str, Any] = {"page": page, "filters": filters, "error": error}
     if not is_htmx(request):  # the filter form's choices: not part of the partial
         context.update(states=ActionState.values, verbs=catalog.verb_names(), environments=catalog.environment_names())
@@ -512,6 +519,7 @@ def approvals(request: HttpRequest) -> HttpResponse:
 
 
 AUDIT_FILTERS = ("event", "object_type", "object_id", "actor", "request_id")
+AUDIT_ORDER = ("seq",)
 
 
 @vary_on_headers("HX-Request")
@@ -519,9 +527,11 @@ AUDIT_FILTERS = ("event", "object_type", "object_id", "actor", "request_id")
 @web_login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     """``/audit/``: audit events newest first, filtered by event, object type, actor and request id,
-    50 a page; the full page also verifies the hash chain and shows the verdict in a banner."""
+    50 a page with Older / Newer cursor links; the full page also verifies the hash chain (the events since
+    the last verified one) and shows the verdict in a banner."""
     filters = _filters(request, AUDIT_FILTERS)
-    context: dict[str, Any] = {"page": _page(request, audit.audit_list(filters)), "filters": filters}
+    page = _page(request, audit.audit_list(filters), AUDIT_ORDER)
+    context: dict[str, Any] = {"page": page, "filters": filters, "error": INVALID_CURSOR if page.invalid_cursor else ""}
     if not is_htmx(request):
         status = audit_chain_status()
         context["verdict"], context["full_verified_at"] = status.verdict, status.full_verified_at
@@ -532,7 +542,9 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 
 INCIDENT_FILTERS = ("status", "severity", "pipeline", "age")
+INCIDENT_ORDER = ("created_at", "id")
 TIMELINE_LIMIT = 500
+INCIDENT_ACTIONS_LIMIT = 50  # the newest ones; the page links the rest (the action history, filtered)
 
 
 @vary_on_headers("HX-Request")
@@ -540,16 +552,19 @@ TIMELINE_LIMIT = 500
 @web_login_required
 def incident_list(request: HttpRequest) -> HttpResponse:
     """``/incidents/``: incidents newest first, open ones unless ``status`` says otherwise (``all``, or one
-    status), filtered by severity, pipeline and age (24h, 7d, 30d, all), 50 a page (a constant number of
-    queries whatever the page holds)."""
+    status), filtered by severity, pipeline and age (24h, 7d, 30d, all), 50 a page with Older / Newer cursor
+    links (a constant number of queries whatever the page and the table)."""
     filters = _filters(request, INCIDENT_FILTERS)
     filters["status"] = filters["status"] or "open"
     error = ""
     try:
-        page = _page(request, incidents.incident_list(filters))
+        qs = incidents.incident_list(filters)
     except InvalidInput as exc:
         error = exc.message
-        page = _page(request, Incident.objects.none())
+        qs = Incident.objects.none()
+    page = _page(request, qs, INCIDENT_ORDER)
+    if page.invalid_cursor:
+        error = error or INVALID_CURSOR
     context: dict[str, Any] = {"page": page, "filters": filters, "error": error}
     if not is_htmx(request):  # the filter form's choices: not part of the partial
         context.update(
@@ -575,13 +590,16 @@ def _incident_context(
     show_all = request.GET.get("timeline") == "all"
     timeline = incidents.incident_timeline(incident, limit=None if show_all else TIMELINE_LIMIT)
     can_respond = policy.has_role(request.user, "responder")
+    recent = incidents.incident_actions_recent(incident, limit=INCIDENT_ACTIONS_LIMIT)
     return {
         "incident": incident,
         "targets": list(incident.targets.all()),
         "timeline": timeline.events,
         "timeline_truncated": timeline.truncated,
         "timeline_limit": TIMELINE_LIMIT,
-        "incident_actions": list(incidents.incident_actions(incident)),
+        "incident_actions": recent.actions,
+        "incident_actions_total": recent.total,
+        "incident_actions_truncated": recent.truncated,
         "suggested": incidents.suggested_actions(incident),
         "next_statuses": incident_services.incident_allowed_statuses(incident) if can_respond else [],
         "can_respond": can_respond,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django import template
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
@@ -123,7 +125,15 @@ def ago(value: datetime | None) -> str:
 @register.filter
 def markdown(text: Any) -> str:
     """Markdown (a comment) as safe HTML: raw HTML in the source is escaped, not passed through."""
-    return mark_safe(_markdown.render(str(text or "")))  # noqa: S308 (html disabled: markdown-it escapes it)
+    return mark_safe(_render_markdown(str(text or "")))  # noqa: S308 (html disabled: markdown-it escapes it)
+
+
+@functools.lru_cache(maxsize=2048)
+def _render_markdown(text: str) -> str:
+    """A pure function of the text, cached: a timeline shows up to 500 entries and markdown-it takes about
+    0.2 ms a comment, so a page of 100 comments would spend 20 ms on every view re-rendering the same ones
+    (comments are never edited). At most 2,048 entries of at most MAX_COMMENT characters each."""
+    return _markdown.render(text)
 
 
 @register.filter
@@ -134,6 +144,48 @@ def action_link_id(data: Any) -> str:
         return str(uuid.UUID(str(value))) if value else ""
     except ValueError:
         return ""
+
+
+@functools.lru_cache(maxsize=16)
+def _url_pattern(name: str, sample: str, prefix: str) -> tuple[str, str]:
+    """``reverse`` of ``name`` for a sample argument, split around it (the script prefix is part of the
+    cache key): building hundreds of links of one kind then costs a string join, not a ``reverse``."""
+    url = reverse(name, args=[sample])
+    before, _, after = url.rpartition(sample)
+    return before, after
+
+
+def _fast_url(name: str, sample: str, value: str) -> str:
+    before, after = _url_pattern(name, sample, get_script_prefix())
+    return before + value + after
+
+
+@register.filter
+def timeline_links(data: Any) -> str:
+    """The links of an incident timeline entry: to the action it is about and to its runbook run (the
+    same as ``{% url %}`` of each, about 25 us cheaper a link: a timeline shows up to 500 entries)."""
+    html = ""
+    if action_id := action_link_id(data):
+        url = _fast_url("web:action", _SAMPLE_UUID, action_id)
+        html += format_html(' <a class="mono small" href="{}">action {} →</a>', url, action_id[:8])
+    if run_id := run_link_id(data):
+        url = _fast_url("runbooks:run", "1", str(run_id))
+        html += format_html(' <a class="small" href="{}">runbook run {} →</a>', url, run_id)
+    return mark_safe(html)  # noqa: S308 (built with format_html)
+
+
+_SAMPLE_UUID = "00000000-0000-4000-8000-000000000000"
+
+
+@register.filter
+def ago_time(value: datetime | None) -> str:
+    """``<time datetime="ISO" title="2026-11-20 10:00:01 UTC">3 hours ago</time>``: what the list tables
+    show in a Requested column, with one strftime instead of two ``date`` filters (about 20 us each)."""
+    if value is None:
+        return ""
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%d %H:%M:%S")
+    return format_html('<time datetime="{}" title="{} UTC">{}</time>', utc.isoformat(), text, ago(value))
 
 
 @register.filter
