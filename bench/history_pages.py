@@ -60,6 +60,9 @@ VERBS = ["refresh-mart", "clear", "rerun", "backfill", "pause"]
 CHANNELS = ["web", "api", "slack", "runbook", "schedule"]
 # Terminal states only (the partial unique index allows one *active* action per target), in these shares.
 HISTORY_STATES = ["succeeded"] * 40 + ["failed"] * 6 + ["cancelled"] * 2 + ["rejected"] + ["needs_attention"]
+RARE_TARGET = "prod.archive.rare-mart"
+RARE_VERB = "quarantine-review"
+RARE_ROWS = 60
 AUDIT_EVENTS = ["action.requested", "action.planned", "action.started", "action.executed", "action.succeeded"]
 
 
@@ -272,6 +275,10 @@ def seed(opts: Options) -> Data:
                     connection=conn,
                     locator={"schema": "mart", "name": f"view_{i:03d}"},
                 )
+            if env_name == "prod":  # the rare target: only a few old actions (make_rare)
+                cs.target_create(
+                    key=RARE_TARGET, kind="matview", connection=conn, locator={"schema": "mart", "name": "archive"}
+                )
             if env_name == "dev":
                 mart = cs.target_create(
                     key="dev.weather.daily_weather_aggregates",
@@ -415,6 +422,28 @@ def fill_history_actions(data: Data, upto: int) -> None:
         _insert_select(ActionRun, exprs, "generate_series(%(start)s, %(stop)s) AS g", params)
     data.fill_seconds["actions"] = data.fill_seconds.get("actions", 0.0) + time.perf_counter() - t
     data.actions = upto
+
+
+def make_rare(data: Data) -> None:
+    """The oldest RARE_ROWS history actions go to the rare target with the rare verb (those of an earlier
+    call go back to a common target and verb): a filter on either then looks for a few rows at the very end
+    of the history, the case a (column, requested_at, id) index is for."""
+    from django.db import connection
+
+    from controlplane.catalog.models import Target
+
+    rare = Target.objects.get(key=RARE_TARGET).pk
+    common = Target.objects.get(key="prod.bench.mart-000").pk
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE actions_actionrun SET target_id = %s, verb = 'refresh-mart' WHERE target_id = %s",
+            [common, rare],
+        )
+        cursor.execute(
+            "UPDATE actions_actionrun SET target_id = %s, verb = %s WHERE id IN "
+            "(SELECT id FROM actions_actionrun WHERE incident_id IS NULL ORDER BY requested_at, id LIMIT %s)",
+            [rare, RARE_VERB, RARE_ROWS],
+        )
 
 
 def fill_incident(data: Data, actions_upto: int, events_upto: int) -> None:
@@ -831,6 +860,16 @@ def pages(data: Data) -> list[Page]:
             "/actions/?target=dev.bench.mart-007",
             check=_rows_check(action_row, min(PAGE_SIZE, on_target)),
         ),
+        Page(
+            f"actions target=<rare> ({RARE_ROWS} oldest rows)",
+            "/actions/?" + q({"target": RARE_TARGET}),
+            check=_rows_check(action_row, PAGE_SIZE),
+        ),
+        Page(
+            f"actions verb={RARE_VERB} (the same)",
+            "/actions/?" + q({"verb": RARE_VERB}),
+            check=_rows_check(action_row, PAGE_SIZE),
+        ),
         Page("audit, first page", "/audit/", check=_rows_check(audit_row, PAGE_SIZE)),
         Page(
             f"audit, after {audit_total // 2:,} events",
@@ -839,6 +878,16 @@ def pages(data: Data) -> list[Page]:
             check=_rows_check(audit_row, PAGE_SIZE),
         ),
         Page("audit event=action.started", "/audit/?event=action.started", check=_rows_check(audit_row, PAGE_SIZE)),
+        Page(
+            "audit actor=bench-setup (oldest events)",
+            "/audit/?actor=bench-setup",
+            check=_rows_check(audit_row, PAGE_SIZE),
+        ),
+        Page(
+            "audit event=catalog.target.created (oldest)",
+            "/audit/?event=catalog.target.created",
+            check=_rows_check(audit_row, PAGE_SIZE),
+        ),
         Page("incidents, open (default)", "/incidents/", check=_rows_check(incident_row, 1)),
         Page("incidents status=all, first", "/incidents/?status=all", check=_rows_check(incident_row, PAGE_SIZE)),
         Page(
@@ -853,6 +902,12 @@ def pages(data: Data) -> list[Page]:
             "/api/v1/actions?" + q({"cursor": _drf_cursor(half)}),
             api=True,
             key="API actions, deep page",
+            check=_api_check(PAGE_SIZE),
+        ),
+        Page(
+            "API actions target=<rare>",
+            "/api/v1/actions?" + q({"target": RARE_TARGET}),
+            api=True,
             check=_api_check(PAGE_SIZE),
         ),
         Page("dashboard (informational)", "/", check=_contains('id="dashboard"')),
@@ -1079,6 +1134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = seed(opts)
         step(f"small set: {opts.small:,} of each history kind")
         fill_history_actions(data, opts.small)
+        make_rare(data)
         fill_incident(data, 5, 10)
         shape_run(data)
         fill_audit(data, opts.small)
@@ -1088,6 +1144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         small = measure_all(data, opts, "small")
         step(f"large set: filling to {opts.rows:,} of each history kind")
         fill_history_actions(data, opts.rows)
+        make_rare(data)
         step(f"  actions {data.fill_seconds['actions']:.1f} s")
         fill_incident(data, opts.incident_actions, opts.events)
         fill_audit(data, opts.rows)

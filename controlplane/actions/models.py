@@ -65,7 +65,7 @@ class ActionRun(models.Model):
     approval_reason = models.CharField(max_length=200, blank=True)
     idempotent = models.BooleanField(default=True)
 
-    state = models.CharField(max_length=24, choices=ActionState.choices, db_index=True)
+    state = models.CharField(max_length=24, choices=ActionState.choices)  # indexed: action_state_history_idx
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -99,10 +99,15 @@ class ActionRun(models.Model):
         ]
         indexes = [
             models.Index(fields=["state", "lease_expires_at"], name="action_lease_idx"),
-            models.Index(fields=["target", "-requested_at"], name="action_target_time_idx"),
-            # The history's keyset order (newest first, id breaking ties): every page of /actions/ is one
-            # range scan of this index, however deep (controlplane/web/pagination.py).
+            # The history's keyset order (newest first, id breaking ties), alone and after each filter of
+            # the history pages: every page is one range scan of one of these, however deep it is and however
+            # rare the filtered value (controlplane/web/pagination.py, bench/history_pages.py). They also
+            # serve the plain lookups by state, target and environment.
             models.Index(fields=["requested_at", "id"], name="action_history_idx"),
+            models.Index(fields=["state", "requested_at", "id"], name="action_state_history_idx"),
+            models.Index(fields=["target", "requested_at", "id"], name="action_target_history_idx"),
+            models.Index(fields=["environment", "requested_at", "id"], name="action_env_history_idx"),
+            models.Index(fields=["verb", "requested_at", "id"], name="action_verb_history_idx"),
         ]
 
     def __str__(self) -> str:

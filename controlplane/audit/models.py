@@ -25,7 +25,7 @@ class AuditEvent(models.Model):
     actor_name = models.CharField(max_length=150)
     channel = models.CharField(max_length=16, choices=Channel.CHOICES)
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
-    event = models.CharField(max_length=64, db_index=True)
+    event = models.CharField(max_length=64)  # indexed with seq: audit_event_idx
     object_type = models.CharField(max_length=64)
     object_id = models.CharField(max_length=64)
     object_repr = models.CharField(max_length=300)
@@ -37,7 +37,13 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["object_type", "object_id", "seq"], name="audit_object_idx")]
+        indexes = [
+            models.Index(fields=["object_type", "object_id", "seq"], name="audit_object_idx"),
+            # The audit page's filters in its order (newest first): a page of a rare event or of someone's
+            # old events is one range scan, not a walk of the whole trail (bench/history_pages.py).
+            models.Index(fields=["event", "seq"], name="audit_event_idx"),
+            models.Index(fields=["actor_name", "seq"], name="audit_actor_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.event} {self.object_type}:{self.object_id} by {self.actor_name}"
