@@ -271,3 +271,15 @@ def test_a_bad_incident_filter_is_a_message_not_a_500(catalog: Any, actors: dict
     for bad in ("abc", "1; drop", "9" * 30):
         assert "incident must be an incident number" in text(client.get("/actions/", {"incident": bad}))
     assert api_for("viewer", ["actions:read"]).get("/api/v1/actions", incident="abc").status_code == 400
+
+
+def test_dashboard_counts_open_actions_always_and_ended_ones_for_a_day(catalog: Any, actors: Any) -> None:
+    from controlplane.actions.selectors import action_state_counts
+
+    make_actions(catalog, actors["responder"], 3, state=ActionState.SUCCEEDED)  # a day old and more
+    make_actions(catalog, actors["responder"], 2, state=ActionState.NEEDS_ATTENTION)
+    now = timezone.now()
+    assert action_state_counts(now=now - dt.timedelta(hours=2))["succeeded"] == 3
+    later = action_state_counts(now=now + dt.timedelta(hours=2))
+    assert later["succeeded"] == 0  # ended more than 24 hours before "now": off the dashboard
+    assert later["needs_attention"] == 2  # open ones stay until someone deals with them

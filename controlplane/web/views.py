@@ -124,6 +124,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "incident_counts": incident_counts,
         "incidents_open": sum(incident_counts.values()),
         "counts": actions.action_state_counts(),
+        "ended_states": [s for s in ActionState.values if s not in actions.OPEN_STATES],
         "in_flight": list(actions.actions_in_flight()),
         "awaiting_me": list(actions.awaiting_approval_for(user)[:RECENT]) if can_decide else [],
         "can_decide": can_decide,
