@@ -9,7 +9,7 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db.models import Count, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Prefetch, QuerySet, Subquery
 from django.utils import timezone
 
 from controlplane.actions.models import ACTIVE_STATES, ActionLogLine, ActionRun, ActionState, Approval
@@ -81,16 +81,14 @@ RECENT_WINDOW = timedelta(hours=24)
 
 def action_state_counts(*, now: datetime | None = None) -> dict[str, int]:
     """Actions per state (every state present, zero when none): the open states over all time, the ended
-    ones requested within ``RECENT_WINDOW``. One GROUP BY query, on the state and requested_at indexes."""
+    ones requested within ``RECENT_WINDOW``. Two GROUP BY queries, each on its own index (one query with
+    an OR of the two made Postgres read the whole table)."""
     counts = dict.fromkeys(ActionState.values, 0)
     since = (now or timezone.now()) - RECENT_WINDOW
-    rows = (
-        ActionRun.objects.order_by()
-        .filter(Q(state__in=OPEN_STATES) | Q(requested_at__gte=since))
-        .values_list("state")
-        .annotate(n=Count("id"))
-    )
-    for state, n in rows:
+    grouped = ActionRun.objects.order_by().values_list("state").annotate(n=Count("id"))
+    for state, n in grouped.filter(state__in=OPEN_STATES):
+        counts[state] = n
+    for state, n in grouped.filter(requested_at__gte=since).exclude(state__in=OPEN_STATES):
         counts[state] = n
     return counts
 
