@@ -340,8 +340,13 @@ def worker_factory(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[.
     yield start
     for w in started:
         w.stop()
-        # Shown by pytest only when the test fails: what the worker saw.
-        print(f"---- {w.log.name} (last lines) ----\n{w.output()[-4000:]}")
+        # Shown by pytest only when the test fails: what the worker saw (its errors first: the beat's
+        # routine tasks fill the tail).
+        out = w.output()
+        errors = [line for line in out.splitlines() if "ERROR" in line or "Traceback" in line or "Error:" in line]
+        if errors:
+            print(f"---- {w.log.name} (error lines) ----\n" + "\n".join(errors[-40:]))
+        print(f"---- {w.log.name} (last lines) ----\n{out[-4000:]}")
 
 
 def wait_for(
