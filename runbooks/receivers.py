@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from runbooks import services
 
+log = logging.getLogger(__name__)
+
 
 def action_step_finished(sender: Any, action_id: Any, **kwargs: Any) -> None:
-    services.step_action_finished(action_id=action_id)
+    try:
+        services.step_action_finished(action_id=action_id)
+    except Exception:
+        # Said loudly, and healed: the run's next advance (the beat sweep, a page view) reconciles the step.
+        log.exception("runbook step of action %s not updated; the stalled-run sweep will reconcile it", action_id)

@@ -22,7 +22,7 @@ from django.utils import timezone
 from connectors.base import ConnectorError
 from controlplane.actions import policy
 from controlplane.actions import services as action_services
-from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState
+from controlplane.actions.models import ACTIVE_STATES, TERMINAL_STATES, ActionRun, ActionState
 from controlplane.audit import context
 from controlplane.audit.context import Channel
 from controlplane.audit.services import audit_record
@@ -351,6 +351,12 @@ def run_advance(*, run_id: Any, run_checks: bool = True) -> RunbookRun:
             if row.state == Step.FAILED:
                 _set_state(run, Run.BLOCKED)
                 return run
+            if row.state == Step.WAITING and row.action is not None and row.action.state in TERMINAL_STATES:
+                step_action_finished(action_id=row.action_id)  # its end was not recorded (a lost signal)
+                row.refresh_from_db(fields=["state"])
+                if row.state == Step.WAITING:  # could not be recorded: stop here rather than spin
+                    return run
+                continue
             if row.state in (Step.WAITING, Step.RUNNING):
                 _set_state(run, Run.WAITING if row.state == Step.WAITING else Run.RUNNING)
                 return run
@@ -689,6 +695,13 @@ def runs_resume_stalled(*, now: datetime) -> list[int]:
         RunbookRun.objects.filter(state=Run.RUNNING, updated_at__lt=now - timedelta(seconds=60)).values_list(
             "pk", flat=True
         )[:200]
+    )
+    # Action steps whose action ended without the step hearing of it (a worker died between the action's
+    # commit and its announcement): advancing the run records the end.
+    ids += list(
+        StepRun.objects.filter(state=Step.WAITING, action__state__in=TERMINAL_STATES)
+        .exclude(run__state__in=(Run.COMPLETED, Run.ABANDONED))
+        .values_list("run_id", flat=True)[:200]
     )
     from runbooks.tasks import advance_run
 

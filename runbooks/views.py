@@ -28,6 +28,7 @@ from controlplane.web.views import _service_error, is_htmx, web_login_required
 from runbooks import selectors, services
 from runbooks.models import RunbookRun, StepRun
 from runbooks.schema import Runbook as RunbookSpec
+from runbooks.tasks import advance_run
 
 LOG_TAIL = 12  # log lines of the current step's action shown live
 
@@ -199,12 +200,19 @@ def _run_context(request: HttpRequest, run: RunbookRun, *, post: Any = None, **e
             else:
                 card.form_error = f"the step's target {card.rendered.get('target')!r} is not a catalog target"
         cards.append(card)
-    polling = run.state == RunbookRun.State.RUNNING or any(c.action_active for c in cards)
+    # The current step's action ended but the step has not heard yet (its announcement is on the way, or
+    # was lost): keep refreshing; the view asks the worker to reconcile.
+    unheard = any(
+        c.current and c.row.state == StepRun.State.WAITING and c.row.action is not None and not c.action_active
+        for c in cards
+    )
+    polling = run.state == RunbookRun.State.RUNNING or unheard or any(c.action_active for c in cards)
     context = {
         "run": run,
         "spec": spec,
         "cards": cards,
         "polling": polling,
+        "unheard": unheard,
         "is_responder": policy.has_role(request.user, "responder"),
         "is_approver": policy.has_role(request.user, "approver"),
         "section": "runbooks",
@@ -228,7 +236,10 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     the system works on a step or an action runs."""
     run = _run_or_404(run_id)
     template = "runbooks/partials/run_body.html" if is_htmx(request) else "runbooks/run_detail.html"
-    return render(request, template, _run_context(request, run))
+    context = _run_context(request, run)
+    if context["unheard"]:
+        advance_run.delay(run.pk)  # idempotent: records the action's end on the step
+    return render(request, template, context)
 
 
 COMMANDS = {"complete", "approve", "skip", "retry", "preview", "act", "abandon"}

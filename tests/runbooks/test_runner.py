@@ -221,3 +221,28 @@ def test_a_run_survives_a_worker_restart(catalog: Any, actors: Any, library: Any
     assert rows["refresh"].action.state == "succeeded"
     run.refresh_from_db()
     assert run.state == "waiting" and run.current == 4  # at the manual check of the last 7 days
+
+
+def test_an_action_end_nobody_announced_is_picked_up_by_the_sweep(
+    catalog: Any, actors: Any, library: Any, monkeypatch: Any
+) -> None:
+    """The worker died between the action's commit and its announcement: the step would wait forever.
+    The stalled-run sweep (beat) finds the ended action and completes the step."""
+    from django.utils import timezone
+
+    rita = actors["responder"]
+    run = start(rita, "004-rehydrate-mart", mart=DEV_MART)
+    services.run_advance(run_id=run.pk)
+    action = as_user(rita, services.step_act, run_id=run.pk, step_id="refresh")
+    monkeypatch.setattr("controlplane.actions.runner.close_old_connections", lambda: None)
+    monkeypatch.setattr("controlplane.actions.services.announce_finished_on_commit", lambda action: None)
+    monkeypatch.setattr("controlplane.actions.runner.announce_finished_on_commit", lambda action: None)
+    action_execute(action_id=str(action.id))  # succeeds, and nobody is told
+    assert ActionRun.objects.get(id=action.id).state == "succeeded"
+    assert steps(run)["refresh"].state == "waiting"
+    advanced: list[int] = []
+    monkeypatch.setattr("runbooks.tasks.advance_run.delay", advanced.append)
+    assert services.runs_resume_stalled(now=timezone.now()) == [run.pk]
+    services.run_advance(run_id=advanced[0])  # what the enqueued task does
+    assert steps(run)["refresh"].state == "done"
+    assert steps(run)["after_refresh"].state == "done"
