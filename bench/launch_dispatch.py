@@ -1,20 +1,24 @@
 """Benchmark: API launch latency/throughput and dispatch latency (commit -> connector call).
 
-    uv run python bench/launch_dispatch.py [--requests N] [--concurrency 8] [--quick] [--profile auto]
+    uv run python bench/launch_dispatch.py [--requests N] [--concurrency 8] [--rate 250] [--quick] [--profile auto]
 
 Starts everything it needs in a temp dir and stops it at the end (also on Ctrl-C / SIGTERM): sandbox
 Postgres + Redis, a fresh control-plane database (migrated), the seed-004 weather warehouse, a catalog with
 one matview target per launch, gunicorn, and a real Celery worker. Then, in one run:
 
-1. API launch: ``POST /api/v1/actions`` against gunicorn from 8 keep-alive client threads (no worker runs,
-   so actions stay queued and the figure is the launch itself), for each gunicorn layout tried.
+1. API launch: ``POST /api/v1/actions`` against gunicorn (no worker runs, so actions stay queued and the
+   figure is the launch itself), for each gunicorn layout tried: first a closed loop of 8 keep-alive client
+   threads (the highest rate the server sustains), then an open loop on the same gunicorn that offers
+   launches at a fixed rate (``--rate``, 250/s = the budget) from a pool of 32 keep-alive clients, with each
+   latency counted from the request's scheduled send time (no coordinated omission): the p99 at that load.
 2. Dispatch latency: action_request in a Django-configured process (this one), commit -> the first
    ActionLogLine the worker writes right before calling the connector's execute.
 3. Baseline: a bare Celery round trip (``celery.accumulate``) with the same worker and broker.
 
-The DESIGN.md section 9 budgets are printed beside the figures (informational: the exit status is 0 unless
-something broke). With ``--profile auto`` (the default) a budget that is OVER triggers a breakdown of where
-the time goes: one launch in-process step by step, the connector plan with a new vs a reused connection,
+The DESIGN.md section 9 budgets are printed beside the figures: launches/s from the closed loop, launch
+p99 from the open loop at the offered rate (informational: the exit status is 0 unless something broke).
+With ``--profile auto`` (the default) a budget that is OVER triggers a breakdown of where the time goes:
+one launch in-process step by step, the connector plan as launched vs on one held connection,
 pg_stat_activity under load, and the worker's path timed inside a worker (bench/worker_probe.py). See
 bench/README.md.
 """
@@ -110,6 +114,9 @@ def verdict(ok: bool) -> str:
 class Options:
     requests: int
     concurrency: int
+    rate: float
+    open_requests: int
+    open_clients: int
     warmup: int
     samples: int
     bare_samples: int
@@ -126,7 +133,21 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         prog="bench/launch_dispatch.py", description=(__doc__ or "").strip().splitlines()[0]
     )
     parser.add_argument("--requests", type=int, default=None, help="measured launches per layout (2000; quick 300)")
-    parser.add_argument("--concurrency", type=int, default=8, help="client threads / keep-alive connections (8)")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="closed loop: client threads / keep-alive connections (8)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=BUDGET_LAUNCH_RATE,
+        help=f"open loop: launches/s offered ({BUDGET_LAUNCH_RATE:.0f}, the budget)",
+    )
+    parser.add_argument(
+        "--open-requests", type=int, default=None, help="open loop: measured launches per layout (= --requests)"
+    )
+    parser.add_argument(
+        "--open-clients", type=int, default=32, help="open loop: client threads / keep-alive connections (32)"
+    )
     parser.add_argument("--warmup", type=int, default=None, help="unmeasured launches before each layout (200/50)")
     parser.add_argument("--samples", type=int, default=None, help="dispatch and bare round-trip samples (100/30)")
     parser.add_argument(
@@ -159,16 +180,22 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         if workers < 1 or threads < 1:
             parser.error(f"--layouts: {item!r} needs at least 1 worker and 1 thread")
         layouts.append((workers, threads))
-    if args.concurrency < 1:
-        parser.error("--concurrency must be >= 1")
+    if args.concurrency < 1 or args.open_clients < 1:
+        parser.error("--concurrency and --open-clients must be >= 1")
+    if not args.rate > 0 or math.isinf(args.rate):
+        parser.error("--rate must be a positive number of launches per second")
     quick = bool(args.quick)
     requests = args.requests if args.requests is not None else (300 if quick else 2000)
     samples = args.samples if args.samples is not None else (30 if quick else 100)
-    if requests < 1 or samples < 1:
-        parser.error("--requests and --samples must be >= 1")
+    open_requests = args.open_requests if args.open_requests is not None else requests
+    if requests < 1 or samples < 1 or open_requests < 1:
+        parser.error("--requests, --open-requests and --samples must be >= 1")
     return Options(
         requests=requests,
         concurrency=args.concurrency,
+        rate=float(args.rate),
+        open_requests=open_requests,
+        open_clients=args.open_clients,
         warmup=args.warmup if args.warmup is not None else (50 if quick else 200),
         samples=samples,
         bare_samples=samples,
@@ -591,6 +618,32 @@ def wait_quiet(world: World, budget_s: float, what: str) -> CpuUse:
 
 
 @dataclass
+class OpenLoopResult:
+    """Launches offered at a fixed rate: request i is due at t0 + i / rate, whether or not earlier answers
+    came back; its latency runs from that due time to the last byte of the answer."""
+
+    offered: float  # launches/s
+    clients: int
+    latencies: list[float]  # due -> last byte of the answer (s)
+    lags: list[float]  # due -> actually sent (s): waiting for a free client, or the generator running late
+    statuses: Counter[str]
+    wall: float  # t0 -> the last answer
+    samples_bad: list[str]
+    cpu: CpuUse
+    split: list[int] = field(default_factory=list)  # client connections per gunicorn worker
+
+    @property
+    def achieved(self) -> float:
+        return len(self.latencies) / self.wall if self.wall > 0 else math.nan
+
+    def p(self, q: float) -> float:
+        return ms(pct(self.latencies, q))
+
+    def lag(self, q: float) -> float:
+        return ms(pct(self.lags, q))
+
+
+@dataclass
 class LaunchResult:
     layout: tuple[int, int]
     latencies: list[float]
@@ -598,6 +651,8 @@ class LaunchResult:
     wall: float
     samples_bad: list[str]
     cpu: CpuUse
+    split: list[int] = field(default_factory=list)  # client connections per gunicorn worker
+    open: OpenLoopResult | None = None
 
     @property
     def rate(self) -> float:
@@ -610,47 +665,130 @@ class LaunchResult:
     def label(self) -> str:
         return f"--workers {self.layout[0]} --threads {self.layout[1]}"
 
+    @property
+    def all_202(self) -> bool:
+        return set(self.statuses) == {"202"} and (self.open is None or set(self.open.statuses) == {"202"})
+
+
+def launch_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"}
+
+
+def post_launch(conn: http.client.HTTPConnection, headers: dict[str, str], target: str) -> tuple[str, bytes]:
+    """One launch on ``conn`` (opened on first use, kept alive): the status ("202", or "error:<exception>")
+    and the body. A reused connection the server had already closed as idle (gunicorn's keep-alive timeout
+    is 2 s) is retried once on a new connection; the request never reached the app then (if it had, the
+    retry would meet the target's active action and answer 409, which shows)."""
+    body = json.dumps({"verb": "refresh-mart", "target": target, "params": {}, "reason": "bench"}).encode()
+    for last_try in (False, True):
+        reused = conn.sock is not None
+        try:
+            conn.request("POST", LAUNCH_PATH, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.will_close:
+                conn.close()
+            return str(resp.status), data
+        except (BrokenPipeError, ConnectionResetError) as exc:  # http.client.RemoteDisconnected is one
+            conn.close()  # http.client reopens on the next request
+            if reused and not last_try:
+                continue
+            return f"error:{type(exc).__name__}", str(exc).encode()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            return f"error:{type(exc).__name__}", str(exc).encode()
+    raise AssertionError("unreachable")
+
+
+def connect_spread(port: int, n: int, master: int | None) -> tuple[list[http.client.HTTPConnection], list[int]]:
+    """``n`` open connections to gunicorn, spread evenly over its worker processes; and how many each got.
+
+    The worker processes share one listening socket and the first to call accept() takes a connection: a
+    burst of new connections often all land on one worker, and a keep-alive connection stays where it
+    landed. With 8 client connections on one of two workers, half of the server (one process, one GIL)
+    would serve the whole run. So each connection is opened in turn and its server side looked up in /proc
+    (the accepted socket's inode, and which worker holds it); one that landed on a worker with its share
+    already is closed and opened again. Without ``master`` (or with one worker) the connections are made
+    lazily, on the first request."""
+    workers = sorted(_worker_cpu(master)) if master else []
+    if len(workers) < 2:
+        return [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(n)], []
+    share = math.ceil(n / len(workers))
+    per: Counter[int] = Counter()
+    conns: list[http.client.HTTPConnection] = []
+    retries = 0
+    while len(conns) < n:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.connect()
+        assert conn.sock is not None
+        owner = _accepted_by(port, int(conn.sock.getsockname()[1]), workers)
+        if owner is not None and per[owner] >= share and retries < 50 * n:
+            retries += 1
+            conn.close()
+            continue
+        per[owner or 0] += 1
+        conns.append(conn)
+    return conns, [per[pid] for pid in workers] + ([per[0]] if per[0] else [])
+
+
+def _accepted_by(port: int, client_port: int, workers: list[int], timeout: float = 2.0) -> int | None:
+    """The worker holding the server side of the connection from ``client_port``, once it has accepted it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inode = 0
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            cols = line.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port and int(cols[2].rsplit(":", 1)[1], 16) == client_port:
+                inode = int(cols[9])  # 0 while the connection waits in the accept queue
+                break
+        if inode:
+            wanted = f"socket:[{inode}]"
+            for pid in workers:
+                with contextlib.suppress(OSError):
+                    for fd in Path(f"/proc/{pid}/fd").iterdir():
+                        with contextlib.suppress(OSError):
+                            if str(fd.readlink()) == wanted:
+                                return pid
+        time.sleep(0.001)
+    return None
+
 
 def load(
-    port: int, token: str, targets: list[str], concurrency: int
-) -> tuple[list[float], Counter[str], float, list[str]]:
-    """Closed loop: ``concurrency`` threads, one keep-alive connection each, one launch per target.
+    port: int,
+    token: str,
+    targets: list[str],
+    concurrency: int,
+    master: int | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> tuple[list[float], Counter[str], float, list[str], list[int]]:
+    """Closed loop: ``concurrency`` threads, one keep-alive connection each (spread over gunicorn's workers
+    when its ``master`` pid is given), one launch per target; ``on_start`` runs once the connections are
+    open, right before the first send.
 
-    Returns latencies (s), status counts, wall time (first send to last answer) and a few bad bodies."""
+    Returns latencies (s), status counts, wall time (first send to last answer), a few bad bodies and the
+    connections per worker."""
+    conns, split = connect_spread(port, concurrency, master)
     lock = threading.Lock()
     cursor = iter(targets)
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     statuses: list[Counter[str]] = [Counter() for _ in range(concurrency)]
     bad: list[str] = []
-    start = threading.Barrier(concurrency + 1)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"}
+    start = threading.Barrier(concurrency + 1, action=on_start)
+    headers = launch_headers(token)
 
     def next_target() -> str | None:
         with lock:
             return next(cursor, None)
 
     def client(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn = conns[i]
         start.wait()
         while (target := next_target()) is not None:
-            body = json.dumps({"verb": "refresh-mart", "target": target, "params": {}, "reason": "bench"}).encode()
             t = time.perf_counter()
-            try:
-                conn.request("POST", LAUNCH_PATH, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                elapsed = time.perf_counter() - t
-                status = str(resp.status)
-                if resp.status != 202 and len(bad) < 5:
-                    bad.append(f"{resp.status} {target}: {data[:300].decode(errors='replace')}")
-                if resp.will_close:
-                    conn.close()
-            except (OSError, http.client.HTTPException) as exc:
-                elapsed = time.perf_counter() - t
-                status = f"error:{type(exc).__name__}"
-                if len(bad) < 5:
-                    bad.append(f"{status} {target}: {exc}")
-                conn.close()  # http.client reopens on the next request
+            status, data = post_launch(conn, headers, target)
+            elapsed = time.perf_counter() - t
+            if status != "202" and len(bad) < 5:
+                bad.append(f"{status} {target}: {data[:300].decode(errors='replace')}")
             latencies[i].append(elapsed)
             statuses[i][status] += 1
         conn.close()
@@ -660,14 +798,112 @@ def load(
         th.start()
     start.wait()
     t0 = time.perf_counter()
-    for th in threads:
-        while th.is_alive():
-            th.join(timeout=0.5)  # a bounded join keeps Ctrl-C responsive
+    join_all(threads)
     wall = time.perf_counter() - t0
     merged: Counter[str] = Counter()
     for c in statuses:
         merged.update(c)
-    return [x for part in latencies for x in part], merged, wall, bad
+    return [x for part in latencies for x in part], merged, wall, bad, split
+
+
+def join_all(threads: list[threading.Thread]) -> None:
+    for th in threads:
+        while th.is_alive():
+            th.join(timeout=0.5)  # a bounded join keeps Ctrl-C responsive
+
+
+@dataclass
+class OpenLoad:
+    """What ``open_load`` measured (before the CPU use is added)."""
+
+    latencies: list[float]
+    lags: list[float]
+    statuses: Counter[str]
+    wall: float
+    bad: list[str]
+    warm_statuses: Counter[str]
+    split: list[int]
+
+
+def open_load(
+    port: int,
+    token: str,
+    warm: list[str],
+    targets: list[str],
+    rate: float,
+    clients: int,
+    master: int | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> OpenLoad:
+    """Open loop: launch i (on ``targets[i]``) is due at t0 + i / ``rate``. ``clients`` threads, one
+    keep-alive connection each, take the launches in order; a thread sleeps until its launch is due, or
+    sends at once when it is late (all threads were busy: that wait counts in the latency, which runs from
+    the due time to the last byte of the answer). The connections are spread over gunicorn's workers (see
+    ``connect_spread``) and each thread first sends one unmeasured launch on ``warm[k]``, so that its
+    connection is in use when the clock starts; ``on_start`` runs right before t0."""
+    conns, split = connect_spread(port, clients, master)
+    headers = launch_headers(token)
+    n = len(targets)
+    latencies = [math.nan] * n
+    lags = [math.nan] * n
+    ends = [math.nan] * n
+    statuses = [""] * n
+    warm_statuses: Counter[str] = Counter()
+    bad: list[str] = []
+    lock = threading.Lock()
+    cursor = iter(range(n))
+    t0 = [0.0]
+
+    def at_start() -> None:  # run by one thread when the barrier opens, before any thread goes on
+        if on_start is not None:
+            on_start()
+        t0[0] = time.perf_counter() + 0.005
+
+    ready = threading.Barrier(clients, action=at_start)
+    failures: list[str] = []
+
+    def client(k: int) -> None:
+        try:
+            run_client(k)
+        except Exception as exc:  # say what failed, and let no other thread wait at the barrier for this one
+            failures.append(f"{type(exc).__name__}: {exc}")
+            ready.abort()
+
+    def run_client(k: int) -> None:
+        conn = conns[k]
+        if k < len(warm):
+            status, data = post_launch(conn, headers, warm[k])
+            with lock:
+                warm_statuses[status] += 1
+                if status != "202" and len(bad) < 5:
+                    bad.append(f"warm-up {status} {warm[k]}: {data[:300].decode(errors='replace')}")
+        ready.wait(timeout=120)
+        while True:
+            with lock:
+                i = next(cursor, None)
+            if i is None:
+                break
+            due = t0[0] + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent = time.perf_counter()
+            status, data = post_launch(conn, headers, targets[i])
+            end = time.perf_counter()
+            latencies[i], lags[i], ends[i], statuses[i] = end - due, sent - due, end, status
+            if status != "202" and len(bad) < 5:
+                with lock:
+                    bad.append(f"{status} {targets[i]}: {data[:300].decode(errors='replace')}")
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,), name=f"open-{k}", daemon=True) for k in range(clients)]
+    for th in threads:
+        th.start()
+    join_all(threads)
+    done = [i for i in range(n) if statuses[i]]
+    if failures or len(done) != n:
+        raise BenchError(f"open loop: {len(done)} of {n} launches sent; a client thread failed: {failures[:3]}")
+    return OpenLoad(latencies, lags, Counter(statuses), max(ends) - t0[0], bad, warm_statuses, split)
 
 
 def flush_redis(url: str) -> None:
@@ -688,7 +924,11 @@ def run_launch(
     opts: Options,
     warmup: int | None = None,
     during: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    open_targets: Sequence[str] = (),
 ) -> LaunchResult:
+    """The closed loop on a fresh gunicorn with ``layout`` (``targets``: warm-up, then measured); then, with
+    ``open_targets`` (``opts.open_clients`` to open the connections, then the measured ones), the open loop
+    at ``opts.rate`` on the same gunicorn."""
     workers, threads = layout
     warmup = opts.warmup if warmup is None else warmup
     warm, measured = targets[:warmup], targets[warmup:]
@@ -717,27 +957,90 @@ def run_launch(
     try:
         wait_http_ok(gunicorn, port, "/healthz")
         if warm:
-            _, warm_status, _, warm_bad = load(port, token, warm, opts.concurrency)
-            if set(warm_status) != {"202"}:
-                raise BenchError(
-                    f"warm-up launches were not all 202: {dict(warm_status)}\n"
-                    + "\n".join(line[:300] for line in warm_bad)
-                    + f"\n--- {gunicorn.log} (tail) ---\n{gunicorn.tail(60)}"
-                )
+            warm_up(gunicorn, port, token, warm, opts.concurrency)
         if during is None:
             wait_quiet(world, opts.wait_quiet, f"the {workers}x{threads} launches")
         step(f"  {len(measured)} launches, {opts.concurrency} client threads")
-        before = cpu_snapshot(world, gunicorn)
+        before: list[CpuSnapshot] = []  # taken once the connections are open
         with during() if during is not None else contextlib.nullcontext():
-            latencies, statuses, wall, bad = load(port, token, measured, opts.concurrency)
-        cpu = CpuUse.between(before, cpu_snapshot(world, gunicorn), wall)
+            latencies, statuses, wall, bad, split = load(
+                port,
+                token,
+                measured,
+                opts.concurrency,
+                gunicorn.proc.pid,
+                on_start=lambda: before.append(cpu_snapshot(world, gunicorn)),
+            )
+        cpu = CpuUse.between(before[0], cpu_snapshot(world, gunicorn), wall)
         if not gunicorn.alive():
             raise BenchError(f"gunicorn died during the run:\n{gunicorn.tail()}")
         if set(statuses) != {"202"}:
             bad.append(f"--- {gunicorn.log} (tail) ---\n{gunicorn.tail(40)}")
+        result = LaunchResult(layout, latencies, statuses, wall, bad, cpu, split)
+        if open_targets:
+            result.open = run_open_loop(world, gunicorn, port, token, list(open_targets), opts)
     finally:
         world.stop_child(gunicorn)
-    return LaunchResult(layout, latencies, statuses, wall, bad, cpu)
+    return result
+
+
+def warm_up(gunicorn: Child, port: int, token: str, warm: list[str], concurrency: int) -> None:
+    """Unmeasured closed-loop launches on connections spread over the workers, so that every worker process
+    has served launches before the measurement: the first launch in a process imports every connector
+    (connectors.registry: about 0.9 s of CPU, the Airflow client's pydantic schemas mostly) while the
+    process's other threads wait. Each worker's CPU time (from /proc) confirms it."""
+    master = gunicorn.proc.pid
+    before = _worker_cpu(master)
+    _, statuses, _, bad, _ = load(port, token, warm, concurrency, master)
+    if set(statuses) != {"202"}:
+        raise BenchError(
+            f"warm-up launches were not all 202: {dict(statuses)}\n"
+            + "\n".join(line[:300] for line in bad)
+            + f"\n--- {gunicorn.log} (tail) ---\n{gunicorn.tail(60)}"
+        )
+    cold = [pid for pid, cpu in _worker_cpu(master).items() if cpu - before.get(pid, 0.0) < 0.05]
+    if cold:
+        step(f"  warning: the warm-up did not reach gunicorn worker(s) {cold}: their first launch is measured")
+
+
+def _worker_cpu(master: int) -> dict[int, float]:
+    """CPU seconds used so far by each child process of ``master`` (gunicorn's workers)."""
+    return {pid: own for pid, ppid, _, own, _, _ in _proc_stats() if ppid == master}
+
+
+def run_open_loop(
+    world: World, gunicorn: Child, port: int, token: str, targets: list[str], opts: Options
+) -> OpenLoopResult:
+    warm, measured = targets[: opts.open_clients], targets[opts.open_clients :]
+    wait_quiet(world, opts.wait_quiet, f"the open loop on {gunicorn.name}")
+    step(f"  open loop: {len(measured)} launches offered at {opts.rate:g}/s from {opts.open_clients} client threads")
+    mark: list[tuple[CpuSnapshot, float]] = []
+    res = open_load(
+        port,
+        token,
+        warm,
+        measured,
+        opts.rate,
+        opts.open_clients,
+        master=gunicorn.proc.pid,
+        on_start=lambda: mark.append((cpu_snapshot(world, gunicorn), time.perf_counter())),
+    )
+    before, t_before = mark[0]
+    cpu = CpuUse.between(before, cpu_snapshot(world, gunicorn), time.perf_counter() - t_before)
+    if not gunicorn.alive():
+        raise BenchError(f"gunicorn died during the open loop:\n{gunicorn.tail()}")
+    if set(res.warm_statuses) != {"202"}:
+        raise BenchError(
+            f"the open loop's connection warm-up launches were not all 202: {dict(res.warm_statuses)}\n"
+            + "\n".join(line[:300] for line in res.bad)
+            + f"\n--- {gunicorn.log} (tail) ---\n{gunicorn.tail(60)}"
+        )
+    bad = res.bad
+    if set(res.statuses) != {"202"}:
+        bad.append(f"--- {gunicorn.log} (tail) ---\n{gunicorn.tail(40)}")
+    return OpenLoopResult(
+        opts.rate, opts.open_clients, res.latencies, res.lags, res.statuses, res.wall, bad, cpu, res.split
+    )
 
 
 # ----------------------------------------------------------------------------------- phase 2: dispatch
@@ -1029,8 +1332,9 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
 
 
 def plan_variants(world: World, n: int = 100) -> None:
-    """refresh-mart's plan as the launch runs it (a new Postgres connection each time) against the same
-    catalog reads on one reused connection (what a per-process pool would give): wall, app and server CPU."""
+    """refresh-mart's plan as the launch runs it (a read-only session from the connector's per-process pool
+    of idle connections) against the same catalog reads on one held connection: what taking and giving
+    back a pooled connection costs (wall, app and server CPU)."""
     from connectors.postgres import PostgresConnector
     from connectors.postgres.catalog import inspect_matview
     from connectors.postgres.config import parse_locator
@@ -1053,7 +1357,7 @@ def plan_variants(world: World, n: int = 100) -> None:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         return ms(wall) / n, ms(cpu) / n, ms(cpu_snapshot(world, None).groups["postgres"] - pg0) / n
 
-    def fresh() -> None:
+    def as_launched() -> None:
         for _ in range(n):
             verb.plan(ref, params)
 
@@ -1062,11 +1366,11 @@ def plan_variants(world: World, n: int = 100) -> None:
             for _ in range(n):
                 inspect_matview(conn, connector.cfg, locator)
 
-    fresh()  # warm
+    as_launched()  # warm
     rows = []
     for label, run in (
-        ("plan() as launched: new connection each time", fresh),
-        ("same reads, reused connection", reused),
+        ("plan() as launched (pooled read-only session)", as_launched),
+        ("same reads on one held connection", reused),
     ):
         wall, cpu, pg = measure(run)
         rows.append([label, fmt(wall, 2), fmt(cpu, 2), fmt(pg, 2)])
@@ -1087,7 +1391,6 @@ def profile_launch(world: World, token: str, targets: list[str], cprofile_target
 
     import connectors.postgres.refresh as refresh_mod
     from controlplane.actions import policy
-    from controlplane.actions import selectors as action_selectors
     from controlplane.actions import services as action_services
     from controlplane.actions.models import ActionRun
     from controlplane.actions.tasks import execute_action
@@ -1113,19 +1416,18 @@ def profile_launch(world: World, token: str, targets: list[str], cprofile_target
     seg.patch(FixedWindowThrottle, "allow_request", "throttle (Redis INCR + EXPIRE)")
     seg.patch(api_views, "_valid", "parse + validate body")
     seg.patch(policy, "role_of", "role check (cached with the token)")
-    seg.patch(action_services, "_get_target", "target lookup")
+    seg.patch(action_services, "_get_target", "target lookup (cached; a miss here: fresh target)")
     seg.patch(action_services, "_verb_for", "verb + connector build")
     seg.patch(action_services, "_plan", "connector plan()")
-    seg.patch(psycopg, "connect", "    new Postgres connection", when=is_weather_connect)
+    seg.patch(psycopg, "connect", "    new Postgres connection (pool empty)", when=is_weather_connect)
     seg.patch(refresh_mod, "inspect_matview", "    inspect_matview (state + count)")
     seg.patch(ActionRun, "save", "insert ActionRun")
     seg.patch(action_services, "audit_record_many", "audit write, 2 events (chain head lock)")
     seg.patch(type(connections["default"]), "_commit", "COMMIT")
     seg.patch(execute_action, "apply_async", "dispatch: broker publish (on_commit)")
-    seg.patch(action_selectors, "action_get", "re-read action for the response")
-    seg.patch(api_serializers.ActionDetailSerializer, "to_representation", "serialize response")
+    seg.patch(api_serializers.ActionDetailSerializer, "to_representation", "202 body (built directly)")
     seg.patch(JSONRenderer, "render", "render JSON")
-    nested = {"    new Postgres connection", "    inspect_matview (state + count)"}
+    nested = {"    new Postgres connection (pool empty)", "    inspect_matview (state + count)"}
     totals: list[float] = []
     cpu: list[float] = []
     statuses: Counter[int] = Counter()
@@ -1267,35 +1569,26 @@ def profile_under_load(world: World, layout: tuple[int, int], token: str, target
     )
 
 
-def profile_worker(world: World, user: Any, targets: list[str], block: int = 7) -> None:
+def profile_worker(world: World, user: Any, targets: list[str]) -> None:
     """The worker's path from the task starting to the connector call, timed inside a real worker (the
-    same command run through bench/worker_probe.py), for sequential actions as in phase 2: in blocks that
-    alternate between the worker as shipped (Celery's Django fixup closes the DB connection around every
-    task) and with that close skipped, so both variants see the same machine. Each action is classified by
-    what really happened (did it open a connection?); the first two of each block (one per pool process)
-    are transitions and are left out."""
+    same command run through bench/worker_probe.py), for sequential actions as in phase 2. The first two
+    (one per pool process: a new database connection, cold caches) are left out; the rest are classified
+    by what really happened: a task that opened a database connection (Celery's Django fixup closes it
+    every ``CELERY_DB_REUSE_MAX`` tasks) or one that used the process's kept connection."""
     probe_file = world.tmp / "worker-probe.jsonl"
-    flag = world.tmp / "worker-probe.keep-db"
-    flag.unlink(missing_ok=True)
-    worker = start_worker(world, probe_file=probe_file, keep_db_flag=flag)
+    worker = start_worker(world, probe_file=probe_file)
     commits: dict[str, float] = {}
     before, t = cpu_snapshot(world, worker), time.perf_counter()
     try:
         for i, target in enumerate(targets):
-            if i % block == 0:
-                if (i // block) % 2:
-                    flag.touch()
-                else:
-                    flag.unlink(missing_ok=True)
             action_id, _, t_commit = request_one(user, target)
             wait_finished(action_id)
-            if i % block >= 2:
+            if i >= 2:
                 commits[action_id] = t_commit
             time.sleep(0.02)
         cpu = CpuUse.between(before, cpu_snapshot(world, worker), time.perf_counter() - t)
     finally:
         world.stop_child(worker)
-        flag.unlink(missing_ok=True)
     records = []
     with contextlib.suppress(OSError):
         for line in probe_file.read_text().splitlines():
@@ -1305,11 +1598,11 @@ def profile_worker(world: World, user: Any, targets: list[str], block: int = 7) 
     if not records:
         raise BenchError(f"the probe worker recorded nothing ({probe_file}):\n{worker.tail()}")
     connect = "new DB connection (connect + session setup)"
-    shipped = [r for r in records if any(step[0] == connect for step in r["steps"])]
-    kept = [r for r in records if r not in shipped]
+    opened = [r for r in records if any(step[0] == connect for step in r["steps"])]
+    kept = [r for r in records if r not in opened]
     for name, group in (
-        ("as shipped: Celery's Django fixup closed the DB connection, the task opens a new one", shipped),
-        ("connection kept: the fixup's per-task close skipped, as CELERY_DB_REUSE_MAX would do", kept),
+        ("connection kept: the pool process's connection from the previous task (CELERY_DB_REUSE_MAX)", kept),
+        ("new connection: the task opened a database connection", opened),
     ):
         if group:
             _worker_tables(name, group, commits, cpu)
@@ -1471,7 +1764,8 @@ def report(
     print(f"services    sandbox PostgreSQL {pg} (fsync off), Redis; DEBUG=false; 1 bot token, throttle {THROTTLE_USER}")
     print(
         f"run         {'--quick ' if opts.quick else ''}requests={opts.requests}/layout (+{opts.warmup} warm-up), "
-        f"concurrency={opts.concurrency}, dispatch samples={opts.samples}, bare samples={opts.bare_samples}"
+        f"concurrency={opts.concurrency}; open loop {opts.open_requests}/layout at {opts.rate:g}/s, "
+        f"{opts.open_clients} clients;\n            dispatch samples={opts.samples}, bare samples={opts.bare_samples}"
     )
 
     rows = []
@@ -1486,37 +1780,79 @@ def report(
                 fmt(r.p(99)),
                 fmt(ms(max(r.latencies))),
                 fmt(r.rate, 0),
+                "+".join(map(str, r.split)) or "-",
                 codes,
             ]
         )
     print_table(
-        f"1. API launch: POST {LAUNCH_PATH}, {opts.concurrency} keep-alive clients, no worker (client-side ms)",
-        ["gunicorn layout", "p50", "p95", "p99", "max", "launches/s", "status codes"],
+        f"1a. API launch, closed loop: POST {LAUNCH_PATH}, {opts.concurrency} keep-alive clients each sending as soon"
+        " as its last answer came,\n    no worker (client-side ms; at saturation latency ~ clients / rate: queueing)",
+        ["gunicorn layout", "p50", "p95", "p99", "max", "launches/s", "conns/worker", "status codes"],
         rows,
     )
     for r in launches:
         for line in r.samples_bad:
-            print(f"    non-202 ({r.label}): {line}")
+            print(f"    non-202 ({r.label}, closed loop): {line}")
+    opened = [r for r in launches if r.open is not None]
     rows = []
-    for r in launches:
-        n = len(r.latencies)
-        g = r.cpu.groups
-        ours = sum(g.values())
+    for r in opened:
+        o = r.open
+        assert o is not None
+        codes = ", ".join(f"{k}: {v}" for k, v in sorted(o.statuses.items()))
         rows.append(
             [
-                r.label,
-                fmt(ms(ours) / n),
-                fmt(ms(g["server"]) / n),
-                fmt(ms(g["postgres"]) / n),
-                fmt(ms(g["redis"]) / n),
-                fmt(ms(g["bench client"]) / n),
-                f"{fmt(100 * r.cpu.busy / r.cpu.capacity, 0)}% of {fmt(r.cpu.cores, 1)}",
-                fmt(r.cpu.cores / (ours / n), 0) if ours else "n/a",
+                r.label + (" <- chosen" if r is best else ""),
+                fmt(o.achieved, 0),
+                fmt(o.p(50)),
+                fmt(o.p(95)),
+                fmt(o.p(99)),
+                fmt(o.p(100)),
+                fmt(o.lag(50), 2),
+                fmt(o.lag(99), 2),
+                "+".join(map(str, o.split)) or "-",
+                codes,
             ]
         )
+    if opened:
+        print_table(
+            f"1b. API launch, open loop: {opts.open_requests} launches offered at {opts.rate:g}/s, launch i"
+            f" due at t0 + i/{opts.rate:g} s, from {opts.open_clients}\n    keep-alive clients; latency from"
+            " the due time to the last byte of the answer (client-side ms, no coordinated omission)",
+            [
+                "gunicorn layout",
+                "achieved/s",
+                "p50",
+                "p95",
+                "p99",
+                "max",
+                "lag p50",
+                "lag p99",
+                "conns/worker",
+                "status codes",
+            ],
+            rows,
+        )
+        print(
+            "    lag = due time -> actually sent: all clients busy (the wait is in the latency) or the load generator"
+            " late;\n    conns/worker = client connections per gunicorn worker process (spread on purpose, see README)"
+        )
+        for r in opened:
+            assert r.open is not None
+            if r.open.achieved < 0.95 * r.open.offered:
+                print(
+                    f"    {r.label}: achieved {fmt(r.open.achieved, 0)}/s of {r.open.offered:g}/s offered: the"
+                    " server fell behind and the queue grew during the run"
+                )
+            for line in r.open.samples_bad:
+                print(f"    non-202 ({r.label}, open loop): {line}")
+    rows = []
+    for r in launches:
+        rows.append(cpu_row(r.label + ", closed", len(r.latencies), r.cpu))
+        if r.open is not None:
+            rows.append(cpu_row(f"{r.label}, open {r.open.offered:g}/s", len(r.open.latencies), r.open.cpu))
     print_table(
-        "   CPU per launch during the measured run (ms of CPU time per launch, from /proc)",
-        ["gunicorn layout", "ours", "gunicorn", "postgres", "redis", "client", "machine busy", "cap/s"],
+        "   CPU per launch during the measured runs (ms of CPU time per launch, from /proc)",
+        ["gunicorn layout, loop", "ours", "gunicorn", "postgres", "redis", "client", "machine busy", "cap/s"],
         rows,
     )
     print(
@@ -1524,7 +1860,9 @@ def report(
         " reach\n    if the stack were purely CPU-bound and had the machine to itself"
     )
     for r in launches:
-        print(f"    during {r.label}: {r.cpu.background()}")
+        print(f"    during {r.label}, closed: {r.cpu.background()}")
+        if r.open is not None:
+            print(f"    during {r.label}, open: {r.open.cpu.background()}")
 
     d = dispatch
     rows = [
@@ -1581,18 +1919,34 @@ def report(
         f"{fmt(d.p(50) / bare_p50, 2) if bare_p50 else 'n/a'}x"
     )
 
+    # The budget means "sustain 250 launches/s, and at that load p99 <= 30 ms": the rate is the closed loop's
+    # (the most the server sustains), the p99 the open loop's at the offered rate. The closed loop's p99 is
+    # mostly queueing (clients / rate) and is shown for information only.
+    open_p99 = best.open.p(99) if best.open is not None else math.nan
     checks = {
-        "launch p99": best.p(99) <= BUDGET_LAUNCH_P99_MS,
+        "launch p99": open_p99 <= BUDGET_LAUNCH_P99_MS,
         "launch rate": best.rate >= BUDGET_LAUNCH_RATE,
         "dispatch p50": d.p(50) <= BUDGET_DISPATCH_P50_MS,
     }
+    offered = f"{opts.rate:g}/s"
     rows = [
-        ["API launch p99", f"{fmt(best.p(99))} ms", f"<= {BUDGET_LAUNCH_P99_MS:.0f} ms", verdict(checks["launch p99"])],
         [
-            "API launches/s",
+            f"API launch p99 at {offered} offered (open loop)",
+            f"{fmt(open_p99)} ms",
+            f"<= {BUDGET_LAUNCH_P99_MS:.0f} ms",
+            verdict(checks["launch p99"]) + (" (below the budget rate)" if opts.rate < BUDGET_LAUNCH_RATE else ""),
+        ],
+        [
+            "API launches/s (closed loop, the most sustained)",
             f"{fmt(best.rate, 0)} /s",
             f">= {BUDGET_LAUNCH_RATE:.0f} /s",
             verdict(checks["launch rate"]),
+        ],
+        [
+            f"  API launch p99, closed loop ({opts.concurrency} clients: queueing)",
+            f"{fmt(best.p(99))} ms",
+            "",
+            "info",
         ],
         ["dispatch p50", f"{fmt(d.p(50))} ms", f"<= {BUDGET_DISPATCH_P50_MS:.0f} ms", verdict(checks["dispatch p50"])],
     ]
@@ -1602,6 +1956,22 @@ def report(
         rows,
     )
     return checks
+
+
+def cpu_row(label: str, n: int, cpu: CpuUse) -> list[str]:
+    """A row of the CPU-per-launch table: ``n`` launches measured with ``cpu``."""
+    g = cpu.groups
+    ours = sum(g.values())
+    return [
+        label,
+        fmt(ms(ours) / n),
+        fmt(ms(g["server"]) / n),
+        fmt(ms(g["postgres"]) / n),
+        fmt(ms(g["redis"]) / n),
+        fmt(ms(g["bench client"]) / n),
+        f"{fmt(100 * cpu.busy / cpu.capacity, 0)}% of {fmt(cpu.cores, 1)}",
+        fmt(cpu.cores / (ours / n), 0) if ours else "n/a",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -1618,13 +1988,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     per_layout = opts.warmup + opts.requests
+    open_per_layout = opts.open_clients + opts.open_requests  # connection warm-up + measured
     dispatch_warmup = 5
     n_profile = opts.profile_requests + 10
     n_cprofile = 20 if opts.quick else 50
-    n_worker_profile = 42 if opts.quick else 140  # blocks of 7, 5 measured: 15 / 50 per variant
+    n_worker_profile = 32 if opts.quick else 102  # the first 2 (one per pool process) are left out
     n_under_load = 350
     n_targets = (
-        per_layout * len(opts.layouts)
+        (per_layout + open_per_layout) * len(opts.layouts)
         + dispatch_warmup
         + opts.samples
         + n_profile
@@ -1650,7 +2021,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return chunk
 
         connections.close_all()
-        launches = [run_launch(world, layout, token, take(per_layout), opts) for layout in opts.layouts]
+        # Every launch needs a target of its own (one active action per target), the open loop's too.
+        launches = [
+            run_launch(world, layout, token, take(per_layout), opts, open_targets=take(open_per_layout))
+            for layout in opts.layouts
+        ]
         best = max(launches, key=lambda r: (r.rate, -r.p(99)))
 
         step("starting the Celery worker")
@@ -1665,7 +2040,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         world.stop_child(worker)
 
         checks = report(opts, launches, best, dispatch, bare, pg_version(world.pg_url))
-        broke = any(set(r.statuses) != {"202"} for r in launches) or bool(dispatch.errors)
+        broke = not all(r.all_202 for r in launches) or bool(dispatch.errors)
         if opts.profile == "always" or (opts.profile == "auto" and not all(checks.values())):
             step("profiling (in-process, no worker running)")
             profiles: list[tuple[str, Callable[[], None]]] = [
