@@ -1647,7 +1647,7 @@ def _worker_tables(name: str, records: list[dict[str, Any]], commits: dict[str, 
             wrapped_cpu += sum(c) / len(c)
     rows.append(
         [
-            "other (request-id lookup, verb/params, first log INSERT ...)",
+            "other (verb/params, first log INSERT, ...)",
             "",
             fmt(ms(sum(totals) / len(totals) - wrapped_wall), 2),
             fmt(ms(sum(total_cpu) / len(total_cpu) - wrapped_cpu), 2),
@@ -1882,7 +1882,7 @@ def report(
             fmt(d.p(100, lambda s: s.t_claim - s.t_commit)),
         ],
         [
-            "  claim starts -> audit stamped (UPDATE, SELECT, UPDATE, head lock)",
+            "  claim starts -> audit stamped (UPDATE, SELECT, head lock)",
             fmt(d.p(50, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(95, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(99, lambda s: s.t_audit - s.t_claim)),
