@@ -158,11 +158,39 @@ def test_chain_status_checks_new_events_from_a_checkpoint_and_full_walks_catch_o
     cache.delete("audit:chain-verdict")
     events = _record_some(3)
     first = audit_chain_status()
-    assert first.verdict.ok and first.verdict.checked == 3
+    assert first.verdict is not None and first.verdict.ok and first.verdict.checked == 3
     _record_some(2)
     second = audit_chain_status()
-    assert second.verdict.ok and second.verdict.checked == 5
+    assert second.verdict is not None and second.verdict.ok and second.verdict.checked == 5
     _tamper("UPDATE audit_auditevent SET reason = 'rewritten' WHERE id = %s", (events[0].id,))
     assert not audit_verify_full().ok  # the periodic full walk finds the old edit
     broken = audit_chain_status()
-    assert not broken.verdict.ok and broken.verdict.first_bad_seq == 1
+    assert broken.verdict is not None and not broken.verdict.ok and broken.verdict.first_bad_seq == 1
+
+
+@pytest.mark.django_db
+def test_a_long_chain_without_checkpoint_is_walked_by_a_worker_not_the_page(monkeypatch: Any) -> None:
+    from django.core.cache import cache
+    from django.test import Client
+
+    from controlplane.audit import services
+    from controlplane.audit.tasks import verify_audit_chain
+
+    cache.delete("audit:chain-verdict")
+    _record_some(3)
+    monkeypatch.setattr(services, "FULL_WALK_IN_REQUEST", 2)  # "long" is 3 events here
+    queued: list[bool] = []
+    monkeypatch.setattr(verify_audit_chain, "delay", lambda: queued.append(True))
+    status = services.audit_chain_status()
+    assert status.pending and status.verdict is None and queued == [True]
+    services.audit_verify_full()  # what the worker does
+    after = services.audit_chain_status()
+    assert after.verdict is not None and after.verdict.ok and after.verdict.checked == 3
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user("auditor")
+    user.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    client = Client()
+    client.force_login(user)
+    cache.delete("audit:chain-verdict")
+    assert "Verifying the whole chain" in client.get("/audit/").content.decode()

@@ -275,8 +275,9 @@ _VERDICT_KEY = "audit:chain-verdict"
 class ChainStatus:
     """What the audit page shows: the verdict, and when the whole chain was last walked from genesis."""
 
-    verdict: ChainVerdict
+    verdict: ChainVerdict | None
     full_verified_at: datetime | None
+    pending: bool = False  # the whole chain is being walked in the background (too long for a page view)
 
 
 def audit_verify_full() -> ChainVerdict:
@@ -286,17 +287,37 @@ def audit_verify_full() -> ChainVerdict:
     return verdict
 
 
+# A page view walks the whole chain itself only while it is this short (a few hundred ms at most); a longer
+# one is walked by a worker and the page says so (a million events take tens of seconds).
+FULL_WALK_IN_REQUEST = 20_000
+
+
+def _head_seq() -> int:
+    return int(AuditChainHead.objects.filter(id=1).values_list("seq", flat=True).first() or 0)
+
+
+def _full_walk_for_page() -> ChainStatus:
+    if _head_seq() <= FULL_WALK_IN_REQUEST:
+        return ChainStatus(audit_verify_full(), timezone.now())
+    from controlplane.audit.tasks import verify_audit_chain
+
+    verify_audit_chain.delay()
+    return ChainStatus(None, None, pending=True)
+
+
 def audit_chain_status() -> ChainStatus:
     """The chain's status for a page view: verify only what came after the remembered checkpoint, and
-    fall back to a full walk when there is no checkpoint or it was not intact."""
+    fall back to a full walk when there is no checkpoint or it was not intact (in a worker when the chain
+    is long: the page then says the verification is running)."""
     remembered = cache.get(_VERDICT_KEY)
+    if remembered and not remembered["verdict"].ok and _head_seq() > FULL_WALK_IN_REQUEST:
+        return ChainStatus(remembered["verdict"], remembered["full_at"])  # a long chain: the last walk's word
     if not remembered or not remembered["verdict"].ok:
-        verdict = audit_verify_full()
-        return ChainStatus(verdict, timezone.now())
+        return _full_walk_for_page()
     previous: ChainVerdict = remembered["verdict"]
     verdict = audit_verify_chain(since=(previous.checked, previous.last_hash))
     if not verdict.ok:
         # Never report a break from the shortcut alone: the full walk names the first bad event for sure.
-        return ChainStatus(audit_verify_full(), timezone.now())
+        return _full_walk_for_page()
     cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": remembered["full_at"]}, timeout=None)
     return ChainStatus(verdict, remembered["full_at"])

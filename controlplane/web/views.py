@@ -536,6 +536,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     if not is_htmx(request):
         status = audit_chain_status()
         context["verdict"], context["full_verified_at"] = status.verdict, status.full_verified_at
+        context["pending"] = status.pending
     return _render(request, "web/audit.html", "web/partials/audit_results.html", context)
 
 
