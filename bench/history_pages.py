@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -42,14 +41,22 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sandbox import services as sandbox  # noqa: E402 (needs the repo root on sys.path when run as a file)
+from bench.launch_dispatch import (  # noqa: E402 (needs the repo root on sys.path when run as a file)
+    BenchError,
+    World,
+    _raise_interrupt,
+    fmt,
+    pct,
+    print_table,
+    step,
+)
+from sandbox import services as sandbox  # noqa: E402
 
 BUDGET_MS = 100.0  # DESIGN.md section 9: incident and history pages, server time
 CP_DB = "cp_history_bench"
@@ -64,27 +71,6 @@ RARE_TARGET = "prod.archive.rare-mart"
 RARE_VERB = "quarantine-review"
 RARE_ROWS = 60
 AUDIT_EVENTS = ["action.requested", "action.planned", "action.started", "action.executed", "action.succeeded"]
-
-
-class BenchError(RuntimeError):
-    """Something the benchmark needs did not work; the message says what."""
-
-
-def step(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def fmt(value: float, digits: int = 1) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 # --------------------------------------------------------------------------------------------- options
@@ -138,38 +124,6 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 
 # ------------------------------------------------------------------------------------------ the world
-
-
-@dataclass
-class World:
-    """The temp dir and the sandbox servers started in it; ``close`` stops all of it (idempotent)."""
-
-    tmp: Path
-    keep: bool
-    sandbox_started: bool = False
-
-    @property
-    def sandbox_root(self) -> Path:
-        return self.tmp / "sandbox"
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        if self.sandbox_started:
-            try:
-                sandbox.stop_all(self.sandbox_root)
-            except Exception as exc:
-                print(f"warning: sandbox stop: {exc}", file=sys.stderr)
-            self.sandbox_started = False
-        if not self.keep:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            # Where the cluster went if the postgres user could not reach the temp dir (see sandbox.services).
-            with contextlib.suppress(Exception):
-                for candidate in sandbox._pg_root_candidates(self.sandbox_root):
-                    if candidate.parent.name.startswith("controlplane-sandbox-"):
-                        shutil.rmtree(candidate.parent, ignore_errors=True)
 
 
 def bring_up(world: World) -> str:
@@ -972,16 +926,6 @@ def measure_all(data: Data, opts: Options, what: str) -> dict[str, Figures]:
 # ------------------------------------------------------------------------------------------- report
 
 
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(f"\n{title}")
-    line = "  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header))
-    print("  " + line)
-    print("  " + "-" * len(line))
-    for r in rows:
-        print("  " + "  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
-
-
 def git_describe() -> str:
     try:
         head = subprocess.run(
@@ -1114,17 +1058,13 @@ def _sizes(data: Data) -> str:
     )
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="cp-bench-history-"))
     tmp.chmod(0o755)  # the postgres user runs the cluster below it when we are root
-    world = World(tmp=tmp, keep=opts.keep)
+    world = World(tmp=tmp, keep=opts.keep, sandbox_root=tmp / "sandbox")
     step(f"temp dir {tmp}")
     broke = False
     started = time.monotonic()

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Generic, TypeVar, cast
 
 import redis
@@ -29,9 +31,35 @@ GENERATION_KEY = "controlplane:config-generation"
 V = TypeVar("V")
 
 
+# Within one web request the generation is read once (the token and the target lookups both need it):
+# ``one_read_per_request`` marks the request, the first read fills it in. Outside requests (workers,
+# commands) every call reads Redis.
+_OUTSIDE, _UNREAD = object(), object()
+_request_generation: ContextVar[object] = ContextVar("config_generation", default=_OUTSIDE)
+
+
+@contextmanager
+def one_read_per_request() -> Iterator[None]:
+    token = _request_generation.set(_UNREAD)
+    try:
+        yield
+    finally:
+        _request_generation.reset(token)
+
+
 def current_generation() -> bytes | None:
     """A random value replaced on every change; random rather than a counter, so a Redis that restarted
     empty starts a new generation instead of returning to an old one. None when Redis is unreachable."""
+    memo = _request_generation.get()
+    if memo is _OUTSIDE:
+        return _read_generation()
+    if memo is _UNREAD:
+        memo = _read_generation()
+        _request_generation.set(memo)
+    return cast("bytes | None", memo)
+
+
+def _read_generation() -> bytes | None:
     try:
         client = redis_client()
         generation = client.get(GENERATION_KEY)
@@ -48,6 +76,8 @@ def config_changed() -> None:
     reloads between the two could have read the rows as they were before the change)."""
 
     def replace() -> None:
+        if _request_generation.get() is not _OUTSIDE:
+            _request_generation.set(_UNREAD)  # this request reads the new one
         try:
             redis_client().set(GENERATION_KEY, uuid.uuid4().hex)
         except redis.RedisError:
@@ -79,6 +109,3 @@ class ConfigCache(Generic[V]):
                 self._entries.clear()
             self._entries[key] = (time.monotonic(), generation, value)
         return value
-
-    def clear(self) -> None:
-        self._entries.clear()

@@ -10,12 +10,14 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from controlplane.audit import context
 from controlplane.audit.context import Channel
+from controlplane.configcache import one_read_per_request
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestIdMiddleware:
-    """Takes a well-formed ``X-Request-ID`` from the caller or makes one; echoes it on the response."""
+    """Takes a well-formed ``X-Request-ID`` from the caller or makes one; echoes it on the response. The
+    request runs in its change context, reading the cached-configuration generation once."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -25,7 +27,7 @@ class RequestIdMiddleware:
         request_id = incoming if _SAFE_ID.match(incoming) else context.new_request_id()
         request.request_id = request_id  # type: ignore[attr-defined]
         channel = Channel.API if request.path.startswith("/api/") else Channel.WEB
-        with context.change_context(channel=channel, request_id=request_id):
+        with context.change_context(channel=channel, request_id=request_id), one_read_per_request():
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -29,14 +29,13 @@ from controlplane.audit.services import audit_record
 from controlplane.catalog.checks import check_run
 from controlplane.catalog.models import Target
 from controlplane.errors import Conflict, InvalidInput, NotFound, ServiceError
+from controlplane.incidents.models import Incident, IncidentEvent
+from controlplane.incidents.services import incident_event_record
 from runbooks import templating
 from runbooks.loader import Parsed
 from runbooks.models import Runbook, RunbookRun, RunbookVersion, StepRun
 from runbooks.schema import Runbook as RunbookSpec
 from runbooks.selectors import incident_context
-
-if TYPE_CHECKING:
-    from controlplane.incidents.models import Incident
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,22 @@ def runbooks_load(*, parsed: list[Parsed]) -> LoadReport:
 
 
 def _spec(run: RunbookRun) -> RunbookSpec:
-    return RunbookSpec.model_validate(run.runbook_version.definition)
+    return version_spec(run.runbook_version)
+
+
+_specs: dict[tuple[int, str], RunbookSpec] = {}
+
+
+def version_spec(version: RunbookVersion) -> RunbookSpec:
+    """The runbook a version holds, validated once per process (a loaded version never changes; the file's
+    digest is in the key all the same)."""
+    key = (version.pk, version.digest)
+    spec = _specs.get(key)
+    if spec is None:
+        if len(_specs) >= 512:
+            _specs.clear()
+        spec = _specs[key] = RunbookSpec.model_validate(version.definition)
+    return spec
 
 
 def _typed_param(param: Any, raw: Any) -> Any:
@@ -151,7 +165,7 @@ def _typed_param(param: Any, raw: Any) -> Any:
 
 def run_defaults(*, version: RunbookVersion, incident: Incident | None) -> dict[str, Any]:
     """The parameters' defaults rendered over the incident (what the start form shows)."""
-    spec = RunbookSpec.model_validate(version.definition)
+    spec = version_spec(version)
     ctx = {"incident": incident_context(incident), "params": {}, "steps": {}}
     out: dict[str, Any] = {}
     for param in spec.parameters:
@@ -169,7 +183,7 @@ def run_start(*, actor: User, runbook: str, params: Mapping[str, Any], incident:
     version = found.latest if found is not None else None
     if version is None:
         raise NotFound(f"no runbook {runbook!r}; load the library with manage.py load_runbooks")
-    spec = RunbookSpec.model_validate(version.definition)
+    spec = version_spec(version)
     if not isinstance(params, Mapping):
         raise InvalidInput("'params' must be an object")
     unknown = sorted(set(params) - {p.name for p in spec.parameters})
@@ -220,15 +234,10 @@ def _advance_on_commit(run: RunbookRun) -> None:
 def _timeline(run: RunbookRun, message: str, data: dict[str, Any] | None = None) -> None:
     if run.incident_id is None:
         return
-    from controlplane.incidents.models import IncidentEvent
-
-    ctx = context.current()
-    IncidentEvent.objects.create(
+    incident_event_record(
         incident_id=run.incident_id,
         kind=IncidentEvent.Kind.STEP,
         message=message[:4000],
-        actor_id=ctx.user.pk if ctx.user is not None and ctx.user.is_authenticated else None,
-        actor_name=ctx.actor_name,
         data={"run": run.pk, **(data or {})},
     )
 
@@ -269,11 +278,12 @@ def _rows(run: RunbookRun) -> list[StepRun]:
     return list(StepRun.objects.filter(run=run).select_related("action").order_by("index"))
 
 
-def step_rendered(*, run: RunbookRun, step_id: str) -> dict[str, Any]:
+def step_rendered(*, run: RunbookRun, step_id: str, rows: list[StepRun] | None = None) -> dict[str, Any]:
     """The step's templates rendered for the page: instructions, commands, target, params, message.
-    Problems come back under ``error`` instead of raising, so the page can show them."""
+    Problems come back under ``error`` instead of raising, so the page can show them. ``rows``: the run's
+    step rows, when the caller has them already."""
     spec = _spec(run)
-    rows = _rows(run)
+    rows = rows if rows is not None else _rows(run)
     row = next((r for r in rows if r.step_id == step_id), None)
     if row is None:
         raise NotFound(f"run {run.pk} has no step {step_id!r}")

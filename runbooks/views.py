@@ -24,10 +24,9 @@ from controlplane.catalog.selectors import target_choices
 from controlplane.errors import NotFound, ServiceError
 from controlplane.incidents.models import Incident
 from controlplane.web.forms import FormField, choice_sources, fields_from_schema, params_from_post
-from controlplane.web.views import _service_error, is_htmx, web_login_required
+from controlplane.web.views import is_htmx, service_error, web_login_required
 from runbooks import selectors, services
 from runbooks.models import RunbookRun, StepRun
-from runbooks.schema import Runbook as RunbookSpec
 from runbooks.tasks import advance_run
 
 LOG_TAIL = 12  # log lines of the current step's action shown live
@@ -64,7 +63,7 @@ def runbook_detail(request: HttpRequest, slug: str) -> HttpResponse:
         version = selectors.runbook_get(slug)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    spec = RunbookSpec.model_validate(version.definition)
+    spec = services.version_spec(version)
     return render(request, "runbooks/detail.html", {"version": version, "spec": spec, "section": "runbooks"})
 
 
@@ -78,7 +77,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         version = selectors.runbook_get(source.get("runbook", ""))
     except NotFound as exc:
         raise Http404(exc.message) from None
-    spec = RunbookSpec.model_validate(version.definition)
+    spec = services.version_spec(version)
     values = services.run_defaults(version=version, incident=incident)
     error, status = "", 200
     if request.method == "POST":
@@ -89,7 +88,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         try:
             run = services.run_start(actor=request.user, runbook=spec.id, params=values, incident=incident)
         except ServiceError as exc:
-            error, status = _service_error(exc)
+            error, status = service_error(exc)
         else:
             return HttpResponseRedirect(reverse("runbooks:run", args=[run.pk]))
     targets = {
@@ -175,13 +174,13 @@ def _live_choices(target: Target, schema: dict[str, Any]) -> dict[str, list[tupl
 
 
 def _run_context(request: HttpRequest, run: RunbookRun, *, post: Any = None, **extra: Any) -> dict[str, Any]:
-    spec = RunbookSpec.model_validate(run.runbook_version.definition)
+    spec = services.version_spec(run.runbook_version)
     rows = list(run.steps.all())
     cards = []
     for row in rows:
         card = StepCard(index=row.index, spec=spec.steps[row.index], row=row, current=row.index == run.current)
         if card.current or row.state in (StepRun.State.WAITING, StepRun.State.FAILED):
-            card.rendered = services.step_rendered(run=run, step_id=row.step_id)
+            card.rendered = services.step_rendered(run=run, step_id=row.step_id, rows=rows)
         action = row.action
         card.action_active = action is not None and action.state in ACTIVE_STATES
         if card.current and action is not None:  # the live part of the page: the action's latest log lines
@@ -276,7 +275,7 @@ def step_command(request: HttpRequest, run_id: int, step_id: str, command: str) 
             services.run_abandon(actor=request.user, run_id=run.pk, reason=post.get("reason", ""))
         else:  # preview / act: the action step's form
             rendered = services.step_rendered(run=run, step_id=step_id)
-            step = RunbookSpec.model_validate(run.runbook_version.definition).step(step_id)
+            step = services.version_spec(run.runbook_version).step(step_id)
             if step.kind != "action":
                 raise Http404("only action steps have a preview")
             _, schema = _verb_schema(str(rendered.get("target", "")), step.verb)
@@ -293,7 +292,7 @@ def step_command(request: HttpRequest, run_id: int, step_id: str, command: str) 
                 services.step_act(actor=request.user, run_id=run.pk, step_id=step_id, params=params)
                 form_post = None
     except (ServiceError, ConnectorError) as exc:
-        error, status = _service_error(exc)
+        error, status = service_error(exc)
         if command == "preview" and is_htmx(request):
             return render(request, "runbooks/partials/error.html", {"error": error}, status=status)
     else:

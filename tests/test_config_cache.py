@@ -113,3 +113,22 @@ def test_a_deleted_target_is_gone_on_the_next_request(catalog: Any, api_for: Any
     Target.objects.filter(key=DEV_MART).delete()  # a queryset delete still sends post_delete per row
     resp = bot.post("/api/v1/actions/preview", body)
     assert resp.status_code == 404
+
+
+def test_a_launch_reads_the_config_generation_once(catalog: Any, api_for: Any, monkeypatch: Any) -> None:
+    from controlplane import configcache
+
+    bot = api_for("responder")
+    reads: list[bytes | None] = []
+    real = configcache._read_generation
+
+    def counted() -> bytes | None:
+        reads.append(real())
+        return reads[-1]
+
+    monkeypatch.setattr(configcache, "_read_generation", counted)
+    body = {"verb": "refresh-mart", "target": DEV_MART, "params": {}, "reason": "stale"}
+    assert bot.post("/api/v1/actions", body).status_code == 202  # token and target lookups: one read
+    assert len(reads) == 1
+    configcache.current_generation()  # outside a request: read every time
+    assert len(reads) == 2

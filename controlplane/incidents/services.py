@@ -34,17 +34,24 @@ class AlertResult:
     created: bool
 
 
-def _event(incident: Incident, kind: str, message: str, data: dict[str, Any] | None = None) -> IncidentEvent:
+def incident_event_record(
+    *, incident_id: int, kind: str, message: str, data: dict[str, Any] | None = None
+) -> IncidentEvent:
+    """Add an entry to an incident's timeline, by the actor of the current change context."""
     ctx = context.current()
     user = ctx.user if ctx.user is not None and ctx.user.is_authenticated else None
     return IncidentEvent.objects.create(
-        incident=incident,
+        incident_id=incident_id,
         kind=kind,
         message=message,
         actor_id=user.pk if user is not None else None,
         actor_name=ctx.actor_name,
         data=data or {},
     )
+
+
+def _event(incident: Incident, kind: str, message: str, data: dict[str, Any] | None = None) -> IncidentEvent:
+    return incident_event_record(incident_id=incident.pk, kind=kind, message=message, data=data)
 
 
 def _dag_targets(alert: AirflowFailureAlert) -> list[Target]:

@@ -95,7 +95,7 @@ def _page(request: HttpRequest, qs: QuerySet[Any], order: tuple[str, ...]) -> Ke
     return keyset_page(qs, order, request.GET.get("cursor"), size=PAGE_SIZE)
 
 
-def _service_error(exc: ServiceError | ConnectorError) -> tuple[str, int]:
+def service_error(exc: ServiceError | ConnectorError) -> tuple[str, int]:
     """The message and HTTP status to show for a refused request."""
     if isinstance(exc, ServiceError):
         return exc.message, exc.status
@@ -280,7 +280,7 @@ def target_preview(request: HttpRequest, key: str, verb: str) -> HttpResponse:
         )
         form.plan = prepared.plan.model_dump(mode="json")
     except (ServiceError, ConnectorError) as exc:
-        form.error, status = _service_error(exc)
+        form.error, status = service_error(exc)
         form.error_details = getattr(exc, "details", {})
     if is_htmx(request):
         return render(request, "web/partials/preview_result.html", {"form": form, "target": target}, status=status)
@@ -310,7 +310,7 @@ def target_request(request: HttpRequest, key: str, verb: str) -> HttpResponse:
         )
     except (ServiceError, ConnectorError) as exc:
         form = _offer_form(offer, "verb", request.POST, choices=_Choices(target))
-        form.error, status = _service_error(exc)
+        form.error, status = service_error(exc)
         form.error_details = getattr(exc, "details", {})
         if isinstance(form.error_details.get("plan"), dict):
             form.plan = form.error_details["plan"]  # a consent refusal carries the plan: show why
@@ -346,7 +346,7 @@ def target_check(request: HttpRequest, key: str, check: str) -> HttpResponse:
         )
         form.findings = findings.model_dump(mode="json")
     except (ServiceError, ConnectorError) as exc:
-        form.error, status = _service_error(exc)
+        form.error, status = service_error(exc)
     if is_htmx(request):
         return render(request, "web/partials/findings.html", {"form": form}, status=status)
     return render(request, "web/target_detail.html", _target_context(request, target, active=form), status=status)
