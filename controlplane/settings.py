@@ -113,6 +113,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 64 * 1024, minimum=10
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 CELERY_BROKER_URL = REDIS_URL
+if REDIS_URL.startswith("redis://"):  # kombu's Redis transport, reusing its publish client (controlplane/broker.py)
+    CELERY_BROKER_TRANSPORT = "controlplane.broker:Transport"
 # Actions keep their own state; a result backend is only for tooling such as the dispatch benchmark.
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", "") or None
 CELERY_TASK_ACKS_LATE = True

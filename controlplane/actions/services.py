@@ -24,6 +24,7 @@ from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, A
 from controlplane.audit import context
 from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
 from controlplane.catalog.models import Target
+from controlplane.catalog.rowload import target_with_connection
 from controlplane.catalog.services import connector_for, pydantic_message
 from controlplane.configcache import ConfigCache
 from controlplane.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, Unavailable
@@ -71,9 +72,7 @@ def target_ref(target: Target) -> TargetRef:
 def _get_target(target_key: str) -> Target:
     if not isinstance(target_key, str) or not target_key:
         raise InvalidInput("'target' must be a catalog target key")
-    target = _targets.get(
-        target_key, lambda: Target.objects.select_related("connection__environment").filter(key=target_key).first()
-    )
+    target = _targets.get(target_key, lambda: target_with_connection(target_key))
     if target is None:
         raise NotFound(f"no catalog target with key {target_key!r}")
     return target

@@ -1,0 +1,196 @@
+"""The parts the launch path was made cheaper with behave like what they replace (bench/README.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections, connection
+from django.db.models import Model
+
+from controlplane.catalog.models import Target
+from controlplane.catalog.rowload import target_with_connection
+from controlplane.celery import app
+from controlplane.env import database_from_url
+from controlplane.pgbackend import base as pgbackend_base
+
+
+def _fields(obj: Model) -> dict[str, Any]:
+    return {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+
+
+# ------------------------------------------------------------------------------- target lookup
+
+
+def test_target_lookup_returns_what_the_orm_returns(catalog: dict[str, Any]) -> None:
+    for key in ("dev.weather.daily_weather_aggregates", "prod.weather.core_weather"):
+        orm = Target.objects.select_related("connection__environment").get(key=key)
+        loaded = target_with_connection(key)
+        assert loaded is not None
+        assert _fields(loaded) == _fields(orm)
+        assert _fields(loaded.connection) == _fields(orm.connection)
+        assert _fields(loaded.environment) == _fields(orm.environment)
+        assert isinstance(loaded.locator, dict) and isinstance(loaded.connection.config, dict)  # JSON decoded
+        assert loaded._state.adding is False and loaded._state.db == "default"
+
+
+def test_target_lookup_reads_related_rows_in_the_one_query(
+    catalog: dict[str, Any], django_assert_num_queries: Any
+) -> None:
+    with django_assert_num_queries(1):
+        target = target_with_connection("prod.weather.daily_weather_aggregates")
+        assert target is not None
+        assert target.environment.protected is True
+        assert target.connection.name == "weather-prod"
+
+
+def test_target_lookup_of_an_unknown_key_is_none(catalog: dict[str, Any]) -> None:
+    assert target_with_connection("dev.no.such.target") is None
+    assert target_with_connection("x' OR '1'='1") is None  # a parameter, never SQL
+
+
+# ------------------------------------------------------------------------------- health checks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_in_recent_use_is_not_pinged(monkeypatch: pytest.MonkeyPatch) -> None:
+    pings: list[bool] = []
+    real = connection.is_usable
+
+    def counted() -> bool:
+        pings.append(True)
+        return real()
+
+    monkeypatch.setattr(connection, "is_usable", counted)
+    close_old_connections()
+    Target.objects.count()  # opens the connection: nothing to ping yet
+    for _ in range(5):  # requests in quick succession, as under load
+        close_old_connections()
+        Target.objects.count()
+        close_old_connections()
+    assert pings == []
+    monkeypatch.setattr(pgbackend_base, "HEALTH_CHECK_AFTER_IDLE", 0.0)  # as if idle for a while
+    close_old_connections()
+    Target.objects.count()
+    assert pings == [True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_that_died_while_idle_is_replaced_before_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    close_old_connections()
+    Target.objects.count()
+    close_old_connections()
+    pid = connection.connection.info.backend_pid
+    # Postgres ends the session behind Django's back (a restart, an idle timeout, a dropped socket).
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    monkeypatch.setattr(pgbackend_base, "HEALTH_CHECK_AFTER_IDLE", 0.0)
+    close_old_connections()
+    assert Target.objects.count() >= 0  # pinged, found dead, reconnected: the request does not fail
+    assert connection.connection.info.backend_pid != pid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_statement_takes_away_the_credit() -> None:
+    from django.db import DatabaseError
+
+    close_old_connections()
+    Target.objects.count()
+    close_old_connections()
+    credit = connection._used_ok_at  # type: ignore[attr-defined]
+    assert credit is not None
+    close_old_connections()
+    with pytest.raises(DatabaseError), connection.cursor() as cursor:
+        cursor.execute("SELECT no_such_column FROM catalog_target")
+    assert connection.errors_occurred
+    close_old_connections()
+    assert connection._used_ok_at == credit  # type: ignore[attr-defined]  # a failed request earns none
+
+
+# ------------------------------------------------------------------------------- DATABASE_URL
+
+
+def test_database_url_prepares_statements_unless_told_not_to() -> None:
+    options = database_from_url("postgres://u@h:5432/db", sqlite_default=Path("x"))["OPTIONS"]
+    assert options["server_side_binding"] is True and options["prepare_threshold"] == 2
+    pooled = database_from_url("postgres://u@h:5432/db?prepare_threshold=none", sqlite_default=Path("x"))
+    assert pooled["OPTIONS"]["prepare_threshold"] is None
+    with pytest.raises(ImproperlyConfigured, match="prepare_threshold must be a whole number"):
+        database_from_url("postgres://u@h/db?prepare_threshold=often", sqlite_default=Path("x"))
+    with pytest.raises(ImproperlyConfigured, match="connect_timeout must be a whole number"):
+        database_from_url("postgres://u@h/db?connect_timeout=soon", sqlite_default=Path("x"))
+
+
+def test_statements_are_prepared_on_the_server(db: Any) -> None:
+    for _ in range(3):
+        Target.objects.filter(key="dev.x").exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%catalog_target%"])
+        assert cursor.fetchone()[0] >= 1
+
+
+# ------------------------------------------------------------------------------- Celery
+
+
+def test_celery_reads_every_celery_setting() -> None:
+    names = [name for name in dir(settings) if name.startswith("CELERY_")]
+    assert "CELERY_DB_REUSE_MAX" in names
+    for name in names:
+        assert app.conf[name[len("CELERY_") :].lower()] == getattr(settings, name), name
+    # Celery's Django fixup reads this one under its full name; without it every task reconnects.
+    assert app.conf.get("CELERY_DB_REUSE_MAX") == settings.CELERY_DB_REUSE_MAX > 0
+
+
+def test_publishing_reuses_one_redis_client_and_delivers() -> None:
+    from kombu.transport import redis as kombu_redis
+
+    base: Any = kombu_redis.Channel
+    queue = f"test-publish-{os.getpid()}-{time.monotonic_ns()}"
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    created: list[Any] = []
+    real = base._create_client
+
+    def counting(self: Any, asynchronous: bool = False) -> Any:
+        created.append(asynchronous)
+        return real(self, asynchronous)
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(base, "_create_client", counting)
+            for i in range(5):
+                app.send_task("celery.accumulate", args=(i,), queue=queue, routing_key=queue, exchange="")
+        assert client.llen(queue) == 5
+        assert created.count(False) <= 1  # at most the first publish built a client
+    finally:
+        client.delete(queue)
+
+
+def test_a_process_started_from_the_settings_publishes_through_the_reusing_transport() -> None:
+    code = (
+        "import django; django.setup();"
+        "from controlplane.celery import app;"
+        "c = app.connection_for_write(); print(type(c.transport).__module__, type(c.transport).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["controlplane.broker", "Transport"]
