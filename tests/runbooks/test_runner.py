@@ -219,7 +219,12 @@ def test_a_run_survives_a_worker_restart(catalog: Any, actors: Any, library: Any
     rows = steps(run)
     assert rows["refresh"].state == "done" and rows["refresh"].action is not None
     assert rows["refresh"].action.state == "succeeded"
-    run.refresh_from_db()
+
+    def stopped() -> bool:  # each step's move commits on its own: "running" while the worker goes on
+        run.refresh_from_db()
+        return run.state != "running"
+
+    wait_for(stopped, timeout=30, what="the run to stop at the next step for a person")
     assert run.state == "waiting" and run.current == 4  # at the manual check of the last 7 days
 
 
