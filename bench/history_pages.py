@@ -28,7 +28,6 @@ import datetime as dt
 import gc
 import math
 import os
-import platform
 import secrets
 import signal
 import statistics
@@ -56,6 +55,7 @@ from bench.launch_dispatch import (  # noqa: E402 (needs the repo root on sys.pa
     print_table,
     step,
 )
+from bench.launch_dispatch import machine as launch_machine  # noqa: E402
 from sandbox import services as sandbox  # noqa: E402
 
 BUDGET_MS = 100.0  # DESIGN.md section 9: incident and history pages, server time
@@ -926,46 +926,12 @@ def measure_all(data: Data, opts: Options, what: str) -> dict[str, Figures]:
 # ------------------------------------------------------------------------------------------- report
 
 
-def git_describe() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "log", "-1", "--format=%h %cs"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return head + (" + uncommitted changes" if dirty else "")
-
-
 def machine() -> list[str]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count() or 0
+    """launch_dispatch's header (date, commit, machine, versions) and the load average."""
     load = ""
     with contextlib.suppress(OSError):
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    import django
-
-    return [
-        f"date        {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
-        f"code        {git_describe()}",
-        f"machine     nproc={nproc}  {cpu}  ({platform.system()} {platform.release()}), load {load}",
-        f"python      {platform.python_version()}, Django {django.get_version()}",
-    ]
+    return [*launch_machine(), f"load        {load}"]
 
 
 def pg_version() -> str:
