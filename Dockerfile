@@ -24,7 +24,7 @@ COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project --no-cache
 
 # Only what the app needs: never the local .venv, var/ (the demo's database and secret key) or .git.
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 COPY controlplane ./controlplane
 COPY connectors ./connectors
 COPY runbooks ./runbooks
@@ -38,5 +38,5 @@ RUN uv sync --frozen --no-dev --no-cache \
 
 USER app
 EXPOSE 8000
-CMD ["gunicorn", "controlplane.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", \
+CMD ["gunicorn", "controlplane.wsgi", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000", \
      "--graceful-timeout", "20", "--access-logfile", "-", "--no-control-socket"]

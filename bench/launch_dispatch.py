@@ -943,6 +943,8 @@ def run_launch(
             "-m",
             "gunicorn",
             "controlplane.wsgi",
+            "--config",
+            str(ROOT / "gunicorn.conf.py"),
             "-b",
             f"127.0.0.1:{port}",
             "--workers",

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from connectors.base import ConnectorError, Plan, TargetRef, Verb
 from connectors.registry import get_connector_class
+from controlplane import webgate
 from controlplane.actions import policy, signals
 from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, Approval
 from controlplane.audit import context
@@ -111,7 +112,8 @@ def _validate_params(verb: Verb[Any, Any], params: Any) -> BaseModel:
 
 def _plan(verb: Verb[Any, Any], target: Target, params: BaseModel) -> Plan:
     try:
-        return verb.plan(target_ref(target), params)
+        with webgate.outside():  # a wait on the target's system: other requests may run meanwhile
+            return verb.plan(target_ref(target), params)
     except ConnectorError as exc:
         if exc.transient:
             raise Unavailable(

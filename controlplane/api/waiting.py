@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from controlplane import webgate
 from controlplane.actions.models import TERMINAL_STATES, ActionRun
 from controlplane.redis import redis_client
 
@@ -51,29 +52,35 @@ def wait_until_finished(action_id: Any, timeout: float) -> bool:
     if not _slots.acquire(blocking=False):
         return False
     try:
-        deadline = time.monotonic() + timeout
-        try:
-            pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(_channel(action_id))
-        except redis.RedisError:
-            pubsub = None
-        try:
-            while not _ended(action_id):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                step = min(remaining, _RECHECK_SECONDS)
-                if pubsub is None:
-                    time.sleep(step)
-                    continue
-                try:
-                    if pubsub.get_message(timeout=step) is not None:
-                        continue  # re-read: the message says it ended
-                except redis.RedisError:
-                    pubsub = None
-        finally:
-            if pubsub is not None:
-                pubsub.close()
+        # The wait lets go of the process's request gate (controlplane/webgate.py): other requests run
+        # meanwhile (its few state reads too).
+        with webgate.outside():
+            _wait(action_id, time.monotonic() + timeout)
         return True
     finally:
         _slots.release()
+
+
+def _wait(action_id: Any, deadline: float) -> None:
+    try:
+        pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(_channel(action_id))
+    except redis.RedisError:
+        pubsub = None
+    try:
+        while not _ended(action_id):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            step = min(remaining, _RECHECK_SECONDS)
+            if pubsub is None:
+                time.sleep(step)
+                continue
+            try:
+                if pubsub.get_message(timeout=step) is not None:
+                    continue  # re-read: the message says it ended
+            except redis.RedisError:
+                pubsub = None
+    finally:
+        if pubsub is not None:
+            pubsub.close()
