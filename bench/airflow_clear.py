@@ -112,6 +112,9 @@ SEGMENTS: list[tuple[str, tuple[str, str] | None, tuple[str, str]]] = [
     ("total", ("t0", "seen"), ("t0", "seen")),
 ]
 BEFORE, AFTER, TOTAL = [("t0", "cleared")], [("run_end", "seen")], [("t0", "seen")]
+# After the run ends, the control plane's own part starts when the worker's poll sees the end (the direct
+# client's poll seeing it is the same moment on its side): verification, the finish, the ?wait answer.
+BOOKKEEPING = ("worker_seen", "seen")
 
 
 # ------------------------------------------------------------------------------------------------ clients
@@ -287,6 +290,13 @@ def added(d: Sample, c: Sample, spans: Sequence[tuple[str, str]]) -> float:
     return sum(c.span(*x) - d.span(*x) for x in spans)
 
 
+def added_by_cp(d: Sample, c: Sample) -> float:
+    """What the control plane adds, without the two paths' poll phases: until Airflow answered the clear,
+    control plane minus direct; plus, after the run's end, the control plane's bookkeeping from the moment
+    its poll saw the end (the direct path's own poll seeing the end is where its clock stops)."""
+    return added(d, c, BEFORE) + c.span(*BOOKKEEPING)
+
+
 def report(pairs: list[tuple[Sample, Sample]], dry_runs: list[float], opts: argparse.Namespace, pg: str) -> None:
     print("\n" + "=" * 100)
     print("Control plane vs direct Airflow: clear a run and wait until it is finished (bench/airflow_clear.py)")
@@ -300,27 +310,44 @@ def report(pairs: list[tuple[Sample, Sample]], dry_runs: list[float], opts: argp
         spans = (
             d.span(*TOTAL[0]),
             c.span(*TOTAL[0]),
-            *(added(d, c, x) for x in (TOTAL, BEFORE, AFTER, BEFORE + AFTER)),
+            *(added(d, c, x) for x in (TOTAL, BEFORE, AFTER)),
+            c.span(*BOOKKEEPING),
+            added_by_cp(d, c),
         )
         first = "direct" if d.at["t0"] < c.at["t0"] else "cp"
         rows.append([str(i), first, *(fmt(x * 1000, 0) for x in spans), f"{d.state}/{c.state}"])
     print_table(
-        "Per pair, ms; added = control plane - direct: in total, until Airflow answered the clear, from Airflow's "
-        "run end\n  to the terminal state seen, and those two together (outside Airflow: no scheduler, no tasks)",
-        ["pair", "first", "direct", "control plane", "added", "before clear", "after end", "outside Airflow", "states"],
+        "Per pair, ms. added = control plane - direct: in total; until Airflow answered the clear; from Airflow's run "
+        "end to the\n  terminal state seen (both paths poll at 0.2 s: that one is mostly the two polls' phases). "
+        "bookkeeping = the control plane\n  from its worker seeing the end to the client seeing the action end. "
+        "by cp = before clear + bookkeeping",
+        [
+            "pair",
+            "first",
+            "direct",
+            "control plane",
+            "added",
+            "before clear",
+            "after end",
+            "bookkeeping",
+            "by cp",
+            "states",
+        ],
         rows,
     )
     direct, cp = [d for d, _ in pairs], [c for _, c in pairs]
     total = med([added(d, c, TOTAL) for d, c in pairs])
-    outside = med([added(d, c, BEFORE + AFTER) for d, c in pairs])
+    by_cp = med([added_by_cp(d, c) for d, c in pairs])
+    dry = med(dry_runs)
     print(f"\n  median direct          {fmt(med([s.span(*TOTAL[0]) for s in direct]), 0):>6} ms")
     print(f"  median control plane   {fmt(med([s.span(*TOTAL[0]) for s in cp]), 0):>6} ms")
-    print(f"  median added per pair  {fmt(total, 0):>6} ms   budget <= {BUDGET_ADDED_MS:.0f} ms added: ", end="")
     lo, hi = (f(added(d, c, TOTAL) * 1000 for d, c in pairs) for f in (min, max))
-    print(f"{verdict(total <= BUDGET_ADDED_MS)} (per-pair spread {lo:.0f} .. {hi:.0f} ms: mostly Airflow's)")
-    ok = verdict(outside <= BUDGET_ADDED_MS)
-    print(f"  median added outside Airflow per pair {fmt(outside, 0)} ms: {ok} on the same")
-    print("    budget; this one leaves out the scheduler pick-up and the tasks, which vary by hundreds of ms")
+    print(f"  median added per pair  {fmt(total, 0):>6} ms   (info; per-pair spread {lo:.0f} .. {hi:.0f} ms:")
+    print("    the scheduler's pick-up, the tasks and the polls' phases; at this scale it says nothing about us)")
+    ok = verdict(by_cp <= BUDGET_ADDED_MS)
+    print(f"  median added by the control plane per pair {fmt(by_cp, 0)} ms   budget <= {BUDGET_ADDED_MS:.0f} ms: {ok}")
+    print(f"    of which Airflow's clear dry run for the plan (the preview the issue asks for) {fmt(dry, 0)} ms,")
+    print(f"    the control plane's own part {fmt(by_cp - dry, 0)} ms")
     rows = [
         [label, fmt(med([s.span(*ds) for s in direct]), 0) if ds else "", fmt(med([s.span(*cs) for s in cp]), 0)]
         for label, ds, cs in SEGMENTS

@@ -4,8 +4,8 @@ A gunicorn process runs its request threads under one GIL. On the launch path a 
 bursts of Python with short waits on Postgres and Redis; with four threads in one process, every wait hands
 the GIL to another thread and every answer has to win it back (up to the 5 ms switch interval), and the
 threads' working sets evict each other from the CPU caches. Measured with bench/launch_dispatch.py on 2
-cores: 4 threads per process cost about 1 ms of CPU more per launch than 1, and the tail at 250 launches/s
-went from about 15 to 40-55 ms. One thread per process would fix that, but then one slow request (a
+cores: 4 threads per process cost about 1 ms of CPU more per launch than 1, and the p99 at 250 launches/s
+was 31-56 ms against 13-17 ms (bench/README.md). One thread per process would fix that, but then one slow request (a
 plan asked of an Airflow that takes seconds to answer, ``?wait=30`` on an action) stops the whole process.
 
 So the processes keep their threads and pass one *gate* between them: a request holds it while it runs
