@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import signal
@@ -115,6 +116,59 @@ def test_width_two_lets_two_requests_run_and_queues_the_third(gate: webgate.Gate
     wide.leave()
     with pytest.raises(ValueError):
         webgate.Gate(0)
+    with pytest.raises(ValueError):
+        webgate.Gate(1, lend_after=0)
+
+
+def test_a_short_wait_outside_lends_nothing() -> None:
+    gate = webgate.Gate(1, lend_after=0.5)
+    gate.enter()
+    entered = threading.Event()
+
+    def waiting() -> None:
+        gate.enter()
+        entered.set()
+        gate.leave()
+
+    t = _in_thread(waiting)
+    _until(lambda: _waiting(gate) == 1, "a request to queue")
+    gate.step_out()
+    time.sleep(0.05)  # a wait well under lend_after
+    gate.step_in()
+    assert not entered.is_set(), "the waiting request ran during a short wait outside"
+    assert gate.held()
+    gate.leave()
+    assert entered.wait(5)
+    t.join(5)
+
+
+def test_a_long_wait_outside_lends_the_slot_after_lend_after() -> None:
+    gate = webgate.Gate(1, lend_after=0.1)
+    gate.enter()
+    entered_at: list[float] = []
+    leave_now = threading.Event()
+
+    def waiting() -> None:
+        gate.enter()
+        entered_at.append(time.monotonic())
+        leave_now.wait(5)
+        gate.leave()
+
+    t = _in_thread(waiting)
+    _until(lambda: _waiting(gate) == 1, "a request to queue")
+    stepped_out = time.monotonic()
+    gate.step_out()
+    _until(lambda: bool(entered_at), "the waiting request to borrow the slot")
+    assert entered_at[0] - stepped_out >= 0.1
+    # Back from outside while the borrower runs: it waits at the front until the borrower leaves.
+    releaser = threading.Timer(0.2, leave_now.set)
+    releaser.start()
+    gate.step_in()
+    back_at = time.monotonic()
+    t.join(5)
+    assert leave_now.is_set() and back_at - entered_at[0] >= 0.15, "came back before the borrower left"
+    assert gate.held() and not gate.is_out()
+    gate.leave()
 
 
 def test_outside_lets_others_run_and_comes_back_first(gate: webgate.Gate) -> None:
@@ -135,7 +189,6 @@ def test_outside_lets_others_run_and_comes_back_first(gate: webgate.Gate) -> Non
         return run
 
     with webgate.outside():
-        assert not gate.held()
         first = _in_thread(other("other-1"))
         assert inside_wait.wait(5), "another request could not run while this one waited outside"
         second = _in_thread(other("other-2"))
@@ -150,15 +203,54 @@ def test_outside_lets_others_run_and_comes_back_first(gate: webgate.Gate) -> Non
     assert order == ["other-1", "came back", "other-2"]
 
 
+def test_under_contention_one_request_runs_at_a_time_and_every_one_finishes() -> None:
+    gate = webgate.Gate(1, lend_after=0.002)
+    running = [0]
+    most = [0]
+    counter_lock = threading.Lock()
+    done: list[int] = []
+
+    def inside(delta: int) -> None:
+        with counter_lock:
+            running[0] += delta
+            most[0] = max(most[0], running[0])
+
+    def request(k: int) -> None:
+        for i in range(60):
+            gate.enter()
+            inside(+1)
+            if (i + k) % 3 == 0:  # a wait outside: short or long enough to lend
+                inside(-1)
+                gate.step_out()
+                time.sleep(0.004 if i % 2 else 0.0005)
+                gate.step_in()
+                inside(+1)
+            time.sleep(0.0002)
+            inside(-1)
+            gate.leave()
+        done.append(k)
+
+    threads = [_in_thread(functools.partial(request, k)) for k in range(8)]
+    for t in threads:
+        t.join(30)
+    assert sorted(done) == list(range(8)), "a request never got the gate back"
+    assert most[0] == 1, f"{most[0]} requests ran inside a one-slot gate at once"
+    assert gate._free == 1 and not gate._waiters and not gate._out and not gate._lent
+
+
 def test_outside_keeps_the_gate_inside_a_transaction(transactional_db: Any, gate: webgate.Gate) -> None:
     from django.db import transaction
 
     gate.enter()
     try:
         with transaction.atomic(), webgate.outside():
-            assert gate.held(), "a request holding row locks must not queue for the gate again"
+            assert not gate.is_out(), "a request holding row locks must not lend its slot"
         with webgate.outside():
-            assert not gate.held()
+            assert gate.is_out()
+            with webgate.outside():  # nested: still one step out, and one step back in
+                assert gate.is_out()
+            assert gate.is_out()
+        assert gate.held() and not gate.is_out()
     finally:
         gate.leave()
 
