@@ -36,7 +36,7 @@ from contextlib import contextmanager
 
 from django.db import connections
 
-__all__ = ["Gate", "current", "install", "outside"]
+__all__ = ["Gate", "install", "outside"]
 
 
 LEND_AFTER = 0.005  # seconds a holder waits outside before its slot goes to the first waiter
@@ -69,8 +69,9 @@ class Gate:
         self._free = width
         self._mutex = threading.Lock()
         self._waiters: deque[_Waiter] = deque()
-        self._out: dict[int, float] = {}  # holders waiting outside, slot not lent yet: thread id -> since
-        self._lent: set[int] = set()  # holders whose slot a waiter took while they were out
+        # Holders waiting outside whose slot is not lent yet: thread id -> since. A holder that steps back in
+        # and is no longer here had its slot lent.
+        self._out: dict[int, float] = {}
         self._local = threading.local()
 
     def held(self) -> bool:
@@ -132,7 +133,6 @@ class Gate:
         with self._mutex:
             if self._out.pop(me, None) is not None:
                 return
-            self._lent.discard(me)
             self._local.held = False
         self.enter(first=True)
 
@@ -144,7 +144,6 @@ class Gate:
         if lender is None or lender[0] > due:
             return False
         del self._out[lender[1]]
-        self._lent.add(lender[1])
         return True
 
     def _nudge_head(self) -> None:
@@ -166,11 +165,6 @@ def install(width: int) -> Gate | None:
     gunicorn worker class (controlplane/webworker.py) before it serves anything."""
     global _gate
     _gate = Gate(width) if width > 0 else None
-    return _gate
-
-
-def current() -> Gate | None:
-    """This process's gate, if it has one."""
     return _gate
 
 

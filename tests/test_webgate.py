@@ -96,19 +96,25 @@ def test_a_newcomer_does_not_overtake_a_waiting_request(gate: webgate.Gate) -> N
     assert order == ["waiting", "newcomer"]
 
 
-def test_width_two_lets_two_requests_run_and_queues_the_third(gate: webgate.Gate) -> None:
+def _queued_request(gate: webgate.Gate) -> tuple[threading.Thread, threading.Event]:
+    """A request in a thread that enters, says so and leaves; returned once it waits in line."""
+    entered = threading.Event()
+
+    def run() -> None:
+        gate.enter()
+        entered.set()
+        gate.leave()
+
+    thread = _in_thread(run)
+    _until(lambda: _waiting(gate) == 1, "a request to queue")
+    return thread, entered
+
+
+def test_width_two_lets_two_requests_run_and_queues_the_third() -> None:
     wide = webgate.Gate(2)
     wide.enter()
     wide.enter()
-    entered = threading.Event()
-
-    def third() -> None:
-        wide.enter()
-        entered.set()
-        wide.leave()
-
-    t = _in_thread(third)
-    _until(lambda: _waiting(wide) == 1, "the third request to queue")
+    t, entered = _queued_request(wide)
     assert not entered.is_set()
     wide.leave()
     assert entered.wait(5)
@@ -123,15 +129,7 @@ def test_width_two_lets_two_requests_run_and_queues_the_third(gate: webgate.Gate
 def test_a_short_wait_outside_lends_nothing() -> None:
     gate = webgate.Gate(1, lend_after=0.5)
     gate.enter()
-    entered = threading.Event()
-
-    def waiting() -> None:
-        gate.enter()
-        entered.set()
-        gate.leave()
-
-    t = _in_thread(waiting)
-    _until(lambda: _waiting(gate) == 1, "a request to queue")
+    t, entered = _queued_request(gate)
     gate.step_out()
     time.sleep(0.05)  # a wait well under lend_after
     gate.step_in()
@@ -235,7 +233,7 @@ def test_under_contention_one_request_runs_at_a_time_and_every_one_finishes() ->
         t.join(30)
     assert sorted(done) == list(range(8)), "a request never got the gate back"
     assert most[0] == 1, f"{most[0]} requests ran inside a one-slot gate at once"
-    assert gate._free == 1 and not gate._waiters and not gate._out and not gate._lent
+    assert gate._free == 1 and not gate._waiters and not gate._out
 
 
 def test_outside_keeps_the_gate_inside_a_transaction(transactional_db: Any, gate: webgate.Gate) -> None:
@@ -256,8 +254,7 @@ def test_outside_keeps_the_gate_inside_a_transaction(transactional_db: Any, gate
 
 
 def test_outside_is_a_no_op_without_a_gate() -> None:
-    webgate.install(0)
-    assert webgate.current() is None
+    assert webgate.install(0) is None
     with webgate.outside():
         pass
     gate = webgate.Gate(1)
