@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -192,3 +193,31 @@ def test_create_api_token_command_prints_a_working_token_last(actors: Any) -> No
     assert stored.scopes == ["actions:read", "catalog:read"]
     assert ApiClient(token).get("/api/v1/targets").status_code == 200
     assert ApiClient(token).post("/api/v1/actions", {}).status_code == 403  # no actions:write
+
+
+def test_action_answer_built_directly_equals_drfs_own(catalog: Any, api_for: Any) -> None:
+    from rest_framework import serializers as drf
+
+    from controlplane.actions.models import ActionLogLine
+    from controlplane.actions.selectors import action_get
+    from controlplane.api.serializers import ActionDetailSerializer
+
+    body = {"verb": "refresh-mart", "target": "prod.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
+    fresh = api_for("responder").post("/api/v1/actions", body).json()
+
+    def drf_own(action: Any, **context: Any) -> Any:
+        serializer = ActionDetailSerializer(action, context=context)
+        return json.loads(json.dumps(drf.ModelSerializer.to_representation(serializer, action)))
+
+    just_created = action_get(fresh["id"])
+    assert fresh == drf_own(just_created, fresh=True)  # the 202, built without a query
+    assert fresh == json.loads(json.dumps(ActionDetailSerializer(just_created, context={"fresh": True}).data))
+    api_for("approver").post(f"/api/v1/actions/{fresh['id']}/approve", {"comment": "go"})
+    for n, level in enumerate(("info", "error")):
+        ActionLogLine.objects.create(action_id=fresh["id"], attempt=1, level=level, message=f"line {n}")
+    for with_approvals in (True, False):
+        action = action_get(fresh["id"], with_approvals=with_approvals)
+        direct = json.loads(json.dumps(ActionDetailSerializer(action).data))
+        assert direct == drf_own(action)
+        assert [a["approver"] for a in direct["approvals"]] == ["alice"]
+        assert [line["message"] for line in direct["log"]] == ["line 0", "line 1"]

@@ -11,7 +11,7 @@ import logging
 import socket
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -112,14 +112,21 @@ def _claim(action_id: str) -> ActionRun | None:
     return action
 
 
-def _line_writer(action: ActionRun, secrets: list[str]) -> Callable[..., None]:
-    def write(line: str, level: str = "info") -> None:
-        for secret in secrets:
-            if secret:
-                line = line.replace(secret, CENSORED)
-        ActionLogLine.objects.create(action_id=action.id, attempt=action.attempts, level=level, message=line[:4000])
+class _Log:
+    """The attempt's log lines, with the connection's secrets censored. ``write`` stores a line at once (a live
+    log); ``line`` builds one for the caller to store with a transaction it makes anyway."""
 
-    return write
+    def __init__(self, action: ActionRun, secrets: list[str]) -> None:
+        self.action_id, self.attempt = action.id, action.attempts
+        self.secrets = [secret for secret in secrets if secret]
+
+    def line(self, message: str, level: str = "info") -> ActionLogLine:
+        for secret in self.secrets:
+            message = message.replace(secret, CENSORED)
+        return ActionLogLine(action_id=self.action_id, attempt=self.attempt, level=level, message=message[:4000])
+
+    def write(self, message: str, level: str = "info") -> None:
+        self.line(message, level).save(force_insert=True)
 
 
 def _progress_writer(action: ActionRun, attempt: int) -> Callable[[int, int], None]:
@@ -147,39 +154,40 @@ def _finish(
     outcome: Outcome | None = None,
     verification: Verification | None = None,
     retry_in: float | None = None,
+    lines: Sequence[ActionLogLine] = (),
 ) -> bool:
-    """Move a running attempt to its next state, fenced on the attempt number. False if the lease was lost."""
+    """Move a running attempt to its next state, fenced on the attempt number. False if the lease was lost.
+
+    One conditional UPDATE (no read of the row first): the fence is its WHERE clause. ``lines`` (the verdict)
+    are stored in the same transaction, also when the lease was lost (a log says what happened)."""
+    now = timezone.now()
+    change: dict[str, Any] = {"state": state, "error": error, "lease_expires_at": None}
+    if outcome is not None:
+        change["outcome"] = outcome.model_dump(mode="json")
+    if verification is not None:
+        change["verification"] = verification.model_dump(mode="json")
+    if retry_in is not None:
+        change.update(not_before=now + timedelta(seconds=retry_in), queued_at=now, dispatched_at=now)
+    else:
+        change["finished_at"] = now
     with transaction.atomic():
-        row = (
-            ActionRun.objects.select_for_update()
-            .filter(id=action.id, state=ActionState.RUNNING, attempts=attempt)
-            .first()
-        )
-        if row is None:
+        if lines:
+            ActionLogLine.objects.bulk_create(lines)
+        fenced = ActionRun.objects.filter(id=action.id, state=ActionState.RUNNING, attempts=attempt)
+        if fenced.update(**change) != 1:
             return False
-        now = timezone.now()
-        row.state, row.error = state, error
-        row.lease_expires_at = None
-        if outcome is not None:
-            row.outcome = outcome.model_dump(mode="json")
-        if verification is not None:
-            row.verification = verification.model_dump(mode="json")
-        if retry_in is not None:
-            row.not_before = now + timedelta(seconds=retry_in)
-            row.queued_at = row.dispatched_at = now
-        else:
-            row.finished_at = now
-        row.save()
+        for field, value in change.items():
+            setattr(action, field, value)
         after: dict[str, Any] = {"state": state, "attempt": attempt}
         if error:
             after["error"] = error
         if verification is not None:
             after["verification"] = {"ok": verification.ok, "summary": verification.summary}
-        audit_record(event=event, obj=row, before={"state": "running"}, after=after)
+        audit_record(event=event, obj=action, before={"state": "running"}, after=after)
         if retry_in is not None:
-            dispatch_on_commit(row, countdown=retry_in)
+            dispatch_on_commit(action, countdown=retry_in)
         else:
-            announce_finished_on_commit(row)
+            announce_finished_on_commit(action)
     return True
 
 
@@ -204,7 +212,8 @@ def _run_attempt(action: ActionRun) -> None:
     except ConnectorError as exc:
         _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=exc.message)
         return
-    write = _line_writer(action, list(connector.secrets.values()))
+    log_ = _Log(action, list(connector.secrets.values()))
+    write = log_.write
     verb = connector.verb(action.verb)
     params = verb.params_model.model_validate(action.params)
     target = target_ref(action.target)
@@ -221,16 +230,14 @@ def _run_attempt(action: ActionRun) -> None:
         try:
             write(f"attempt {attempt}: {action.verb} on {action.target.key} ({WORKER_NAME})")
             outcome = verb.execute(target, params, ctx)
-            write(f"executed: {outcome.summary}")
             _milestone(
                 action,
                 attempt,
                 "action.executed",
                 {"summary": outcome.summary, "already_done": outcome.already_done},
+                lines=[log_.line(f"executed: {outcome.summary}"), log_.line("verifying")],
             )
-            write("verifying")
             verification = verb.verify(target, params, outcome)
-            write(f"verification {'passed' if verification.ok else 'FAILED'}: {verification.summary}")
         except ConnectorError as exc:
             write(f"error: {exc.message}", "error")
             _after_error(action, attempt, exc, cancelled=lease.cancel.is_set())
@@ -251,6 +258,7 @@ def _run_attempt(action: ActionRun) -> None:
                 error=f"internal error: {type(exc).__name__}: {exc}",
             )
             return
+    verdict = [log_.line(f"verification {'passed' if verification.ok else 'FAILED'}: {verification.summary}")]
     if verification.ok:
         _finish(
             action,
@@ -259,6 +267,7 @@ def _run_attempt(action: ActionRun) -> None:
             event="action.succeeded",
             outcome=outcome,
             verification=verification,
+            lines=verdict,
         )
     else:
         _finish(
@@ -269,11 +278,17 @@ def _run_attempt(action: ActionRun) -> None:
             outcome=outcome,
             verification=verification,
             error=f"verification failed: {verification.summary}",
+            lines=verdict,
         )
 
 
-def _milestone(action: ActionRun, attempt: int, event: str, after: dict[str, Any]) -> None:
+def _milestone(
+    action: ActionRun, attempt: int, event: str, after: dict[str, Any], *, lines: Sequence[ActionLogLine] = ()
+) -> None:
+    """Audit a step of a running attempt (fenced like ``_finish``), with its log lines in the same commit."""
     with transaction.atomic():
+        if lines:
+            ActionLogLine.objects.bulk_create(lines)
         if ActionRun.objects.filter(id=action.id, state=ActionState.RUNNING, attempts=attempt).exists():
             audit_record(event=event, obj=action, after={"attempt": attempt, **after})
 

@@ -52,17 +52,26 @@ def action_list(filters: Mapping[str, Any] | None = None) -> QuerySet[ActionRun]
     return qs.order_by("-requested_at")
 
 
-def action_get(action_id: Any) -> ActionRun:
-    """One action with target, environment, requester and approvals loaded."""
-    action = (
-        ActionRun.objects.select_related("target__connection__environment", "environment", "requested_by")
-        .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
-        .filter(id=action_id)
-        .first()
-    )
+def action_get(action_id: Any, *, with_approvals: bool = True) -> ActionRun:
+    """One action with target, environment and requester loaded, and its approvals unless told not to
+    (``action_approvals`` reads them when needed: most actions never had any)."""
+    rows = ActionRun.objects.select_related("target__connection__environment", "environment", "requested_by")
+    if with_approvals:
+        rows = rows.prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
+    action = rows.filter(id=action_id).first()
     if action is None:
         raise NotFound(f"no action {action_id}")
     return action
+
+
+def action_approvals(action: ActionRun) -> list[Approval]:
+    """The decisions on an action, oldest first, with their approvers. Only an action that awaited approval
+    can have any (approve and reject refuse every other state): the others need no query."""
+    if not action.requires_approval:
+        return []
+    if "approvals" in getattr(action, "_prefetched_objects_cache", {}):
+        return list(action.approvals.all())
+    return list(action.approvals.select_related("approver"))
 
 
 def awaiting_approval_for(user: Any) -> QuerySet[ActionRun]:

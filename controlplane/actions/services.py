@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from connectors.base import ConnectorError, Plan, TargetRef, Verb
 from connectors.registry import get_connector_class
 from controlplane import webgate
-from controlplane.actions import policy, signals
+from controlplane.actions import notices, policy, signals
 from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, Approval
 from controlplane.audit import context
 from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
@@ -306,10 +306,15 @@ def _announce_decision_on_commit(action: ActionRun, decision: str, comment: str)
 
 
 def announce_finished_on_commit(action: ActionRun) -> None:
-    """Tell the subscribers of ``action_finished`` (incident timelines, API waiters, runbook steps) once the
-    transaction that ended the action commits."""
+    """Once the transaction that ended the action commits, announce the end on Redis (API waiters), then
+    tell the subscribers of ``action_finished`` (incident timelines, runbook steps)."""
     action_id = action.id
-    transaction.on_commit(lambda: signals.action_finished.send(sender=ActionRun, action_id=action_id))
+
+    def send() -> None:
+        notices.finished_publish(action_id=action_id)  # first: a waiting bot need not wait for the receivers
+        signals.action_finished.send(sender=ActionRun, action_id=action_id)
+
+    transaction.on_commit(send)
 
 
 def _locked(action_id: Any) -> ActionRun:

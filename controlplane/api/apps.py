@@ -6,8 +6,6 @@ class ApiConfig(AppConfig):
     label = "api"
 
     def ready(self) -> None:
-        from controlplane.actions.signals import action_finished
-        from controlplane.api import receivers, waiting
+        from controlplane.api import receivers
 
         receivers.connect()
-        action_finished.connect(waiting.publish_finished, dispatch_uid="api-action-waiters")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from rest_framework import serializers
 
 from connectors.registry import get_connector_class
 from controlplane.actions.models import ActionLogLine, ActionRun, Approval
+from controlplane.actions.selectors import action_approvals
 from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Target
 from controlplane.incidents.models import Incident, IncidentEvent
@@ -119,20 +121,23 @@ class ActionDetailSerializer(ActionSummarySerializer):
             "log",
         ]
 
-    # ``fresh``: an action created by this very request has no approvals or log yet; no query needed, and the
-    # body is built directly: DRF builds a ModelSerializer's ~30 fields anew for every instance, which cost
-    # more than the rest of the answer on the launch path. tests/test_api_read.py holds it equal to DRF's.
+    # The body is built directly (``action_representation``): DRF builds a ModelSerializer's ~30 fields anew
+    # for every instance, which cost more than the rest of the answer on the launch path and on ``?wait``.
+    # DRF's own path (the method fields below) stays for the schema and as the reference the direct build
+    # is held equal to (tests/test_api_read.py). ``fresh``: an action created by this very request has no
+    # approvals or log yet, so no query is needed.
 
     def to_representation(self, instance: ActionRun) -> dict[str, Any]:
         if self.context.get("fresh"):
-            return fresh_action_representation(instance)
-        return super().to_representation(instance)
+            return action_representation(instance)
+        lines = list(instance.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
+        return action_representation(instance, approvals=action_approvals(instance), log=lines)
 
     @extend_schema_field(ApprovalSerializer(many=True))
     def get_approvals(self, action: ActionRun) -> list[dict[str, Any]]:
         if self.context.get("fresh"):
             return []
-        return ApprovalSerializer(action.approvals.all(), many=True).data  # type: ignore[return-value]
+        return ApprovalSerializer(action_approvals(action), many=True).data  # type: ignore[return-value]
 
     @extend_schema_field(LogLineSerializer(many=True))
     def get_log(self, action: ActionRun) -> list[dict[str, Any]]:
@@ -149,8 +154,11 @@ def _when(value: datetime | None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text  # as DRF's DateTimeField renders it
 
 
-def fresh_action_representation(action: ActionRun) -> dict[str, Any]:
-    """``ActionDetailSerializer``'s output for an action just created (no approvals, no log lines)."""
+def action_representation(
+    action: ActionRun, *, approvals: Sequence[Approval] = (), log: Sequence[ActionLogLine] = ()
+) -> dict[str, Any]:
+    """``ActionDetailSerializer``'s output, built directly: the action (target, environment and requester
+    loaded), its decisions and the tail of its log."""
     return {
         "id": str(action.id),
         "verb": action.verb,
@@ -171,7 +179,16 @@ def fresh_action_representation(action: ActionRun) -> dict[str, Any]:
         "error": action.error,
         "params": action.params,
         "plan": action.plan,
-        "approvals": [],
+        "approvals": [
+            {
+                "approver": a.approver.get_username(),
+                "decision": a.decision,
+                "comment": a.comment,
+                "channel": a.channel,
+                "decided_at": _when(a.decided_at),
+            }
+            for a in approvals
+        ],
         "outcome": action.outcome,
         "verification": action.verification,
         "cancel_requested": action.cancel_requested,
@@ -183,7 +200,10 @@ def fresh_action_representation(action: ActionRun) -> dict[str, Any]:
         "lease_expires_at": _when(action.lease_expires_at),
         "worker": action.worker,
         "request_id": action.request_id,
-        "log": [],
+        "log": [
+            {"id": line.id, "at": _when(line.at), "attempt": line.attempt, "level": line.level, "message": line.message}
+            for line in log
+        ],
     }
 
 
