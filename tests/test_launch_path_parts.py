@@ -194,3 +194,84 @@ def test_a_process_started_from_the_settings_publishes_through_the_reusing_trans
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["controlplane.broker", "Transport"]
+
+
+# ------------------------------------------------------------------------------- the worker's claim
+
+
+def _queued_action(catalog: dict[str, Any], actors: Any, **fields: Any) -> Any:
+    from controlplane.actions.models import ActionRun
+
+    target = Target.objects.select_related("connection__environment").get(key="dev.weather.daily_weather_aggregates")
+    return ActionRun.objects.create(
+        verb="refresh-mart",
+        target=target,
+        environment=target.environment,
+        params={"concurrently": True},
+        reason="claim test",
+        channel="api",
+        requested_by=actors["responder"],
+        plan={"summary": "refresh"},
+        state="queued",
+        **fields,
+    )
+
+
+def test_claim_in_one_statement_returns_what_the_orm_path_returns(
+    catalog: dict[str, Any], actors: Any, django_assert_num_queries: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from controlplane.actions.claim import claim_by_orm, claim_in_one_statement
+
+    now = timezone.now()
+    for name, claim in (("one", claim_in_one_statement), ("orm", claim_by_orm)):
+        action = _queued_action(catalog, actors)
+        with django_assert_num_queries(1 if name == "one" else 2):
+            got = claim(action.id, now=now, lease_until=now + timedelta(seconds=60), worker="w@h", using="default")
+        assert got is not None
+        with django_assert_num_queries(0):
+            assert got.target.connection.environment.name == "dev"
+        orm = type(action).objects.select_related("target__connection__environment").get(id=action.id)
+        assert _fields(got) == _fields(orm)
+        assert _fields(got.target) == _fields(orm.target) and _fields(got.target.connection) == _fields(
+            orm.target.connection
+        )
+        assert (got.state, got.attempts, got.worker, got.started_at, got.heartbeat_at) == (
+            "running",
+            1,
+            "w@h",
+            now,
+            now,
+        )
+        assert got.lease_expires_at == now + timedelta(seconds=60) and got.not_before is None
+        assert got._state.adding is False and isinstance(got.plan, dict)
+        # A second delivery finds nothing to claim.
+        assert claim(action.id, now=now, lease_until=now, worker="w@h", using="default") is None
+        type(action).objects.filter(id=action.id).update(state="succeeded")  # one active action per target
+
+
+def test_claim_leaves_an_action_that_is_not_due_or_not_queued(catalog: dict[str, Any], actors: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from controlplane.actions.claim import claim_by_orm, claim_in_one_statement
+
+    now = timezone.now()
+    for claim in (claim_in_one_statement, claim_by_orm):
+        later = _queued_action(catalog, actors, not_before=now + timedelta(seconds=30))
+        assert claim(later.id, now=now, lease_until=now, worker="w", using="default") is None
+        later.refresh_from_db()
+        assert (later.state, later.attempts, later.worker) == ("queued", 0, "")
+        due = claim(later.id, now=now + timedelta(seconds=31), lease_until=now, worker="w", using="default")
+        assert due is not None and due.attempts == 1 and due.not_before is None
+        started = due.started_at
+        due.state = "queued"
+        due.save(update_fields=["state"])  # a retry: the first start time stays
+        again = claim(later.id, now=now + timedelta(seconds=99), lease_until=now, worker="w", using="default")
+        assert again is not None and again.attempts == 2 and again.started_at == started
+        assert claim(later.id, now=now + timedelta(seconds=99), lease_until=now, worker="w", using="default") is None
+        type(later).objects.filter(id=later.id).update(state="succeeded")  # one active action per target

@@ -18,11 +18,10 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from connectors.base import ConnectorError, ExecutionContext, Outcome, Verification
+from controlplane.actions.claim import action_claim_queued
 from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
 from controlplane.actions.services import announce_finished_on_commit, dispatch_on_commit, redispatch_due, target_ref
 from controlplane.audit import context
@@ -88,22 +87,9 @@ def _claim(action_id: str) -> ActionRun | None:
     now = timezone.now()
     lease = timedelta(seconds=_conf("LEASE_SECONDS"))
     with transaction.atomic():
-        claimed = (
-            ActionRun.objects.filter(id=action_id, state=ActionState.QUEUED)
-            .exclude(not_before__gt=now)
-            .update(
-                state=ActionState.RUNNING,
-                attempts=F("attempts") + 1,
-                heartbeat_at=now,
-                lease_expires_at=now + lease,
-                worker=WORKER_NAME,
-                not_before=None,
-                started_at=Coalesce(F("started_at"), Value(now)),
-            )
-        )
-        if claimed != 1:
+        action = action_claim_queued(action_id, now=now, lease_until=now + lease, worker=WORKER_NAME)
+        if action is None:
             return None
-        action = ActionRun.objects.select_related("target__connection__environment").get(id=action_id)
         audit_record(
             event="action.started",
             obj=action,

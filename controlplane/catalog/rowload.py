@@ -52,8 +52,8 @@ def _statement(connection: BaseDatabaseWrapper) -> _Statement:
     if statement is None:
         q = connection.ops.quote_name
         chain: Sequence[tuple[type[models.Model], str]] = ((Target, "t"), (Connection, "c"), (Environment, "e"))
-        parts = [_part(model, alias, connection) for model, alias in chain]
-        select = ", ".join(f"{alias}.{q(f.column)}" for model, alias in chain for f in model._meta.concrete_fields)
+        parts = chain_parts(chain, connection)
+        select = select_list(chain, connection)
         sql = (
             f"SELECT {select} FROM {q(Target._meta.db_table)} t"
             f" JOIN {q(Connection._meta.db_table)} c ON c.{q('id')} = t.{q('connection_id')}"
@@ -62,6 +62,38 @@ def _statement(connection: BaseDatabaseWrapper) -> _Statement:
         )
         statement = _statements[connection.alias] = _Statement(sql, parts)
     return statement
+
+
+def chain_parts(chain: Sequence[tuple[type[models.Model], str]], connection: BaseDatabaseWrapper) -> list[_Part]:
+    """What it takes to turn one joined row of ``chain`` ((model, alias) in SELECT order) into instances."""
+    return [_part(model, alias, connection) for model, alias in chain]
+
+
+def select_list(chain: Sequence[tuple[type[models.Model], str]], connection: BaseDatabaseWrapper) -> str:
+    """The SELECT list of every concrete column of each model in ``chain``, in the order ``hydrate`` reads."""
+    q = connection.ops.quote_name
+    return ", ".join(f"{alias}.{q(f.column)}" for model, alias in chain for f in model._meta.concrete_fields)
+
+
+def hydrate(row: Sequence[Any], parts: list[_Part], connection: BaseDatabaseWrapper) -> list[models.Model]:
+    """One instance per part from a joined row, through each field's database converters and
+    ``Model.from_db``, as the ORM builds them."""
+    instances = []
+    start = 0
+    for part in parts:
+        values = list(row[start : start + len(part.attnames)])
+        start += len(part.attnames)
+        for i, (col, converters) in enumerate(part.columns):
+            for convert in converters:
+                values[i] = convert(values[i], col, connection)
+        instances.append(part.model.from_db(connection.alias, part.attnames, values))
+    return instances
+
+
+def link_target(target: Target, conn: Connection, environment: Environment) -> None:
+    """Fill the foreign-key caches, so ``target.connection.environment`` needs no query."""
+    Target._meta.get_field("connection").set_cached_value(target, conn)
+    Connection._meta.get_field("environment").set_cached_value(conn, environment)
 
 
 def target_with_connection(key: str, *, using: str = "default") -> Target | None:
@@ -74,16 +106,6 @@ def target_with_connection(key: str, *, using: str = "default") -> Target | None
         row = cursor.fetchone()
     if row is None:
         return None
-    instances = []
-    start = 0
-    for part in statement.parts:
-        values = list(row[start : start + len(part.attnames)])
-        start += len(part.attnames)
-        for i, (col, converters) in enumerate(part.columns):
-            for convert in converters:
-                values[i] = convert(values[i], col, connection)
-        instances.append(part.model.from_db(using, part.attnames, values))
-    target, conn, environment = instances
-    Target._meta.get_field("connection").set_cached_value(target, conn)
-    Connection._meta.get_field("environment").set_cached_value(conn, environment)
+    target, conn, environment = hydrate(row, statement.parts, connection)
+    link_target(target, conn, environment)  # type: ignore[arg-type]
     return target  # type: ignore[return-value]
