@@ -52,13 +52,25 @@ def action_list(filters: Mapping[str, Any] | None = None) -> QuerySet[ActionRun]
     return qs.order_by("-requested_at")
 
 
-def action_get(action_id: Any, *, with_approvals: bool = True) -> ActionRun:
-    """One action with target, environment and requester loaded, and its approvals unless told not to
-    (``action_approvals`` reads them when needed: most actions never had any)."""
-    rows = ActionRun.objects.select_related("target__connection__environment", "environment", "requested_by")
-    if with_approvals:
-        rows = rows.prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
-    action = rows.filter(id=action_id).first()
+def action_get(action_id: Any) -> ActionRun:
+    """One action with target (and its connection), environment, requester and approvals loaded."""
+    action = (
+        ActionRun.objects.select_related("target__connection__environment", "environment", "requested_by")
+        .prefetch_related(Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
+        .filter(id=action_id)
+        .first()
+    )
+    if action is None:
+        raise NotFound(f"no action {action_id}")
+    return action
+
+
+def action_get_brief(action_id: Any) -> ActionRun:
+    """One action with what its API answer names: target, environment and requester (one query; no
+    connection, whose config the answer does not show; approvals read by ``action_approvals`` when needed,
+    since most actions never had any). The answer to every ``?wait``: measured at 2.6-4 ms under load for
+    ``action_get``'s five-table read with its prefetch, against about half that."""
+    action = ActionRun.objects.select_related("target", "environment", "requested_by").filter(id=action_id).first()
     if action is None:
         raise NotFound(f"no action {action_id}")
     return action

@@ -161,9 +161,9 @@ class ActionDetail(APIView):
     )
     def get(self, request: Request, action_id: str) -> Response:
         wait = _wait_seconds(request)
-        action = action_selectors.action_get(action_id, with_approvals=False)
+        action = action_selectors.action_get_brief(action_id)
         if wait and action.state not in TERMINAL_STATES and wait_until_finished(action.id, wait):
-            action = action_selectors.action_get(action_id, with_approvals=False)
+            action = action_selectors.action_get_brief(action_id)
         return Response(s.ActionDetailSerializer(action).data)
 
 
