@@ -127,7 +127,11 @@ class ExecutionContext:
     tags, ledger rows) so that a re-delivered execution finds the effect already done instead of doing it
     twice. ``log`` streams a line to the action's log; ``heartbeat`` extends the lease during long waits;
     ``cancel_requested`` is polled by long operations; ``progress(done, total)`` reports how far a
-    multi-part operation is (backfill runs finished out of runs planned).
+    multi-part operation is (backfill runs finished out of runs planned). ``executed(summary)`` says the
+    side effect is made (the clear accepted, the run triggered) before ``execute`` goes on to wait for its
+    result: the runner records that milestone then, while the outside system works, instead of after the
+    wait (where it would delay the verdict); a verb that never calls it gets it recorded when ``execute``
+    returns.
     """
 
     action_id: str
@@ -137,6 +141,7 @@ class ExecutionContext:
     heartbeat: Callable[[], None] = field(default=lambda: None)
     cancel_requested: Callable[[], bool] = field(default=lambda: False)
     progress: Callable[[int, int], None] = field(default=lambda _done, _total: None)
+    executed: Callable[[str], None] = field(default=lambda _summary: None)
 
 
 P = TypeVar("P", bound=BaseModel)

@@ -18,6 +18,7 @@ from controlplane.actions import services
 from controlplane.actions.models import ActionRun, ActionState
 from controlplane.actions.tasks import execute_action
 from controlplane.audit.context import Channel, change_context
+from controlplane.audit.models import AuditEvent
 from controlplane.catalog import services as cs
 from controlplane.incidents.models import Incident
 from tests.conftest import AIRFLOW_JWT_LIFETIME_S, AIRFLOW_SECRET_ENV, airflow_set_variable, wait_for
@@ -132,6 +133,11 @@ def test_clear_after_the_fix_makes_the_run_succeed_and_the_action_verified(
         ]
     }
     assert str(action.id) in (notes["ingest_orders"] or "")  # the clear is tagged with the action
+    executed = list(AuditEvent.objects.filter(object_id=str(action.id), event="action.executed"))
+    assert len(executed) == 1 and executed[0].after["summary"].startswith("cleared 2 task instances")
+    run = airflow.api("GET", f"/api/v2/dags/{BRONZE}/dagRuns/{failed_bronze_run}")
+    # Recorded once the clear was accepted, while Airflow ran the tasks: not after the wait for the run's end.
+    assert executed[0].at < datetime.fromisoformat(run["end_date"])
 
 
 # ----------------------------------------------------------------------------------------------- rerun

@@ -153,6 +153,7 @@ class Clear(Verb[AirflowConnector, ClearParams]):
                 f"cleared {len(cleared)} task instances in {len(runs)} run(s): "
                 + ", ".join(f"{ti['dag_run_id']}/{ti['task_id']}" for ti in cleared[:20])
             )
+            ctx.executed(f"cleared {len(cleared)} task instances of {dag_id}")
         states = self.connector.wait_for_runs(dag_id, runs, ctx) if params.wait_for_completion else {}
         if ctx.cancel_requested() and any(s not in TERMINAL_RUN_STATES for s in states.values()):
             raise ConnectorError("cancelled on request while the cleared runs were still running (they keep running)")
@@ -224,6 +225,7 @@ class Rerun(Verb[AirflowConnector, RerunParams]):
         try:
             client.call(f"triggering {dag_id}", client.runs.trigger_dag_run, dag_id, body)
             ctx.log(f"triggered run {run_id}")
+            ctx.executed(f"triggered run {run_id} of {dag_id}")
         except ConnectorError as exc:
             if "HTTP 409" not in exc.message:
                 raise
@@ -331,6 +333,7 @@ class Backfill(Verb[AirflowConnector, BackfillParams]):
                 f"creating the backfill of {dag_id}", client.backfills.create_backfill, self._body(dag_id, params, conf)
             )
             ctx.log(f"created backfill {backfill.id} of {dag_id}")
+            ctx.executed(f"created backfill {backfill.id} of {dag_id}")
         else:
             ctx.log(f"backfill {backfill.id} was already created by this action; following it")
         planned = len(self.plan_dates(dag_id, params))

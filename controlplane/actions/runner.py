@@ -203,6 +203,14 @@ def _run_attempt(action: ActionRun) -> None:
     verb = connector.verb(action.verb)
     params = verb.params_model.model_validate(action.params)
     target = target_ref(action.target)
+    recorded: list[str] = []  # the 'executed' milestone, once: when the connector says so, else after execute
+
+    def executed(summary: str, *, already_done: bool = False, lines: Sequence[ActionLogLine] = ()) -> None:
+        if not recorded:
+            recorded.append(summary)
+            after = {"summary": summary, "already_done": already_done}
+            _milestone(action, attempt, "action.executed", after, lines=[log_.line(f"executed: {summary}"), *lines])
+
     with _Lease(action.id, attempt) as lease:
         ctx = ExecutionContext(
             action_id=str(action.id),
@@ -212,17 +220,12 @@ def _run_attempt(action: ActionRun) -> None:
             heartbeat=lease.renew,
             cancel_requested=lease.cancel.is_set,
             progress=_progress_writer(action, attempt),
+            executed=executed,
         )
         try:
             write(f"attempt {attempt}: {action.verb} on {action.target.key} ({WORKER_NAME})")
             outcome = verb.execute(target, params, ctx)
-            _milestone(
-                action,
-                attempt,
-                "action.executed",
-                {"summary": outcome.summary, "already_done": outcome.already_done},
-                lines=[log_.line(f"executed: {outcome.summary}"), log_.line("verifying")],
-            )
+            executed(outcome.summary, already_done=outcome.already_done, lines=[log_.line("verifying")])
             verification = verb.verify(target, params, outcome)
         except ConnectorError as exc:
             write(f"error: {exc.message}", "error")
