@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -108,3 +109,12 @@ def test_a_rejected_action_reaches_the_incident_timeline(
     messages = list(IncidentEvent.objects.filter(incident=incident).values_list("message", flat=True))
     assert any("refresh-mart on prod.weather.daily_weather_aggregates rejected" in m for m in messages), messages
     assert "alice rejected refresh-mart on prod.weather.daily_weather_aggregates: not now" in messages
+
+
+@pytest.mark.django_db
+def test_waiting_for_an_unknown_action_is_404_at_once(catalog: Any, api_for: Any) -> None:
+    started = time.monotonic()
+    resp = api_for("viewer", scopes=["actions:read"]).get(f"/api/v1/actions/{uuid.uuid4()}", wait="20")
+    assert resp.status_code == 404
+    assert "no action" in resp.json()["error"]["message"]
+    assert time.monotonic() - started < 5

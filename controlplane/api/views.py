@@ -15,7 +15,6 @@ from rest_framework.views import APIView
 
 from controlplane.actions import selectors as action_selectors
 from controlplane.actions import services as action_services
-from controlplane.actions.models import TERMINAL_STATES
 from controlplane.api import serializers as s
 from controlplane.api.waiting import MAX_WAIT_SECONDS, wait_until_finished
 from controlplane.audit.selectors import audit_list
@@ -161,10 +160,11 @@ class ActionDetail(APIView):
     )
     def get(self, request: Request, action_id: str) -> Response:
         wait = _wait_seconds(request)
-        action = action_selectors.action_get_brief(action_id)
-        if wait and action.state not in TERMINAL_STATES and wait_until_finished(action.id, wait):
-            action = action_selectors.action_get_brief(action_id)
-        return Response(s.ActionDetailSerializer(action).data)
+        if wait:
+            # Returns at once for an action that ended or does not exist (the read below answers 404); the
+            # action is read once, after the wait.
+            wait_until_finished(action_id, wait)
+        return Response(s.ActionDetailSerializer(action_selectors.action_get_brief(action_id)).data)
 
 
 def _wait_seconds(request: Request) -> int:
