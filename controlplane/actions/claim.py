@@ -11,7 +11,6 @@ instances are built as the ORM builds them (``tests/test_launch_path_parts.py`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,19 +21,12 @@ from django.db.models.functions import Coalesce
 
 from controlplane.actions.models import ActionRun, ActionState
 from controlplane.catalog.models import Connection, Environment, Target
-from controlplane.catalog.rowload import chain_parts, hydrate, link_target, select_list
+from controlplane.catalog.rowload import Statement, chain_parts, hydrate, link_target, select_list
+
+_statements: dict[str, Statement] = {}
 
 
-@dataclass(frozen=True)
-class _Statement:
-    sql: str
-    parts: list[Any]
-
-
-_statements: dict[str, _Statement] = {}
-
-
-def _statement(connection: BaseDatabaseWrapper) -> _Statement:
+def _statement(connection: BaseDatabaseWrapper) -> Statement:
     statement = _statements.get(connection.alias)
     if statement is None:
         q = connection.ops.quote_name
@@ -50,7 +42,7 @@ def _statement(connection: BaseDatabaseWrapper) -> _Statement:
             f" JOIN {q(Connection._meta.db_table)} c ON c.{q('id')} = t.{q('connection_id')}"
             f" JOIN {q(Environment._meta.db_table)} e ON e.{q('id')} = c.{q('environment_id')}"
         )
-        statement = _statements[connection.alias] = _Statement(sql, chain_parts(chain, connection))
+        statement = _statements[connection.alias] = Statement(sql, chain_parts(chain, connection))
     return statement
 
 

@@ -130,8 +130,7 @@ class ActionDetailSerializer(ActionSummarySerializer):
     def to_representation(self, instance: ActionRun) -> dict[str, Any]:
         if self.context.get("fresh"):
             return action_representation(instance)
-        lines = list(instance.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
-        return action_representation(instance, approvals=action_approvals(instance), log=lines)
+        return action_representation(instance, approvals=action_approvals(instance), log=_log_tail(instance))
 
     @extend_schema_field(ApprovalSerializer(many=True))
     def get_approvals(self, action: ActionRun) -> list[dict[str, Any]]:
@@ -143,8 +142,12 @@ class ActionDetailSerializer(ActionSummarySerializer):
     def get_log(self, action: ActionRun) -> list[dict[str, Any]]:
         if self.context.get("fresh"):
             return []
-        lines = list(action.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
-        return LogLineSerializer(lines, many=True).data  # type: ignore[return-value]
+        return LogLineSerializer(_log_tail(action), many=True).data  # type: ignore[return-value]
+
+
+def _log_tail(action: ActionRun) -> list[ActionLogLine]:
+    """The action's last ``LOG_TAIL`` log lines, oldest first."""
+    return list(action.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
 
 
 def _when(value: datetime | None) -> str | None:

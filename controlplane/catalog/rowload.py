@@ -30,12 +30,14 @@ class _Part:
 
 
 @dataclass(frozen=True)
-class _Statement:
+class Statement:
+    """A statement built once per connection, and how to turn its rows into instances (``hydrate``)."""
+
     sql: str
     parts: list[_Part]
 
 
-_statements: dict[str, _Statement] = {}
+_statements: dict[str, Statement] = {}
 
 
 def _part(model: type[models.Model], alias: str, connection: BaseDatabaseWrapper) -> _Part:
@@ -47,7 +49,7 @@ def _part(model: type[models.Model], alias: str, connection: BaseDatabaseWrapper
     return _Part(model, [f.attname for f in fields], columns)
 
 
-def _statement(connection: BaseDatabaseWrapper) -> _Statement:
+def _statement(connection: BaseDatabaseWrapper) -> Statement:
     statement = _statements.get(connection.alias)
     if statement is None:
         q = connection.ops.quote_name
@@ -60,7 +62,7 @@ def _statement(connection: BaseDatabaseWrapper) -> _Statement:
             f" JOIN {q(Environment._meta.db_table)} e ON e.{q('id')} = c.{q('environment_id')}"
             f" WHERE t.{q('key')} = %s"
         )
-        statement = _statements[connection.alias] = _Statement(sql, parts)
+        statement = _statements[connection.alias] = Statement(sql, parts)
     return statement
 
 
