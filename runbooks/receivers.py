@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controlplane.audit.context import Channel
 from runbooks import services
 
 log = logging.getLogger(__name__)
 
 
-def action_step_finished(sender: Any, action_id: Any, **kwargs: Any) -> None:
+def action_step_finished(sender: Any, action_id: Any, channel: str, **kwargs: Any) -> None:
+    if channel != Channel.RUNBOOK:
+        return  # a step requests its action through the runbook channel (``step_act``): not a step's action
     try:
         services.step_action_finished(action_id=action_id)
     except Exception:

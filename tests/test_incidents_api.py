@@ -167,7 +167,7 @@ def test_finished_action_outcome_joins_the_incident_timeline(
     body = {"verb": "refresh-mart", "target": "dev.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
     action_id = api_for("responder").post("/api/v1/actions", body | {"incident": incident_id}).json()["id"]
     ActionRun.objects.filter(id=action_id).update(state="succeeded", verification={"ok": True, "summary": "populated"})
-    action_finished.send(sender=ActionRun, action_id=action_id)
+    action_finished.send(sender=ActionRun, action_id=action_id, incident_id=incident_id, channel="api")
     last = IncidentEvent.objects.filter(incident_id=incident_id).last()
     assert last is not None and last.kind == "action"
     assert last.message == "refresh-mart on dev.weather.daily_weather_aggregates succeeded: populated"

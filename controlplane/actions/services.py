@@ -308,11 +308,11 @@ def _announce_decision_on_commit(action: ActionRun, decision: str, comment: str)
 def announce_finished_on_commit(action: ActionRun) -> None:
     """Once the transaction that ended the action commits, announce the end on Redis (API waiters), then
     tell the subscribers of ``action_finished`` (incident timelines, runbook steps)."""
-    action_id = action.id
+    action_id, incident_id, channel = action.id, action.incident_id, action.channel
 
     def send() -> None:
         notices.finished_publish(action_id=action_id)  # first: a waiting bot need not wait for the receivers
-        signals.action_finished.send(sender=ActionRun, action_id=action_id)
+        signals.action_finished.send(sender=ActionRun, action_id=action_id, incident_id=incident_id, channel=channel)
 
     transaction.on_commit(send)
 

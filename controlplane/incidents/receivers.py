@@ -8,8 +8,11 @@ from controlplane.actions.models import ActionRun
 from controlplane.incidents.models import IncidentEvent
 
 
-def record_action_outcome(sender: Any, action_id: Any, **kwargs: Any) -> None:
-    """Add the finished action's outcome to its incident's timeline."""
+def record_action_outcome(sender: Any, action_id: Any, incident_id: Any, **kwargs: Any) -> None:
+    """Add the finished action's outcome to its incident's timeline (nothing to do, and no query, for an
+    action not taken for an incident)."""
+    if incident_id is None:
+        return
     action = ActionRun.objects.select_related("target", "incident").filter(id=action_id, incident__isnull=False).first()
     if action is None or action.incident is None:
         return
