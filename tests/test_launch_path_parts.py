@@ -275,3 +275,22 @@ def test_claim_leaves_an_action_that_is_not_due_or_not_queued(catalog: dict[str,
         assert again is not None and again.attempts == 2 and again.started_at == started
         assert claim(later.id, now=now + timedelta(seconds=99), lease_until=now, worker="w", using="default") is None
         type(later).objects.filter(id=later.id).update(state="succeeded")  # one active action per target
+
+
+# ------------------------------------------------------------------------------- the end's receivers
+
+
+@pytest.mark.django_db
+def test_receivers_of_an_end_with_no_incident_and_no_runbook_make_no_query(
+    django_assert_num_queries: Any,
+) -> None:
+    """They run in the worker right after the end is announced, while a waiting bot's request reads the action;
+    an action taken through the API for no incident gives them nothing to do, and they do not ask the database."""
+    from controlplane.actions.models import ActionRun
+    from controlplane.actions.signals import action_finished
+
+    with django_assert_num_queries(0):
+        replies = action_finished.send(
+            sender=ActionRun, action_id="00000000-0000-0000-0000-000000000000", incident_id=None, channel="api"
+        )
+    assert {receiver.__name__ for receiver, _ in replies} == {"record_action_outcome", "action_step_finished"}
