@@ -81,8 +81,15 @@ def test_worker_refreshes_the_mart_and_verifies_it(
         "action.executed",
         "action.succeeded",
     ]
-    log = list(ActionLogLine.objects.filter(action=action).values_list("message", flat=True))
+    lines = list(ActionLogLine.objects.filter(action=action).order_by("id"))
+    log = [line.message for line in lines]
     assert any("refreshing mart.daily_weather_aggregates concurrently" in line for line in log), log
+    assert log[0].startswith("attempt 1: refresh-mart on dev.weather.daily_weather_aggregates"), log
+    assert log[-2:] == ["verifying", f"verification passed: {action.verification['summary']}"], log
+    assert any(line.startswith("executed: ") for line in log), log
+    stamps = [line.at for line in lines]  # stamped when written, stored in that order
+    assert action.started_at is not None and action.finished_at is not None
+    assert stamps == sorted(stamps) and action.started_at <= stamps[0] and stamps[-1] <= action.finished_at
     assert audit_verify_chain().ok
 
 

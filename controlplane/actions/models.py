@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from controlplane.audit.context import Channel
 from controlplane.catalog.models import Environment, Target
@@ -135,7 +136,7 @@ class ActionLogLine(models.Model):
     """One line of an action's log: a table of its own, never a growing JSON column."""
 
     action = models.ForeignKey(ActionRun, on_delete=models.CASCADE, related_name="log_lines")
-    at = models.DateTimeField(auto_now_add=True)
+    at = models.DateTimeField(default=timezone.now)  # when it was written (the runner stores lines a moment later)
     attempt = models.PositiveIntegerField(default=0)
     level = models.CharField(max_length=8, default="info")
     message = models.TextField()

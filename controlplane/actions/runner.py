@@ -3,6 +3,10 @@
 The runner owns lifecycle, status, leases and logs; connectors only implement the work (as Nautobot's
 ``run_job`` does for jobs). Every transition after the claim is fenced on ``(state=running,
 attempts=N)``: a worker that lost its lease to the reaper cannot overwrite what the next attempt did.
+
+An attempt's log lines and progress are kept by a ``_Journal`` and stored off the attempt's path: by the
+attempt's background thread (the one that renews the lease) shortly after they are written, or by the next
+transaction the runner makes anyway (a milestone, the finish), which takes everything pending with it.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +39,12 @@ log = logging.getLogger(__name__)
 WORKER_NAME = f"worker@{socket.gethostname()}"
 
 
+# How long a log line or a progress report waits for a transaction of the runner to take it before the
+# attempt's thread stores it: short enough for a live log, long enough that the thread rarely stores a line
+# the finish would have taken a moment later.
+LOG_FLUSH_SECONDS = 0.05
+
+
 def _conf(name: str) -> Any:
     return settings.CONTROLPLANE[name]
 
@@ -43,10 +54,12 @@ class LeaseLost(Exception):
 
 
 class _Lease:
-    """Renews the lease every third of its length from a thread, and reads the cancel flag."""
+    """The attempt's thread: renews the lease every third of its length (and reads the cancel flag), and
+    stores the journal's pending lines and progress ``LOG_FLUSH_SECONDS`` after the first of them. It stops
+    without storing what is still pending: the finish takes that with it."""
 
-    def __init__(self, action_id: Any, attempt: int) -> None:
-        self.action_id, self.attempt = action_id, attempt
+    def __init__(self, action_id: Any, attempt: int, journal: _Journal) -> None:
+        self.action_id, self.attempt, self.journal = action_id, attempt, journal
         self.lost = threading.Event()
         self.cancel = threading.Event()
         self._stop = threading.Event()
@@ -58,6 +71,7 @@ class _Lease:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self.journal.wake.set()
         self._thread.join(timeout=10)
 
     def renew(self) -> None:
@@ -72,12 +86,27 @@ class _Lease:
 
     def _run(self) -> None:
         interval = max(_conf("LEASE_SECONDS") / 3, 0.5)
+        renew_at = time.monotonic() + interval
+        journal = self.journal
         try:
-            while not self._stop.wait(interval) and not self.lost.is_set():
-                try:
-                    self.renew()
-                except Exception:
-                    log.exception("heartbeat failed for action %s", self.action_id)
+            while not self._stop.is_set() and not self.lost.is_set():
+                due = journal.due()
+                journal.wake.wait(max(0.0, (renew_at if due is None else min(due, renew_at)) - time.monotonic()))
+                journal.wake.clear()
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                if (due := journal.due()) is not None and now >= due:
+                    try:
+                        journal.flush()
+                    except Exception:
+                        log.exception("could not store log lines of action %s; the finish takes them", self.action_id)
+                if now >= renew_at:
+                    renew_at = now + interval
+                    try:
+                        self.renew()
+                    except Exception:
+                        log.exception("heartbeat failed for action %s", self.action_id)
         finally:
             connection.close()
 
@@ -98,36 +127,94 @@ def _claim(action_id: str) -> ActionRun | None:
     return action
 
 
-class _Log:
-    """The attempt's log lines, with the connection's secrets censored. ``write`` stores a line at once (a live
-    log); ``line`` builds one for the caller to store with a transaction it makes anyway."""
+class _Journal:
+    """An attempt's log lines (the connection's secrets censored, each stamped when written) and progress,
+    kept until they are stored: by ``flush`` (the attempt's thread, ``LOG_FLUSH_SECONDS`` after the first
+    pending item) or by a transaction of the runner that ``take``s them (a milestone, the finish).
+
+    Why: a connector logs and reports progress on every poll; stored at once, the line and the progress
+    written when the Airflow run's end was seen were two round trips between that end and the verdict
+    (about 2 ms there, bench/airflow_clear.py), and the 'attempt' line one before the connector's call. A
+    worker that dies loses the lines of its last ``LOG_FLUSH_SECONDS``; the audit trail is written with the
+    transitions themselves."""
 
     def __init__(self, action: ActionRun, secrets: list[str]) -> None:
         self.action_id, self.attempt = action.id, action.attempts
         self.secrets = [secret for secret in secrets if secret]
+        self.wake = threading.Event()  # set when something becomes pending: the attempt's thread plans a flush
+        self._lock = threading.Lock()  # the pending items (never held across a query)
+        self._storing = threading.Lock()  # held while a flush stores: a take waits, so lines keep their order
+        self._lines: list[ActionLogLine] = []
+        self._progress: tuple[int, int] | None = None
+        self._reported: tuple[int, int] | None = None  # the last value reported, stored or pending
+        self._since: float | None = None  # when the oldest pending item came
 
     def line(self, message: str, level: str = "info") -> ActionLogLine:
+        """A censored line stamped now, for the caller to store with a transaction it makes anyway."""
         for secret in self.secrets:
             message = message.replace(secret, CENSORED)
-        return ActionLogLine(action_id=self.action_id, attempt=self.attempt, level=level, message=message[:4000])
+        return ActionLogLine(
+            action_id=self.action_id, attempt=self.attempt, level=level, message=message[:4000], at=timezone.now()
+        )
 
     def write(self, message: str, level: str = "info") -> None:
-        self.line(message, level).save(force_insert=True)
+        """Add a line to the live log (stored within ``LOG_FLUSH_SECONDS``)."""
+        line = self.line(message, level)
+        with self._lock:
+            self._lines.append(line)
+            self._pending()
 
-
-def _progress_writer(action: ActionRun, attempt: int) -> Callable[[int, int], None]:
-    last: list[tuple[int, int]] = []
-
-    def write(done: int, total: int) -> None:
+    def progress(self, done: int, total: int) -> None:
+        """Report how far the attempt is; connectors report on every poll, only a change is kept."""
         value = (max(0, done), max(0, total))
-        if last and last[0] == value:
-            return  # connectors report on every poll; only a change is worth a write
-        ActionRun.objects.filter(id=action.id, state=ActionState.RUNNING, attempts=attempt).update(
-            progress_done=value[0], progress_total=value[1]
-        )
-        last[:] = [value]
+        with self._lock:
+            if value == self._reported:
+                return
+            self._progress = self._reported = value
+            self._pending()
 
-    return write
+    def _pending(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+            self.wake.set()
+
+    def due(self) -> float | None:
+        """When the pending items are to be stored by the attempt's thread; None when nothing is pending."""
+        since = self._since
+        return None if since is None else since + LOG_FLUSH_SECONDS
+
+    def take(self, *, progress: bool = True) -> tuple[list[ActionLogLine], tuple[int, int] | None]:
+        """What is pending (lines; the progress unless told not to), for the caller's transaction to store."""
+        with self._storing, self._lock:
+            lines, self._lines = self._lines, []
+            value = None
+            if progress:
+                value, self._progress = self._progress, None
+            if self._progress is None:
+                self._since = None
+            return lines, value
+
+    def flush(self) -> None:
+        """Store what is pending: the lines in one INSERT, the progress fenced on the attempt."""
+        with self._storing:
+            with self._lock:
+                lines, value = self._lines, self._progress
+                self._lines, self._progress, self._since = [], None, None
+            try:
+                if lines:
+                    ActionLogLine.objects.bulk_create(lines)
+                    lines = []
+                if value is not None:
+                    fenced = ActionRun.objects.filter(id=self.action_id, state=ActionState.RUNNING)
+                    fenced.filter(attempts=self.attempt).update(progress_done=value[0], progress_total=value[1])
+            except Exception:
+                with self._lock:  # back in front, for the finish or the next flush (in about a second)
+                    self._lines[:0] = lines
+                    if value is not None and self._progress is None:
+                        self._progress = value
+                    if self._since is None:
+                        self._since = time.monotonic() + 1.0
+                raise
 
 
 def _finish(
@@ -141,13 +228,20 @@ def _finish(
     verification: Verification | None = None,
     retry_in: float | None = None,
     lines: Sequence[ActionLogLine] = (),
+    journal: _Journal | None = None,
 ) -> bool:
     """Move a running attempt to its next state, fenced on the attempt number. False if the lease was lost.
 
-    One conditional UPDATE (no read of the row first): the fence is its WHERE clause. ``lines`` (the verdict)
-    are stored in the same transaction, also when the lease was lost (a log says what happened)."""
+    One conditional UPDATE (no read of the row first): the fence is its WHERE clause. The journal's pending
+    lines, then ``lines`` (the verdict), are stored in the same transaction, also when the lease was lost (a
+    log says what happened); its pending progress rides in the UPDATE."""
     now = timezone.now()
     change: dict[str, Any] = {"state": state, "error": error, "lease_expires_at": None}
+    if journal is not None:
+        pending, progress = journal.take()
+        lines = [*pending, *lines]
+        if progress is not None:
+            change.update(progress_done=progress[0], progress_total=progress[1])
     if outcome is not None:
         change["outcome"] = outcome.model_dump(mode="json")
     if verification is not None:
@@ -198,20 +292,23 @@ def _run_attempt(action: ActionRun) -> None:
     except ConnectorError as exc:
         _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=exc.message)
         return
-    log_ = _Log(action, list(connector.secrets.values()))
-    write = log_.write
+    journal = _Journal(action, list(connector.secrets.values()))
+    write = journal.write
     verb = connector.verb(action.verb)
     params = verb.params_model.model_validate(action.params)
     target = target_ref(action.target)
     recorded: list[str] = []  # the 'executed' milestone, once: when the connector says so, else after execute
 
-    def executed(summary: str, *, already_done: bool = False, lines: Sequence[ActionLogLine] = ()) -> None:
+    def executed(summary: str, *, already_done: bool = False) -> None:
         if not recorded:
             recorded.append(summary)
             after = {"summary": summary, "already_done": already_done}
-            _milestone(action, attempt, "action.executed", after, lines=[log_.line(f"executed: {summary}"), *lines])
+            _milestone(action, attempt, "action.executed", after, journal, journal.line(f"executed: {summary}"))
 
-    with _Lease(action.id, attempt) as lease:
+    def failed(error: str, **more: Any) -> None:
+        _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=error, journal=journal, **more)
+
+    with _Lease(action.id, attempt, journal) as lease:
         ctx = ExecutionContext(
             action_id=str(action.id),
             attempt=attempt,
@@ -219,35 +316,30 @@ def _run_attempt(action: ActionRun) -> None:
             log=write,
             heartbeat=lease.renew,
             cancel_requested=lease.cancel.is_set,
-            progress=_progress_writer(action, attempt),
+            progress=journal.progress,
             executed=executed,
         )
         try:
             write(f"attempt {attempt}: {action.verb} on {action.target.key} ({WORKER_NAME})")
             outcome = verb.execute(target, params, ctx)
-            executed(outcome.summary, already_done=outcome.already_done, lines=[log_.line("verifying")])
+            executed(outcome.summary, already_done=outcome.already_done)
+            write("verifying")
             verification = verb.verify(target, params, outcome)
         except ConnectorError as exc:
             write(f"error: {exc.message}", "error")
-            _after_error(action, attempt, exc, cancelled=lease.cancel.is_set())
+            _after_error(action, attempt, exc, journal, cancelled=lease.cancel.is_set())
             return
         except SoftTimeLimitExceeded:
             message = f"timed out after {_conf('EXECUTE_TIMEOUT_SECONDS')} s; check {action.target.key} before retrying"
             write(message, "error")
-            _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=message)
+            failed(message)
             return
         except Exception as exc:
             log.error("action %s crashed:\n%s", action.id, traceback.format_exc())
             write(f"internal error: {type(exc).__name__}: {exc}", "error")
-            _finish(
-                action,
-                attempt,
-                state=ActionState.FAILED,
-                event="action.failed",
-                error=f"internal error: {type(exc).__name__}: {exc}",
-            )
+            failed(f"internal error: {type(exc).__name__}: {exc}")
             return
-    verdict = [log_.line(f"verification {'passed' if verification.ok else 'FAILED'}: {verification.summary}")]
+    verdict = [journal.line(f"verification {'passed' if verification.ok else 'FAILED'}: {verification.summary}")]
     if verification.ok:
         _finish(
             action,
@@ -257,41 +349,33 @@ def _run_attempt(action: ActionRun) -> None:
             outcome=outcome,
             verification=verification,
             lines=verdict,
+            journal=journal,
         )
     else:
-        _finish(
-            action,
-            attempt,
-            state=ActionState.FAILED,
-            event="action.failed",
-            outcome=outcome,
-            verification=verification,
-            error=f"verification failed: {verification.summary}",
-            lines=verdict,
-        )
+        error = f"verification failed: {verification.summary}"
+        failed(error, outcome=outcome, verification=verification, lines=verdict)
 
 
 def _milestone(
-    action: ActionRun, attempt: int, event: str, after: dict[str, Any], *, lines: Sequence[ActionLogLine] = ()
+    action: ActionRun, attempt: int, event: str, after: dict[str, Any], journal: _Journal, line: ActionLogLine
 ) -> None:
-    """Audit a step of a running attempt (fenced like ``_finish``), with its log lines in the same commit."""
+    """Audit a step of a running attempt (fenced like ``_finish``), with the journal's pending lines and
+    ``line`` in the same commit."""
+    lines, _ = journal.take(progress=False)
     with transaction.atomic():
-        if lines:
-            ActionLogLine.objects.bulk_create(lines)
+        ActionLogLine.objects.bulk_create([*lines, line])
         if ActionRun.objects.filter(id=action.id, state=ActionState.RUNNING, attempts=attempt).exists():
             audit_record(event=event, obj=action, after={"attempt": attempt, **after})
 
 
-def _after_error(action: ActionRun, attempt: int, exc: ConnectorError, *, cancelled: bool) -> None:
+def _after_error(action: ActionRun, attempt: int, exc: ConnectorError, journal: _Journal, *, cancelled: bool) -> None:
     if cancelled:
-        _finish(action, attempt, state=ActionState.CANCELLED, event="action.cancelled", error=exc.message)
+        _finish(
+            action, attempt, state=ActionState.CANCELLED, event="action.cancelled", error=exc.message, journal=journal
+        )
     elif exc.transient and action.idempotent and attempt < action.max_attempts:
         backoff = _conf("RETRY_BACKOFF_SECONDS") * 2 ** (attempt - 1)
-        ActionLogLine.objects.create(
-            action_id=action.id,
-            attempt=attempt,
-            message=f"transient error; retrying in {backoff}s (attempt {attempt + 1} of {action.max_attempts})",
-        )
+        note = f"transient error; retrying in {backoff}s (attempt {attempt + 1} of {action.max_attempts})"
         _finish(
             action,
             attempt,
@@ -299,9 +383,11 @@ def _after_error(action: ActionRun, attempt: int, exc: ConnectorError, *, cancel
             event="action.retry_scheduled",
             error=exc.message,
             retry_in=backoff,
+            lines=[journal.line(note)],
+            journal=journal,
         )
     else:
-        _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=exc.message)
+        _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=exc.message, journal=journal)
 
 
 def actions_reap() -> dict[str, list[str]]:

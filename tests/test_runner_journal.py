@@ -1,0 +1,100 @@
+"""An attempt's log lines and progress (controlplane/actions/runner.py ``_Journal``): stamped when written,
+stored in order by the attempt's thread shortly after, or by the runner's next transaction, never twice."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from controlplane.actions import runner
+from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
+from controlplane.actions.services import action_request
+from controlplane.audit.context import Channel, change_context
+from tests.conftest import wait_for
+
+DEV_MART = "dev.weather.daily_weather_aggregates"
+
+
+def running_action(actor: Any) -> ActionRun:
+    """An action as the worker holds it after its claim (attempt 1, running), with no worker involved."""
+    with change_context(channel=Channel.API, user=actor):
+        action = action_request(
+            actor=actor, verb="refresh-mart", target_key=DEV_MART, params={}, reason="journal"
+        ).action
+    ActionRun.objects.filter(id=action.id).update(state=ActionState.RUNNING, attempts=1)
+    action.refresh_from_db()
+    return action
+
+
+def stored(action: ActionRun) -> list[str]:
+    return list(ActionLogLine.objects.filter(action=action).order_by("id").values_list("message", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lines_are_stored_by_the_attempts_thread_while_the_attempt_runs(
+    catalog: Any, actors: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "LOG_FLUSH_SECONDS", 0.5)  # time to look before the thread stores it
+    action = running_action(actors["responder"])
+    journal = runner._Journal(action, ["s3cr3t"])
+    with runner._Lease(action.id, 1, journal):
+        journal.write("connecting with password s3cr3t")
+        journal.progress(1, 3)
+        assert stored(action) == []  # not on the writer's path
+        wait_for(lambda: stored(action), timeout=5, interval=0.01, what="the thread to store the line")
+        assert stored(action) == ["connecting with password ********"]
+        wait_for(
+            lambda: ActionRun.objects.filter(id=action.id, progress_done=1, progress_total=3).exists(),
+            timeout=5,
+            interval=0.01,
+            what="the thread to store the progress",
+        )
+        assert journal.take() == ([], None)  # stored once: nothing left for the finish
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_finish_takes_what_is_pending_in_order_with_its_verdict(catalog: Any, actors: Any) -> None:
+    action = running_action(actors["responder"])
+    journal = runner._Journal(action, [])
+    journal.write("first")
+    journal.progress(2, 2)
+    journal.write("second")
+    verdict = journal.line("verification passed: ok")
+    assert runner._finish(
+        action, 1, state=ActionState.SUCCEEDED, event="action.succeeded", lines=[verdict], journal=journal
+    )
+    assert stored(action) == ["first", "second", "verification passed: ok"]
+    lines = list(ActionLogLine.objects.filter(action=action).order_by("id"))
+    assert [line.at for line in lines] == sorted(line.at for line in lines)
+    action.refresh_from_db()
+    assert (action.state, action.progress_done, action.progress_total) == (ActionState.SUCCEEDED, 2, 2)
+    assert action.finished_at is not None and lines[-1].at <= action.finished_at
+    assert journal.take() == ([], None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_line_is_stamped_when_written_not_when_stored(catalog: Any, actors: Any) -> None:
+    action = running_action(actors["responder"])
+    journal = runner._Journal(action, [])
+    written = timezone.now()
+    journal.write("seen the run end")
+    time.sleep(0.3)
+    journal.flush()
+    line = ActionLogLine.objects.get(action=action)
+    assert written <= line.at < written + timedelta(seconds=0.2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unchanged_progress_is_not_written_again(catalog: Any, actors: Any) -> None:
+    action = running_action(actors["responder"])
+    journal = runner._Journal(action, [])
+    journal.progress(0, 1)
+    assert journal.take() == ([], (0, 1))
+    journal.progress(0, 1)  # connectors report on every poll
+    assert journal.due() is None and journal.take() == ([], None)
+    journal.progress(1, 1)
+    assert journal.take() == ([], (1, 1))
