@@ -11,6 +11,7 @@ knows whether to retry. Every network call has a timeout.
 from __future__ import annotations
 
 import enum
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -131,7 +132,8 @@ class ExecutionContext:
     side effect is made (the clear accepted, the run triggered) before ``execute`` goes on to wait for its
     result: the runner records that milestone then, while the outside system works, instead of after the
     wait (where it would delay the verdict); a verb that never calls it gets it recorded when ``execute``
-    returns.
+    returns. ``pause(seconds)`` is the wait between two polls (use it instead of ``time.sleep``): the runner
+    stores the log lines and progress of the turn meanwhile, on the attempt's own connection.
     """
 
     action_id: str
@@ -142,6 +144,7 @@ class ExecutionContext:
     cancel_requested: Callable[[], bool] = field(default=lambda: False)
     progress: Callable[[int, int], None] = field(default=lambda _done, _total: None)
     executed: Callable[[str], None] = field(default=lambda _summary: None)
+    pause: Callable[[float], None] = field(default=time.sleep)
 
 
 P = TypeVar("P", bound=BaseModel)

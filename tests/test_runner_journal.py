@@ -95,6 +95,20 @@ def test_unchanged_progress_is_not_written_again(catalog: Any, actors: Any) -> N
     journal.progress(0, 1)
     assert journal.take() == ([], (0, 1))
     journal.progress(0, 1)  # connectors report on every poll
-    assert journal.due() is None and journal.take() == ([], None)
+    assert not journal.due(time.monotonic()) and journal.take() == ([], None)
     journal.progress(1, 1)
     assert journal.take() == ([], (1, 1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pause_between_polls_stores_the_turns_lines_and_progress(catalog: Any, actors: Any) -> None:
+    action = running_action(actors["responder"])
+    journal = runner._Journal(action, [])
+    journal.write("run scheduled__1: running")
+    journal.progress(0, 1)
+    started = time.monotonic()
+    journal.pause(0.2)
+    assert 0.2 <= time.monotonic() - started < 1.0  # the store is part of the pause, not added to it
+    assert stored(action) == ["run scheduled__1: running"]
+    assert ActionRun.objects.filter(id=action.id, progress_done=0, progress_total=1).exists()
+    assert journal.take() == ([], None)

@@ -146,7 +146,8 @@ class AirflowConnector(Connector):
                     "(look for a stuck task: the dag-stuck-running runbook)"
                 )
             # One read per interval, however long the reads and the bookkeeping took.
-            time.sleep(max(0.0, self.cfg.poll_interval_s - (time.monotonic() - turn_started)))
+            rest = max(0.0, self.cfg.poll_interval_s - (time.monotonic() - turn_started))
+            ctx.pause(rest) if ctx is not None else time.sleep(rest)
 
     def metadata(self, what: str, **filters: Any) -> list[dict[str, Any]]:
         """Choices for forms: ``dags``, ``tasks`` (dag_id=...), ``failed_runs`` (dag_id=...); each row has

@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 WORKER_NAME = f"worker@{socket.gethostname()}"
 
 
-# How long a log line or a progress report waits for a transaction of the runner to take it before the
-# attempt's thread stores it: short enough for a live log, long enough that the thread rarely stores a line
-# the finish would have taken a moment later.
-LOG_FLUSH_SECONDS = 0.05
+# Pending log lines and progress older than this are stored by the attempt's thread (which looks this often):
+# the live log of a connector that blocks (a long REFRESH) without pausing between polls. A steady tick
+# rather than a wake-up per line: a wake-up on the line that saw the end would bring the thread (and a
+# hand-over of the GIL) in exactly while the attempt verifies and finishes.
+LOG_FLUSH_SECONDS = 0.25
 
 
 def _conf(name: str) -> Any:
@@ -55,8 +56,10 @@ class LeaseLost(Exception):
 
 class _Lease:
     """The attempt's thread: renews the lease every third of its length (and reads the cancel flag), and
-    stores the journal's pending lines and progress ``LOG_FLUSH_SECONDS`` after the first of them. It stops
-    without storing what is still pending: the finish takes that with it."""
+    stores the journal's pending lines and progress once they are ``LOG_FLUSH_SECONDS`` old (a connector
+    that pauses between polls has them stored by its pause before that). It stops without storing what is
+    still pending (the finish takes that with it), and it is stopped after the finish: a thread that used
+    the database closes its connection as it ends, which took 2-3 ms on a busy machine."""
 
     def __init__(self, action_id: Any, attempt: int, journal: _Journal) -> None:
         self.action_id, self.attempt, self.journal = action_id, attempt, journal
@@ -71,7 +74,6 @@ class _Lease:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self.journal.wake.set()
         self._thread.join(timeout=10)
 
     def renew(self) -> None:
@@ -89,14 +91,11 @@ class _Lease:
         renew_at = time.monotonic() + interval
         journal = self.journal
         try:
-            while not self._stop.is_set() and not self.lost.is_set():
-                due = journal.due()
-                journal.wake.wait(max(0.0, (renew_at if due is None else min(due, renew_at)) - time.monotonic()))
-                journal.wake.clear()
-                if self._stop.is_set():
+            while not self._stop.wait(min(LOG_FLUSH_SECONDS, max(0.0, renew_at - time.monotonic()))):
+                if self.lost.is_set():
                     return
                 now = time.monotonic()
-                if (due := journal.due()) is not None and now >= due:
+                if journal.due(now):
                     try:
                         journal.flush()
                     except Exception:
@@ -129,25 +128,27 @@ def _claim(action_id: str) -> ActionRun | None:
 
 class _Journal:
     """An attempt's log lines (the connection's secrets censored, each stamped when written) and progress,
-    kept until they are stored: by ``flush`` (the attempt's thread, ``LOG_FLUSH_SECONDS`` after the first
-    pending item) or by a transaction of the runner that ``take``s them (a milestone, the finish).
+    kept until they are stored, in one of three ways: the connector's pause between two polls (``pause``,
+    on the attempt's own thread and connection), a transaction the runner makes anyway and that ``take``s
+    them (a milestone, the finish), or, for a connector that blocks without pausing, the attempt's thread
+    once they are ``LOG_FLUSH_SECONDS`` old.
 
     Why: a connector logs and reports progress on every poll; stored at once, the line and the progress
     written when the Airflow run's end was seen were two round trips between that end and the verdict
     (about 2 ms there, bench/airflow_clear.py), and the 'attempt' line one before the connector's call. A
-    worker that dies loses the lines of its last ``LOG_FLUSH_SECONDS``; the audit trail is written with the
+    worker that dies loses the lines it wrote since the last store; the audit trail is written with the
     transitions themselves."""
 
     def __init__(self, action: ActionRun, secrets: list[str]) -> None:
         self.action_id, self.attempt = action.id, action.attempts
         self.secrets = [secret for secret in secrets if secret]
-        self.wake = threading.Event()  # set when something becomes pending: the attempt's thread plans a flush
         self._lock = threading.Lock()  # the pending items (never held across a query)
         self._storing = threading.Lock()  # held while a flush stores: a take waits, so lines keep their order
         self._lines: list[ActionLogLine] = []
         self._progress: tuple[int, int] | None = None
         self._reported: tuple[int, int] | None = None  # the last value reported, stored or pending
-        self._since: float | None = None  # when the oldest pending item came
+        self._since: float | None = None  # when the oldest pending item came (monotonic); None: nothing pending
+        self._retry_at = 0.0  # after a failed flush, the attempt's thread does not try again before this
 
     def line(self, message: str, level: str = "info") -> ActionLogLine:
         """A censored line stamped now, for the caller to store with a transaction it makes anyway."""
@@ -158,11 +159,11 @@ class _Journal:
         )
 
     def write(self, message: str, level: str = "info") -> None:
-        """Add a line to the live log (stored within ``LOG_FLUSH_SECONDS``)."""
+        """Add a line to the live log."""
         line = self.line(message, level)
         with self._lock:
             self._lines.append(line)
-            self._pending()
+            self._since = self._since or time.monotonic()
 
     def progress(self, done: int, total: int) -> None:
         """Report how far the attempt is; connectors report on every poll, only a change is kept."""
@@ -171,17 +172,23 @@ class _Journal:
             if value == self._reported:
                 return
             self._progress = self._reported = value
-            self._pending()
+            self._since = self._since or time.monotonic()
 
-    def _pending(self) -> None:
-        if self._since is None:
-            self._since = time.monotonic()
-            self.wake.set()
+    def pause(self, seconds: float) -> None:
+        """The connector's wait between two polls: store what is pending, then sleep the rest of ``seconds``."""
+        until = time.monotonic() + seconds
+        if self._since is not None:
+            try:
+                self.flush()
+            except Exception:
+                log.exception("could not store log lines of action %s; the finish takes them", self.action_id)
+        time.sleep(max(0.0, until - time.monotonic()))
 
-    def due(self) -> float | None:
-        """When the pending items are to be stored by the attempt's thread; None when nothing is pending."""
+    def due(self, now: float) -> bool:
+        """Whether the attempt's thread is to store what is pending: ``LOG_FLUSH_SECONDS`` old, and not again
+        within a second of a failed flush."""
         since = self._since
-        return None if since is None else since + LOG_FLUSH_SECONDS
+        return since is not None and now - since >= LOG_FLUSH_SECONDS and now >= self._retry_at
 
     def take(self, *, progress: bool = True) -> tuple[list[ActionLogLine], tuple[int, int] | None]:
         """What is pending (lines; the progress unless told not to), for the caller's transaction to store."""
@@ -198,7 +205,7 @@ class _Journal:
         """Store what is pending: the lines in one INSERT, the progress fenced on the attempt."""
         with self._storing:
             with self._lock:
-                lines, value = self._lines, self._progress
+                lines, value, since = self._lines, self._progress, self._since
                 self._lines, self._progress, self._since = [], None, None
             try:
                 if lines:
@@ -208,12 +215,12 @@ class _Journal:
                     fenced = ActionRun.objects.filter(id=self.action_id, state=ActionState.RUNNING)
                     fenced.filter(attempts=self.attempt).update(progress_done=value[0], progress_total=value[1])
             except Exception:
-                with self._lock:  # back in front, for the finish or the next flush (in about a second)
+                with self._lock:  # back in front, for the finish or a later flush
                     self._lines[:0] = lines
                     if value is not None and self._progress is None:
                         self._progress = value
-                    if self._since is None:
-                        self._since = time.monotonic() + 1.0
+                    self._since = since
+                    self._retry_at = time.monotonic() + 1.0
                 raise
 
 
@@ -318,6 +325,7 @@ def _run_attempt(action: ActionRun) -> None:
             cancel_requested=lease.cancel.is_set,
             progress=journal.progress,
             executed=executed,
+            pause=journal.pause,
         )
         try:
             write(f"attempt {attempt}: {action.verb} on {action.target.key} ({WORKER_NAME})")
@@ -339,21 +347,21 @@ def _run_attempt(action: ActionRun) -> None:
             write(f"internal error: {type(exc).__name__}: {exc}", "error")
             failed(f"internal error: {type(exc).__name__}: {exc}")
             return
-    verdict = [journal.line(f"verification {'passed' if verification.ok else 'FAILED'}: {verification.summary}")]
-    if verification.ok:
-        _finish(
-            action,
-            attempt,
-            state=ActionState.SUCCEEDED,
-            event="action.succeeded",
-            outcome=outcome,
-            verification=verification,
-            lines=verdict,
-            journal=journal,
-        )
-    else:
-        error = f"verification failed: {verification.summary}"
-        failed(error, outcome=outcome, verification=verification, lines=verdict)
+        verdict = [journal.line(f"verification {'passed' if verification.ok else 'FAILED'}: {verification.summary}")]
+        if verification.ok:
+            _finish(
+                action,
+                attempt,
+                state=ActionState.SUCCEEDED,
+                event="action.succeeded",
+                outcome=outcome,
+                verification=verification,
+                lines=verdict,
+                journal=journal,
+            )
+        else:
+            error = f"verification failed: {verification.summary}"
+            failed(error, outcome=outcome, verification=verification, lines=verdict)
 
 
 def _milestone(
