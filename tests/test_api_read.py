@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -198,9 +199,10 @@ def test_create_api_token_command_prints_a_working_token_last(actors: Any) -> No
 def test_action_answer_built_directly_equals_drfs_own(catalog: Any, api_for: Any) -> None:
     from rest_framework import serializers as drf
 
+    from controlplane.actions import detail
     from controlplane.actions.models import ActionLogLine
-    from controlplane.actions.selectors import action_get, action_get_brief
-    from controlplane.api.serializers import ActionDetailSerializer
+    from controlplane.actions.selectors import action_approvals, action_get, action_get_with_log
+    from controlplane.api.serializers import LOG_TAIL, ActionDetailSerializer, action_representation
 
     body = {"verb": "refresh-mart", "target": "prod.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
     fresh = api_for("responder").post("/api/v1/actions", body).json()
@@ -215,8 +217,36 @@ def test_action_answer_built_directly_equals_drfs_own(catalog: Any, api_for: Any
     api_for("approver").post(f"/api/v1/actions/{fresh['id']}/approve", {"comment": "go"})
     for n, level in enumerate(("info", "error")):
         ActionLogLine.objects.create(action_id=fresh["id"], attempt=1, level=level, message=f"line {n}")
-    for action in (action_get(fresh["id"]), action_get_brief(fresh["id"])):
-        direct = json.loads(json.dumps(ActionDetailSerializer(action).data))
-        assert direct == drf_own(action)
-        assert [a["approver"] for a in direct["approvals"]] == ["alice"]
-        assert [line["message"] for line in direct["log"]] == ["line 0", "line 1"]
+    action = action_get(fresh["id"])
+    direct = json.loads(json.dumps(ActionDetailSerializer(action).data))
+    assert direct == drf_own(action)
+    assert [a["approver"] for a in direct["approvals"]] == ["alice"]
+    assert [line["message"] for line in direct["log"]] == ["line 0", "line 1"]
+    # GET /api/v1/actions/<id>'s read: one statement on Postgres, the ORM's two queries elsewhere
+    for read in (action_get_with_log, functools.partial(detail._by_orm, using="default")):
+        action, log = read(action.id, lines=LOG_TAIL)
+        answer = json.loads(json.dumps(action_representation(action, approvals=action_approvals(action), log=log)))
+        assert answer == drf_own(action) == direct
+
+
+def test_action_detail_is_one_statement_with_the_last_lines_of_the_log(catalog: Any, api_for: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from controlplane.actions.models import ActionLogLine
+    from controlplane.actions.selectors import action_get_with_log
+    from controlplane.errors import NotFound
+
+    body = {"verb": "refresh-mart", "target": "dev.weather.daily_weather_aggregates", "params": {}, "reason": "r"}
+    action_id = api_for("responder").post("/api/v1/actions", body).json()["id"]
+    ActionLogLine.objects.bulk_create(ActionLogLine(action_id=action_id, message=f"line {n}") for n in range(7))
+    with CaptureQueriesContext(connection) as queries:
+        action, log = action_get_with_log(action_id, lines=5)
+        names = (action.target.key, action.environment.name, action.requested_by.get_username())
+    assert len(queries) == 1
+    assert names == ("dev.weather.daily_weather_aggregates", "dev", "rita")
+    assert [line.message for line in log] == [f"line {n}" for n in range(2, 7)]
+    assert all(line.action_id == action.id and line.pk for line in log)
+    for unknown in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        with pytest.raises(NotFound):
+            action_get_with_log(unknown, lines=5)
