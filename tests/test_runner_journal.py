@@ -112,3 +112,38 @@ def test_a_pause_between_polls_stores_the_turns_lines_and_progress(catalog: Any,
     assert stored(action) == ["run scheduled__1: running"]
     assert ActionRun.objects.filter(id=action.id, progress_done=0, progress_total=1).exists()
     assert journal.take() == ([], None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_finish_is_one_statement_and_the_audit_append_and_keeps_the_chain(catalog: Any, actors: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from controlplane.audit.models import AuditEvent
+    from controlplane.audit.services import audit_verify_chain
+
+    action = ActionRun.objects.select_related("target").get(id=running_action(actors["responder"]).id)  # as claimed
+    journal = runner._Journal(action, [])
+    journal.write("run scheduled__1: success")
+    with CaptureQueriesContext(connection) as queries:
+        assert runner._finish(action, 1, state=ActionState.SUCCEEDED, event="action.succeeded", journal=journal)
+    statements = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert len(statements) == 2, statements  # the lines, the UPDATE and the head's lock; the audit row
+    assert stored(action) == ["run scheduled__1: success"]
+    assert AuditEvent.objects.filter(object_id=str(action.id)).latest("seq").event == "action.succeeded"
+    assert audit_verify_chain().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finish_after_the_lease_was_lost_stores_its_lines_and_nothing_else(catalog: Any, actors: Any) -> None:
+    from controlplane.audit.models import AuditEvent
+
+    action = running_action(actors["responder"])
+    ActionRun.objects.filter(id=action.id).update(attempts=2)  # the reaper re-queued it; attempt 2 runs
+    journal = runner._Journal(action, [])
+    journal.write("attempt 1 still writing")
+    events = AuditEvent.objects.count()
+    assert not runner._finish(action, 1, state=ActionState.SUCCEEDED, event="action.succeeded", journal=journal)
+    assert stored(action) == ["attempt 1 still writing"]
+    assert ActionRun.objects.get(id=action.id).state == ActionState.RUNNING
+    assert AuditEvent.objects.count() == events

@@ -115,6 +115,7 @@ def audit_record(
     before: Any = None,
     after: Any = None,
     reason: str = "",
+    locked_head: tuple[int, str] | None = None,
 ) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction (opening one if there is none).
 
@@ -123,11 +124,24 @@ def audit_record(
     audit row and the change it records land together or not at all.
     """
     entry = AuditEntry(event, obj, object_type, object_id, object_repr, before, after, reason)
-    return audit_record_many([entry])[0]
+    return audit_record_many([entry], locked_head=locked_head)[0]
 
 
-def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
-    """Append several events under one lock of the chain head, in one INSERT (see ``audit_record``)."""
+def audit_head_lock(connection: Any, *, once: str) -> str:
+    """A WITH-clause member, ``audit_head AS (...)``, for a caller's own statement: it locks the chain head
+    and reads its (seq, hash) once the WITH query named ``once`` (the change being recorded, an UPDATE ...
+    RETURNING) returned a row, after that change took its row locks, as ``audit_record`` would. Pass what it
+    read as ``locked_head``: one round trip less while the head is locked. Postgres only."""
+    return (
+        f"audit_head AS (SELECT {connection.ops.quote_name('seq')}, {connection.ops.quote_name('hash')}"
+        f" FROM {connection.ops.quote_name(_HEAD_TABLE)} WHERE id = 1 AND EXISTS (SELECT 1 FROM {once}) FOR UPDATE)"
+    )
+
+
+def audit_record_many(entries: list[AuditEntry], *, locked_head: tuple[int, str] | None = None) -> list[AuditEvent]:
+    """Append several events under one lock of the chain head, in one INSERT (see ``audit_record``).
+    ``locked_head``: the head as the caller's statement in this transaction locked and read it
+    (``audit_head_lock``); None to lock it here."""
     if not entries:
         return []
     ctx = context.current()
@@ -137,7 +151,7 @@ def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
     with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
         # Plain SQL, three statements: this runs inside every audited change while it holds the chain
         # head's lock, so the ORM's per-statement compiling is worth skipping (bench/launch_dispatch.py).
-        head = _lock_head(connection, cursor)
+        head = locked_head if locked_head is not None else _lock_head(connection, cursor)
         rows: list[AuditEvent] = []
         seq, prev_hash = head
         now = _utc_now()
