@@ -230,8 +230,10 @@ def test_claim_in_one_statement_returns_what_the_orm_path_returns(
     for name, claim in (("one", claim_in_one_statement), ("orm", claim_by_orm)):
         action = _queued_action(catalog, actors)
         with django_assert_num_queries(1 if name == "one" else 2):
-            got = claim(action.id, now=now, lease_until=now + timedelta(seconds=60), worker="w@h", using="default")
-        assert got is not None
+            claimed = claim(action.id, now=now, lease_until=now + timedelta(seconds=60), worker="w@h", using="default")
+        assert claimed is not None
+        got = claimed.action
+        assert (claimed.audit_head is not None) == (name == "one")  # locked by the one statement, for the audit
         with django_assert_num_queries(0):
             assert got.target.connection.environment.name == "dev"
         orm = type(action).objects.select_related("target__connection__environment").get(id=action.id)
@@ -266,13 +268,15 @@ def test_claim_leaves_an_action_that_is_not_due_or_not_queued(catalog: dict[str,
         assert claim(later.id, now=now, lease_until=now, worker="w", using="default") is None
         later.refresh_from_db()
         assert (later.state, later.attempts, later.worker) == ("queued", 0, "")
-        due = claim(later.id, now=now + timedelta(seconds=31), lease_until=now, worker="w", using="default")
-        assert due is not None and due.attempts == 1 and due.not_before is None
+        claimed = claim(later.id, now=now + timedelta(seconds=31), lease_until=now, worker="w", using="default")
+        assert claimed is not None
+        due = claimed.action
+        assert due.attempts == 1 and due.not_before is None
         started = due.started_at
         due.state = "queued"
         due.save(update_fields=["state"])  # a retry: the first start time stays
         again = claim(later.id, now=now + timedelta(seconds=99), lease_until=now, worker="w", using="default")
-        assert again is not None and again.attempts == 2 and again.started_at == started
+        assert again is not None and again.action.attempts == 2 and again.action.started_at == started
         assert claim(later.id, now=now + timedelta(seconds=99), lease_until=now, worker="w", using="default") is None
         type(later).objects.filter(id=later.id).update(state="succeeded")  # one active action per target
 

@@ -116,13 +116,15 @@ def _claim(action_id: str) -> ActionRun | None:
     now = timezone.now()
     lease = timedelta(seconds=_conf("LEASE_SECONDS"))
     with transaction.atomic():
-        action = action_claim_queued(action_id, now=now, lease_until=now + lease, worker=WORKER_NAME)
-        if action is None:
+        claim = action_claim_queued(action_id, now=now, lease_until=now + lease, worker=WORKER_NAME)
+        if claim is None:
             return None
+        action = claim.action
         audit_record(
             event="action.started",
             obj=action,
             after={"state": action.state, "attempt": action.attempts, "worker": WORKER_NAME},
+            locked_head=claim.audit_head,
         )
     return action
 
