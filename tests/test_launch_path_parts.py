@@ -298,3 +298,44 @@ def test_receivers_of_an_end_with_no_incident_and_no_runbook_make_no_query(
             sender=ActionRun, action_id="00000000-0000-0000-0000-000000000000", incident_id=None, channel="api"
         )
     assert {receiver.__name__ for receiver, _ in replies} == {"record_action_outcome", "action_step_finished"}
+
+
+# ------------------------------------------------------------------------------- the audit head's lock
+
+
+@pytest.mark.django_db(transaction=True)
+def test_request_claim_and_finish_lock_the_audit_head_in_the_statement_of_their_change(
+    catalog: dict[str, Any], actors: Any
+) -> None:
+    """No separate locking read of the chain head on the action path (a round trip each), and the chain holds."""
+    from datetime import timedelta
+
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from controlplane.actions import runner
+    from controlplane.actions.models import ActionState
+    from controlplane.actions.services import action_request
+    from controlplane.audit.context import Channel, change_context
+    from controlplane.audit.models import AuditEvent
+    from controlplane.audit.services import audit_verify_chain
+
+    rita = actors["responder"]
+    with CaptureQueriesContext(connection) as queries:
+        with change_context(channel=Channel.API, user=rita):
+            target = "dev.weather.daily_weather_aggregates"
+            action = action_request(actor=rita, verb="refresh-mart", target_key=target, params={}, reason="r").action
+        with runner.transaction.atomic():
+            claimed = runner.action_claim_queued(
+                action.id, now=timezone.now(), lease_until=timezone.now() + timedelta(seconds=60), worker="w"
+            )
+            assert claimed is not None and claimed.audit_head is not None
+            runner.audit_record(event="action.started", obj=claimed.action, locked_head=claimed.audit_head)
+        journal = runner._Journal(claimed.action, [])
+        assert runner._finish(claimed.action, 1, state=ActionState.SUCCEEDED, event="action.succeeded", journal=journal)
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert any(s.startswith('WITH inserted AS (INSERT INTO "actions_actionrun"') and "FOR UPDATE" in s for s in sql)
+    assert not [s for s in sql if s.startswith("SELECT") and "FOR UPDATE" in s and "audit" in s]
+    events = AuditEvent.objects.filter(object_id=str(action.id)).order_by("seq").values_list("event", flat=True)
+    assert list(events) == ["action.requested", "action.planned", "action.started", "action.succeeded"]
+    assert audit_verify_chain().ok

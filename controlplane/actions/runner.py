@@ -18,12 +18,12 @@ import time
 import traceback
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
-from django.db.models import QuerySet, sql
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from connectors.base import ConnectorError, ExecutionContext, Outcome, Verification
@@ -34,6 +34,7 @@ from controlplane.audit import context
 from controlplane.audit.context import Channel
 from controlplane.audit.services import CENSORED, audit_head_lock, audit_record
 from controlplane.catalog.services import connector_for
+from controlplane.sqlparts import insert_sql, update_sql
 
 log = logging.getLogger(__name__)
 
@@ -294,16 +295,12 @@ def _store_end(
     parts: list[str] = []
     params: list[Any] = []
     if lines:
-        insert = sql.InsertQuery(ActionLogLine)
-        insert.insert_values([f for f in ActionLogLine._meta.concrete_fields if not f.primary_key], list(lines))
-        [(insert_sql, insert_params)] = insert.get_compiler(connection=connection).as_sql()
-        parts.append(f"lines AS ({insert_sql})")
-        params.extend(insert_params)
-    update = cast(sql.UpdateQuery, fenced.query.chain(sql.UpdateQuery))
-    update.add_update_values(change)
-    update_sql, update_params = update.get_compiler(connection=connection).as_sql()
-    parts += [f"ended AS ({update_sql} RETURNING 1)", audit_head_lock(connection, once="ended")]
-    params.extend(update_params)
+        insert, insert_params = insert_sql(lines, connection)
+        parts.append(f"lines AS ({insert})")
+        params += insert_params
+    update, update_params = update_sql(fenced, change, connection)
+    parts += [f"ended AS ({update} RETURNING 1)", audit_head_lock(connection, once="ended")]
+    params += update_params
     statement = (
         f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM ended), h.seq, h.hash"
         " FROM (SELECT 1) one LEFT JOIN audit_head h ON true"
