@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
@@ -23,13 +23,12 @@ from controlplane import webgate
 from controlplane.actions import notices, policy, signals
 from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, Approval
 from controlplane.audit import context
-from controlplane.audit.services import AuditEntry, audit_head_lock, audit_record, audit_record_many, canonical_json
+from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
 from controlplane.catalog.models import Target
 from controlplane.catalog.rowload import target_with_connection
 from controlplane.catalog.services import connector_for, pydantic_message
 from controlplane.configcache import ConfigCache
 from controlplane.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, Unavailable
-from controlplane.sqlparts import insert_sql
 
 if TYPE_CHECKING:
     from controlplane.incidents.models import Incident
@@ -220,7 +219,7 @@ def action_request(
     )
     try:
         with transaction.atomic():
-            head = _insert_locking_audit_head(action)
+            action.save(force_insert=True)
             requested = AuditEntry(
                 event="action.requested",
                 obj=action,
@@ -244,7 +243,7 @@ def action_request(
                     "state": action.state,
                 },
             )
-            audit_record_many([requested, planned], locked_head=head)
+            audit_record_many([requested, planned])
             if incident is not None:
                 _incident_note(incident, action, approval.reason)
             if not approval.required:
@@ -252,26 +251,6 @@ def action_request(
     except IntegrityError:
         return _replay_or_conflict(actor, idempotency_key, fingerprint, target)
     return ActionRequestResult(action, created=True)
-
-
-def _insert_locking_audit_head(action: ActionRun) -> tuple[int, str] | None:
-    """Insert the new action; on Postgres with the audit chain head's lock in the same statement (one round
-    trip less between the request and the dispatch; the head as read, for ``audit_record_many``). A second
-    active action on the target raises IntegrityError either way (the partial unique index)."""
-    connection = connections[router.db_for_write(ActionRun)]
-    if connection.vendor != "postgresql":
-        action.save(force_insert=True)
-        return None
-    insert, params = insert_sql([action], connection)
-    statement = (
-        f"WITH inserted AS ({insert} RETURNING 1), {audit_head_lock(connection, once='inserted')}"
-        " SELECT h.seq, h.hash FROM (SELECT 1) one LEFT JOIN audit_head h ON true"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        seq, head_hash = cursor.fetchone()
-    action._state.adding, action._state.db = False, connection.alias
-    return (int(seq), str(head_hash)) if seq is not None else None
 
 
 def _incident_note(incident: Incident, action: ActionRun, approval_reason: str) -> None:
