@@ -1884,14 +1884,14 @@ def report(
             fmt(d.p(100, lambda s: s.t_claim - s.t_commit)),
         ],
         [
-            "  claim starts -> audit stamped (UPDATE ... RETURNING, head lock)",
+            "  claim starts -> audit stamped (UPDATE ... RETURNING with the head lock)",
             fmt(d.p(50, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(95, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(99, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(100, lambda s: s.t_audit - s.t_claim)),
         ],
         [
-            "  audit stamped -> first log line (INSERT, COMMIT, connector, lease)",
+            "  audit stamped -> first log line written (append, COMMIT, connector, lease)",
             fmt(d.p(50, lambda s: s.t_first_log - s.t_audit)),
             fmt(d.p(95, lambda s: s.t_first_log - s.t_audit)),
             fmt(d.p(99, lambda s: s.t_first_log - s.t_audit)),
