@@ -4,9 +4,10 @@ The runner owns lifecycle, status, leases and logs; connectors only implement th
 ``run_job`` does for jobs). Every transition after the claim is fenced on ``(state=running,
 attempts=N)``: a worker that lost its lease to the reaper cannot overwrite what the next attempt did.
 
-An attempt's log lines and progress are kept by a ``_Journal`` and stored off the attempt's path: by the
-attempt's background thread (the one that renews the lease) shortly after they are written, or by the next
-transaction the runner makes anyway (a milestone, the finish), which takes everything pending with it.
+An attempt's log lines and progress are kept by a ``_Journal`` and stored off the attempt's path: in the
+connector's pause between two polls (``ExecutionContext.pause``), by the next transaction the runner makes
+anyway (a milestone, the finish), which takes everything pending with it, or, for a connector that blocks,
+by the attempt's background thread (the one that renews the lease).
 """
 
 from __future__ import annotations
