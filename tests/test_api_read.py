@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -199,7 +198,7 @@ def test_create_api_token_command_prints_a_working_token_last(actors: Any) -> No
 def test_action_answer_built_directly_equals_drfs_own(catalog: Any, api_for: Any) -> None:
     from rest_framework import serializers as drf
 
-    from controlplane.actions import detail
+    from controlplane.actions import selectors
     from controlplane.actions.models import ActionLogLine
     from controlplane.actions.selectors import action_approvals, action_get, action_get_with_log
     from controlplane.api.serializers import LOG_TAIL, ActionDetailSerializer, action_representation
@@ -223,7 +222,7 @@ def test_action_answer_built_directly_equals_drfs_own(catalog: Any, api_for: Any
     assert [a["approver"] for a in direct["approvals"]] == ["alice"]
     assert [line["message"] for line in direct["log"]] == ["line 0", "line 1"]
     # GET /api/v1/actions/<id>'s read: one statement on Postgres, the ORM's two queries elsewhere
-    for read in (action_get_with_log, functools.partial(detail._by_orm, using="default")):
+    for read in (action_get_with_log, selectors._action_with_log_by_orm):
         action, log = read(action.id, lines=LOG_TAIL)
         answer = json.loads(json.dumps(action_representation(action, approvals=action_approvals(action), log=log)))
         assert answer == drf_own(action) == direct

@@ -6,8 +6,8 @@ the moment the action ended: while the worker finishes, and Airflow's scheduler 
 two cores. There the ORM's two queries (the action joined to three tables, its SQL compiled again each time;
 then the log tail) took about 5 ms (bench/airflow_clear.py). One statement built once per process: the log
 tail comes as a JSON array from a subquery, the rows are turned into instances as the ORM does
-(catalog/rowload). SQLite (the embedded demo) takes the ORM's two queries. ``tests/test_api_read.py`` holds
-both equal.
+(catalog/rowload). Postgres only: ``selectors.action_get_with_log`` reads through the ORM elsewhere (SQLite,
+the embedded demo), and ``tests/test_api_read.py`` holds both equal.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connections
@@ -55,19 +54,15 @@ def _statement(connection: BaseDatabaseWrapper) -> Statement:
     return statement
 
 
-def action_with_log(action_id: Any, *, lines: int, using: str = "default") -> tuple[ActionRun, list[ActionLogLine]]:
+def action_with_log(
+    action_id: uuid.UUID, *, lines: int, using: str = "default"
+) -> tuple[ActionRun, list[ActionLogLine]]:
     """The action with ``target``, ``environment`` and ``requested_by`` loaded, and its last ``lines`` log
-    lines, oldest first. NotFound for an unknown id."""
-    try:
-        key = action_id if isinstance(action_id, uuid.UUID) else uuid.UUID(str(action_id))
-    except ValueError:
-        raise NotFound(f"no action {action_id}") from None
+    lines, oldest first, in one statement (Postgres). NotFound for an unknown id."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        return _by_orm(key, lines=lines, using=using)
     statement = _statement(connection)
     with connection.cursor() as cursor:
-        cursor.execute(statement.sql, [lines, key])
+        cursor.execute(statement.sql, [lines, action_id])
         row = cursor.fetchone()
     if row is None:
         raise NotFound(f"no action {action_id}")
@@ -89,13 +84,3 @@ def action_with_log(action_id: Any, *, lines: int, using: str = "default") -> tu
         line._state.adding, line._state.db = False, connection.alias
         log.append(line)
     return action, log  # type: ignore[return-value]
-
-
-def _by_orm(key: uuid.UUID, *, lines: int, using: str) -> tuple[ActionRun, list[ActionLogLine]]:
-    """``action_with_log`` in the ORM's two queries (any database)."""
-    action = (
-        ActionRun.objects.using(using).select_related("target", "environment", "requested_by").filter(id=key).first()
-    )
-    if action is None:
-        raise NotFound(f"no action {key}")
-    return action, list(ActionLogLine.objects.using(using).filter(action_id=key).order_by("-id")[:lines])[::-1]

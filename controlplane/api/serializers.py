@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from connectors.registry import get_connector_class
 from controlplane.actions.models import ActionLogLine, ActionRun, Approval
-from controlplane.actions.selectors import action_approvals
+from controlplane.actions.selectors import action_approvals, action_log_tail
 from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Target
 from controlplane.incidents.models import Incident, IncidentEvent
@@ -130,7 +130,9 @@ class ActionDetailSerializer(ActionSummarySerializer):
     def to_representation(self, instance: ActionRun) -> dict[str, Any]:
         if self.context.get("fresh"):
             return action_representation(instance)
-        return action_representation(instance, approvals=action_approvals(instance), log=_log_tail(instance))
+        return action_representation(
+            instance, approvals=action_approvals(instance), log=action_log_tail(instance.id, LOG_TAIL)
+        )
 
     @extend_schema_field(ApprovalSerializer(many=True))
     def get_approvals(self, action: ActionRun) -> list[dict[str, Any]]:
@@ -142,12 +144,7 @@ class ActionDetailSerializer(ActionSummarySerializer):
     def get_log(self, action: ActionRun) -> list[dict[str, Any]]:
         if self.context.get("fresh"):
             return []
-        return LogLineSerializer(_log_tail(action), many=True).data  # type: ignore[return-value]
-
-
-def _log_tail(action: ActionRun) -> list[ActionLogLine]:
-    """The action's last ``LOG_TAIL`` log lines, oldest first."""
-    return list(action.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
+        return LogLineSerializer(action_log_tail(action.id, LOG_TAIL), many=True).data  # type: ignore[return-value]
 
 
 def _when(value: datetime | None) -> str | None:
