@@ -10,7 +10,8 @@ Installs are pinned by ``constraints-3.3.2-py311.txt`` beside this file (a freez
 the official constraints URL is not reachable from every machine, PyPI is). A marker file holding a hash
 of the requirements and constraints is written last, so a half-built venv is never reused, the second
 call is instant, and changing the pins rebuilds it. Concurrent callers (several test sessions) serialise
-on a lock file; uv is called as a program (``uv`` on PATH, else ``python -m uv``), never imported.
+on a lock file; uv is called as a program (the one bin/_bootstrap.sh installed, ``$CONTROLPLANE_UV``), never
+imported.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -86,17 +86,16 @@ def is_ready(venv: Path | None = None) -> bool:
 
 
 def _uv_command() -> list[str]:
+    """The uv that bin/_bootstrap.sh installed (``$CONTROLPLANE_UV``), else ``uv`` on PATH (a developer's own)."""
+    configured = os.environ.get("CONTROLPLANE_UV")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise AirflowVenvError(f"CONTROLPLANE_UV={configured} is not an executable uv")
+        return [configured]
     found = shutil.which("uv")
     if found:
         return [found]
-    if importlib.util.find_spec("uv") is not None:
-        return [sys.executable, "-m", "uv"]
-    for python in ("python3", "python"):
-        interpreter = shutil.which(python)
-        probe = [interpreter, "-m", "uv", "--version"] if interpreter else None
-        if probe and subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0:
-            return probe[:3]
-    raise AirflowVenvError("uv not found (neither `uv` on PATH nor `python -m uv`): run bin/_bootstrap.sh first")
+    raise AirflowVenvError("uv not found: CONTROLPLANE_UV is not set and no `uv` is on PATH (source bin/_bootstrap.sh)")
 
 
 def _run_uv(args: list[str]) -> None:
