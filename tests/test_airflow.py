@@ -380,7 +380,7 @@ def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second
     )
     assert finished_run(airflow, BRONZE, run_id) == "failed"
     wait_for(lambda: Incident.objects.get(pk=incident.pk).alert_count >= 2, timeout=30, what="the repeat alert")
-    assert Incident.objects.filter(details__dag_id=BRONZE, details__task_id="ingest_orders").count() == 1
+    assert Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").count() == 1
     tries = IncidentEvent.objects.filter(incident=incident, kind="alert", data__has_key="alert")
     assert sorted(e.data["alert"]["try_number"] for e in tries) == [1, 2]  # a new try is listed, with its log
     airflow_set_variable(airflow, "controlplane_alert_url", "")
