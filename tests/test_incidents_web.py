@@ -25,7 +25,7 @@ from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Environment, Pipeline
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents import services
-from controlplane.incidents.export import incident_export_markdown, step_result_summary
+from controlplane.incidents.export import incident_export, step_result_summary
 from controlplane.incidents.models import Incident, IncidentEvent
 from runbooks.models import Runbook, RunbookRun, RunbookVersion, StepRun
 
@@ -90,6 +90,11 @@ def make_incident(n: int = 0, *, pipeline: Pipeline | None = None, targets: list
         incident=incident, kind="alert", message=f"{fields['title']}: FileNotFoundError", actor_name="system"
     )
     return incident
+
+
+def incident_export_markdown(*, incident_id: int) -> str:
+    """The whole post-incident record, as the download's pieces joined."""
+    return "".join(incident_export(incident_id=incident_id))
 
 
 def counts() -> tuple[int, int, list[str]]:

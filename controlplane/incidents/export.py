@@ -341,8 +341,3 @@ def _document(incident: Incident) -> Iterator[str]:
     yield from _timeline(incident_timeline_chunks(incident, size=TIMELINE_CHUNK))
     yield "\n".join([*_actions(list(incident_actions(incident))), *_runbook_runs(incident)]) + "\n"
     yield "\n".join(_to_write()).rstrip() + "\n"
-
-
-def incident_export_markdown(*, incident_id: Any) -> str:
-    """The whole post-incident record as one string (``incident_export`` joined)."""
-    return "".join(incident_export(incident_id=incident_id))
