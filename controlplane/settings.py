@@ -190,6 +190,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_rate("API_THROTTLE_ANON", "60/minute"),
         "user": env_rate("API_THROTTLE_USER", "6000/minute"),
+        "alerts": env_rate("API_THROTTLE_ALERTS", "300/minute"),
     },
     "UNAUTHENTICATED_USER": None,
 }

@@ -20,7 +20,7 @@ from controlplane.actions.tasks import execute_action
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditEvent
 from controlplane.catalog import services as cs
-from controlplane.incidents.models import Incident
+from controlplane.incidents.models import Incident, IncidentEvent
 from tests.conftest import AIRFLOW_JWT_LIFETIME_S, AIRFLOW_SECRET_ENV, airflow_set_variable, wait_for
 
 BRONZE = "data_ingestion_bronze"
@@ -355,7 +355,7 @@ def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second
     run_id = trigger(airflow, BRONZE)
     assert finished_run(airflow, BRONZE, run_id) == "failed"
     incident = wait_for(
-        lambda: Incident.objects.filter(fingerprint=f"airflow:{BRONZE}:ingest_orders:{run_id}").first(),
+        lambda: Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").first(),
         timeout=30,
         what="the incident",
     )
@@ -368,6 +368,7 @@ def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second
     assert event is not None and "503" in event.data["log"]
     detail = api_for("viewer", scopes=["incidents:read"]).get(f"/api/v1/incidents/{incident.pk}").json()
     assert "503" in detail["log_excerpt"]
+    assert detail["log_url"].startswith(f"{airflow.url}/dags/{BRONZE}/runs/")  # the catalog's own Airflow
     assert {a["verb"] for a in detail["suggested_actions"]} >= {"clear", "rerun"}
     clear = next(a for a in detail["suggested_actions"] if a["verb"] == "clear")
     assert clear["params"] == {"dag_run_id": run_id, "task_ids": ["ingest_orders"]}
@@ -379,7 +380,9 @@ def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second
     )
     assert finished_run(airflow, BRONZE, run_id) == "failed"
     wait_for(lambda: Incident.objects.get(pk=incident.pk).alert_count >= 2, timeout=30, what="the repeat alert")
-    assert Incident.objects.filter(fingerprint__startswith=f"airflow:{BRONZE}:ingest_orders:{run_id}").count() == 1
+    assert Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").count() == 1
+    tries = IncidentEvent.objects.filter(incident=incident, kind="alert", data__has_key="alert")
+    assert sorted(e.data["alert"]["try_number"] for e in tries) == [1, 2]  # a new try is listed, with its log
     airflow_set_variable(airflow, "controlplane_alert_url", "")
 
 

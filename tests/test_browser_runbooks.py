@@ -98,7 +98,7 @@ def test_ingestion_failure_from_alert_to_resolved_incident(
     try:
         assert finished_run(airflow, BRONZE, run_id) == "failed"
         incident = wait_for(
-            lambda: Incident.objects.filter(fingerprint=f"airflow:{BRONZE}:ingest_orders:{run_id}").first(),
+            lambda: Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").first(),
             timeout=30,
             what="the incident the failure callback opens",
         )

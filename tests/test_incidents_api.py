@@ -119,7 +119,9 @@ def test_alert_intake_needs_the_alerts_scope(actors: Any, api_for: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_incidents_list_filters_and_detail_with_timeline(actors: Any, airflow_bot: Any, api_for: Any) -> None:
+def test_incidents_list_filters_and_detail_with_timeline(
+    actors: Any, airflow_bot: Any, api_for: Any, airflow_dag: Any
+) -> None:
     airflow_bot.post("/api/v1/alerts/airflow", ALERT)
     airflow_bot.post("/api/v1/alerts/airflow", ALERT | {"dag_id": "retail_transformation_pipeline", "task_id": "load"})
     Incident.objects.filter(fingerprint__contains="retail_transformation").update(status="resolved")
@@ -204,3 +206,158 @@ def test_bots_acknowledge_comment_and_resolve_incidents(catalog: Any, api_for: A
     assert viewer.post(f"/api/v1/incidents/{incident.pk}/comments", {"text": "x"}).status_code == 403
     events = set(AuditEvent.objects.filter(object_id=str(incident.pk)).values_list("event", flat=True))
     assert {"incident.acknowledged", "incident.resolved"} <= events
+
+
+# ------------------------------------------------------------------------------------ abuse of the intake
+
+
+@pytest.fixture
+def airflow_dag(db: Any) -> Any:
+    """A catalog Airflow connection at ALERT's base_url with a DAG target for ALERT's DAG."""
+    from controlplane.audit.context import Channel, change_context
+    from controlplane.catalog import services as cs
+
+    with change_context(channel=Channel.SYSTEM, actor_name="test-setup"):
+        env = cs.environment_create(name="dev", protected=False)
+        conn = cs.connection_create(
+            name="airflow-dev", kind="airflow", environment=env, config={"base_url": "http://127.0.0.1:8080"}
+        )
+        return cs.target_create(
+            key="dev.airflow.data_ingestion_bronze",
+            kind="dag",
+            connection=conn,
+            locator={"dag_id": "data_ingestion_bronze"},
+        )
+
+
+def _alert_events(incident: Incident) -> list[IncidentEvent]:
+    return list(IncidentEvent.objects.filter(incident=incident, kind="alert").order_by("id"))
+
+
+@pytest.mark.django_db
+def test_the_free_text_run_id_does_not_open_a_new_incident_per_value(actors: Any, airflow_bot: Any) -> None:
+    for n in range(20):
+        resp = airflow_bot.post("/api/v1/alerts/airflow", ALERT | {"run_id": f"manual__spam{n}"})
+        assert resp.status_code == (201 if n == 0 else 200), resp.content
+    incident = Incident.objects.get()
+    assert incident.alert_count == 20
+    # Another logical date, another Airflow or another task is another failure.
+    for other in (
+        {"logical_date": "2026-11-21T00:00:00+00:00"},
+        {"base_url": "http://10.0.0.9:8080"},
+        {"task_id": "ingest_customers"},
+    ):
+        assert airflow_bot.post("/api/v1/alerts/airflow", ALERT | other).status_code == 201, other
+    # Another hour of the same logical day is the same failure.
+    assert (
+        airflow_bot.post("/api/v1/alerts/airflow", ALERT | {"logical_date": "2026-11-20T13:00:00+00:00"}).json()[
+            "created"
+        ]
+        is False
+    )
+    # Without a logical date (an asset-triggered run) the run id is what identifies the run.
+    bare = {k: v for k, v in ALERT.items() if k != "logical_date"}
+    assert airflow_bot.post("/api/v1/alerts/airflow", bare).status_code == 201
+    assert airflow_bot.post("/api/v1/alerts/airflow", bare).status_code == 200
+    assert airflow_bot.post("/api/v1/alerts/airflow", bare | {"run_id": "asset_triggered__2"}).status_code == 201
+    assert Incident.objects.count() == 6
+
+
+@pytest.mark.django_db
+def test_a_replayed_alert_is_counted_not_stored_and_fetches_no_log(
+    actors: Any, airflow_bot: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as first:
+        airflow_bot.post("/api/v1/alerts/airflow", ALERT)
+    assert len(first) == 1  # the log fetch of the first alert
+    with django_capture_on_commit_callbacks() as replays:
+        for _ in range(30):
+            assert airflow_bot.post("/api/v1/alerts/airflow", ALERT).status_code == 200
+    assert replays == []  # no log fetch for the same try again
+    incident = Incident.objects.get()
+    assert incident.alert_count == 31 and incident.last_alert_at is not None
+    assert len(_alert_events(incident)) == 1
+    with django_capture_on_commit_callbacks() as retry:
+        airflow_bot.post("/api/v1/alerts/airflow", ALERT | {"try_number": 2})
+    assert len(retry) == 1  # a new try: its log is fetched
+    events = _alert_events(incident)
+    assert len(events) == 2 and "try 2" in events[-1].message and "#32" in events[-1].message
+
+
+@pytest.mark.django_db
+def test_repeats_store_a_bounded_number_of_small_timeline_entries(actors: Any, airflow_bot: Any) -> None:
+    from controlplane.incidents.services import MAX_ALERT_EVENTS
+
+    big = ALERT | {"exception": "E" * 9_000}
+    for n in range(MAX_ALERT_EVENTS + 25):
+        airflow_bot.post("/api/v1/alerts/airflow", big | {"run_id": f"manual__{n}", "try_number": n + 1})
+    incident = Incident.objects.get()
+    assert incident.alert_count == MAX_ALERT_EVENTS + 25
+    events = _alert_events(incident)
+    assert len(events) == MAX_ALERT_EVENTS
+    assert "further repeats are counted" in events[-1].message
+    for event in events:
+        assert len(event.message) <= 600 and len(json.dumps(event.data)) <= 1_000
+
+
+@pytest.mark.django_db
+def test_log_link_is_kept_only_on_the_connections_own_host(actors: Any, airflow_bot: Any, airflow_dag: Any) -> None:
+    own = airflow_bot.post("/api/v1/alerts/airflow", ALERT).json()["id"]
+    assert Incident.objects.get(pk=own).details["log_url"] == ALERT["log_url"]
+    for n, url in enumerate(["http://evil.example/x.png", "http://127.0.0.1:9999/dags/x", "https://127.0.0.1:8080/x"]):
+        elsewhere = ALERT | {"logical_date": f"2026-10-0{n + 1}T00:00:00+00:00", "log_url": url}
+        incident = Incident.objects.get(pk=airflow_bot.post("/api/v1/alerts/airflow", elsewhere).json()["id"])
+        assert "log_url" not in incident.details, url
+        assert "log link dropped" in _alert_events(incident)[0].message
+
+
+@pytest.mark.django_db
+def test_log_link_of_an_airflow_outside_the_catalog_is_dropped_and_never_served(
+    actors: Any, airflow_bot: Any, api_for: Any
+) -> None:
+    incident_id = airflow_bot.post("/api/v1/alerts/airflow", ALERT).json()["id"]
+    assert "log_url" not in Incident.objects.get(pk=incident_id).details
+    # An incident stored before the check is not served with its foreign link either.
+    Incident.objects.filter(pk=incident_id).update(details={"log_url": "http://evil.example/"})
+    detail = api_for("viewer", scopes=["incidents:read"]).get(f"/api/v1/incidents/{incident_id}").json()
+    assert detail["log_url"] is None
+
+
+@pytest.mark.django_db
+def test_detail_carries_the_newest_timeline_entries_and_the_timeline_pages_through_all(
+    actors: Any, airflow_bot: Any, api_for: Any
+) -> None:
+    incident_id = airflow_bot.post("/api/v1/alerts/airflow", ALERT).json()["id"]
+    IncidentEvent.objects.bulk_create(
+        IncidentEvent(incident_id=incident_id, kind="comment", message=f"note {i}", actor_name="rita")
+        for i in range(130)
+    )
+    reader = api_for("viewer", scopes=["incidents:read"])
+    detail = reader.get(f"/api/v1/incidents/{incident_id}").json()
+    assert [e["message"] for e in detail["timeline"]] == [f"note {i}" for i in range(80, 130)]
+    assert detail["timeline_more"] is True
+    assert detail["timeline_url"].endswith(f"/api/v1/incidents/{incident_id}/timeline")
+    seen: list[str] = []
+    url: str | None = f"/api/v1/incidents/{incident_id}/timeline"
+    while url:
+        page = reader.get(url.replace("http://testserver", "")).json()
+        assert len(page["results"]) <= 50
+        seen += [e["message"] for e in page["results"]]
+        url = page["next"]
+    assert len(seen) == 131 and seen[0] == "note 129" and seen[-1].startswith("data_ingestion_bronze.ingest_orders")
+    assert reader.get("/api/v1/incidents/999999/timeline").status_code == 404
+    unscoped = api_for("viewer", scopes=["actions:read"])
+    assert unscoped.get(f"/api/v1/incidents/{incident_id}/timeline").status_code == 403
+
+
+@pytest.mark.django_db
+def test_alert_intake_has_its_own_rate(actors: Any, airflow_bot: Any, monkeypatch: Any) -> None:
+    from controlplane.api.throttling import FixedWindowThrottle
+    from controlplane.redis import redis_client
+
+    monkeypatch.setitem(FixedWindowThrottle.THROTTLE_RATES, "alerts", "3/minute")
+    for key in redis_client().scan_iter("throttle:*"):
+        redis_client().delete(key)
+    codes = [airflow_bot.post("/api/v1/alerts/airflow", ALERT | {"task_id": f"t{n}"}).status_code for n in range(5)]
+    assert codes == [201, 201, 201, 429, 429]
+    assert Incident.objects.count() == 3

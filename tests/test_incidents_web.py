@@ -25,7 +25,7 @@ from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Environment, Pipeline
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents import services
-from controlplane.incidents.export import incident_export_markdown, step_result_summary
+from controlplane.incidents.export import incident_export, step_result_summary
 from controlplane.incidents.models import Incident, IncidentEvent
 from runbooks.models import Runbook, RunbookRun, RunbookVersion, StepRun
 
@@ -90,6 +90,11 @@ def make_incident(n: int = 0, *, pipeline: Pipeline | None = None, targets: list
         incident=incident, kind="alert", message=f"{fields['title']}: FileNotFoundError", actor_name="system"
     )
     return incident
+
+
+def incident_export_markdown(*, incident_id: int) -> str:
+    """The whole post-incident record, as the download's pieces joined."""
+    return "".join(incident_export(incident_id=incident_id))
 
 
 def counts() -> tuple[int, int, list[str]]:
@@ -418,7 +423,27 @@ def test_export_is_a_markdown_download(actors: Any) -> None:
     assert resp.status_code == 200
     assert resp["Content-Type"] == "text/markdown; charset=utf-8"
     assert resp["Content-Disposition"] == f'attachment; filename="INC-{incident.pk}.md"'
-    assert text(resp).startswith(f"# INC-{incident.pk}: {incident.title}")
+    assert resp.getvalue().decode().startswith(f"# INC-{incident.pk}: {incident.title}")
+
+
+def test_export_streams_every_entry_of_a_long_timeline_and_shows_alert_text_as_text(
+    actors: Any, django_assert_max_num_queries: Any
+) -> None:
+    from controlplane.incidents.export import TIMELINE_CHUNK
+
+    incident = make_incident(summary="boom ![x](http://evil.example/x.png)")
+    IncidentEvent.objects.create(incident=incident, kind="alert", message="repeated: ![y](http://evil.example/y.png)")
+    IncidentEvent.objects.bulk_create(
+        IncidentEvent(incident=incident, kind="comment", message=f"note {i}", actor_name="rita")
+        for i in range(TIMELINE_CHUNK * 2 + 5)
+    )
+    resp = client_for(actors["viewer"]).get(f"/incidents/{incident.pk}/export.md")
+    with django_assert_max_num_queries(12):
+        md = resp.getvalue().decode()
+    assert md.count("**comment** · rita: note ") == TIMELINE_CHUNK * 2 + 5
+    assert md.index("note 0\n") < md.index(f"note {TIMELINE_CHUNK * 2 + 4}\n")
+    assert "```text\nboom ![x](http://evil.example/x.png)\n```" in md  # the error, fenced
+    assert "repeated: !\\[y\\](http://evil.example/y.png)" in md  # the alert entry, escaped
 
 
 def _bulk_history(incident: Incident, catalog: Any, actors: Any, n: int) -> None:
@@ -464,26 +489,80 @@ def test_detail_queries_do_not_grow_with_timeline_and_actions(
     _bulk_history(incident, catalog, actors, 50)
     with django_assert_max_num_queries(len(few.captured_queries)):
         page = client.get(f"/incidents/{incident.pk}/")
-    assert text(page).count('<li class="tl tl-') == 1 + 4 * 55
+    assert text(page).count('<li class="tl tl-') == 50  # a page of the timeline; the rest a link away
     assert text(page).count("decision-approved") == 50  # the newest 50 actions are listed, the rest linked
     assert f'href="/actions/?incident={incident.pk}">All 55 actions' in text(page)
     print(f"incident page: {len(few.captured_queries)} queries for 5 and for 50 of each")
 
 
-def test_detail_caps_the_timeline_at_the_newest_500_with_a_show_all_link(
+def test_detail_pages_the_timeline_newest_first_without_javascript(
     actors: Any, django_assert_max_num_queries: Any
 ) -> None:
     incident = make_incident()
     IncidentEvent.objects.bulk_create(
-        IncidentEvent(incident=incident, kind="comment", message=f"note {i}", actor_name="rita") for i in range(520)
+        IncidentEvent(incident=incident, kind="comment", message=f"note {i}", actor_name="rita") for i in range(120)
     )
     client = client_for(actors["viewer"])
-    body = text(client.get(f"/incidents/{incident.pk}/"))
-    assert body.count('<li class="tl tl-') == 500
-    assert "note 519" in body and "note 19<" not in body and "note 20<" in body
-    assert f'href="/incidents/{incident.pk}/?timeline=all#timeline-title"' in body
-    everything = text(client.get(f"/incidents/{incident.pk}/", {"timeline": "all"}))
-    assert everything.count('<li class="tl tl-') == 521 and "Show the whole timeline" not in everything
+    seen: list[str] = []
+    url: str | None = f"/incidents/{incident.pk}/"
+    while url:
+        body = text(client.get(url))
+        notes = re.findall(r"<p>(note \d+)</p>", body)
+        assert len(notes) <= 50 and notes == sorted(notes, key=lambda n: int(n.split()[1]))  # oldest first
+        seen = notes + seen
+        older = re.search(r'href="(\?cursor=[^"]+)"[^>]*>Older', body)
+        url = f"/incidents/{incident.pk}/{html.unescape(older.group(1))}" if older else None
+    assert seen == [f"note {i}" for i in range(120)]
+    assert "121 in all" in body
+    # ?timeline=all no longer reads every entry.
+    assert text(client.get(f"/incidents/{incident.pk}/", {"timeline": "all"})).count('<li class="tl tl-') == 50
+    # htmx gets the body partial with the same page.
+    partial = client.get(url or f"/incidents/{incident.pk}/", headers={"HX-Request": "true"})
+    assert text(partial).startswith('\n<div id="incident-body">') or '<div id="incident-body">' in text(partial)[:200]
+
+
+def test_markdown_renders_no_remote_images_and_safe_links_only(actors: Any) -> None:
+    from controlplane.web.templatetags.web_ui import markdown
+
+    out = markdown(
+        "![x](http://evil.example/x.png) ![y][r] [ok](https://docs.example/a) [js](javascript:alert(1))"
+        " [rel](//evil.example/p) [here](/incidents/1/)\n\n[r]: http://evil.example/y.png"
+    )
+    assert "<img" not in out
+    assert '<a href="https://docs.example/a" rel="nofollow noopener noreferrer">ok</a>' in out
+    assert "javascript:" not in out.replace("[js](javascript:alert(1))", "")
+    assert 'href="//evil.example' not in out
+    assert '<a href="/incidents/1/" rel="nofollow noopener noreferrer">here</a>' in out
+    # The same on the page, for a comment.
+    incident = make_incident()
+    services.incident_comment(
+        actor=actors["responder"], incident_id=incident.pk, text="![t](http://evil.example/t.png)"
+    )
+    body = text(client_for(actors["viewer"]).get(f"/incidents/{incident.pk}/"))
+    assert "<img" not in body and 'href="http://evil.example/t.png" rel="nofollow noopener noreferrer"' in body
+
+
+def test_page_links_the_task_log_only_on_the_catalog_airflow(actors: Any) -> None:
+    from controlplane.catalog.models import Connection, Target
+
+    env = Environment.objects.create(name="dev", protected=False)
+    conn = Connection.objects.create(
+        name="airflow-dev", kind="airflow", environment=env, config={"base_url": "http://127.0.0.1:8080"}
+    )
+    dag = Target.objects.create(
+        key="dev.airflow.data_ingestion_bronze",
+        kind="dag",
+        connection=conn,
+        locator={"dag_id": "data_ingestion_bronze"},
+    )
+    own = make_incident(targets=[dag])
+    foreign = make_incident(1, targets=[dag])
+    Incident.objects.filter(pk=foreign.pk).update(details={"log_url": "http://evil.example/x"})
+    client = client_for(actors["viewer"])
+    assert 'href="http://127.0.0.1:8080/dags/data_ingestion_bronze' in text(client.get(f"/incidents/{own.pk}/"))
+    body = text(client.get(f"/incidents/{foreign.pk}/"))
+    assert "evil.example" not in body and "open the task log" not in body
+    assert "evil.example" not in incident_export_markdown(incident_id=foreign.pk)
 
 
 # ------------------------------------------------------------------------------------------ export

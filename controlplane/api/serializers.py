@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -16,9 +17,10 @@ from controlplane.actions.selectors import action_approvals, action_log_tail
 from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Target
 from controlplane.incidents.models import Incident, IncidentEvent
-from controlplane.incidents.selectors import suggested_actions
+from controlplane.incidents.selectors import Timeline, incident_log_url, incident_timeline, suggested_actions
 
 LOG_TAIL = 50
+TIMELINE_DETAIL = 50  # newest timeline entries an incident's detail carries
 
 
 class StrictSerializer(serializers.Serializer[Any]):
@@ -300,26 +302,49 @@ class IncidentSummarySerializer(serializers.ModelSerializer[Incident]):
 
 
 class IncidentDetailSerializer(IncidentSummarySerializer):
+    """An incident with the newest TIMELINE_DETAIL timeline entries, oldest first; ``timeline_more`` says
+    older ones exist and ``timeline_url`` pages through the whole timeline."""
+
     targets = serializers.SerializerMethodField()
-    timeline = IncidentEventSerializer(source="events", many=True, read_only=True)
     suggested_actions = serializers.SerializerMethodField()
     log_url = serializers.SerializerMethodField()
     log_excerpt = serializers.SerializerMethodField()
+    timeline = serializers.SerializerMethodField()
+    timeline_more = serializers.SerializerMethodField()
+    timeline_url = serializers.SerializerMethodField()
 
     class Meta(IncidentSummarySerializer.Meta):
         fields = [
             *IncidentSummarySerializer.Meta.fields, "summary", "details", "log_url", "log_excerpt", "targets",
-            "suggested_actions", "timeline",
+            "suggested_actions", "timeline", "timeline_more", "timeline_url",
         ]  # fmt: skip
 
     def get_targets(self, incident: Incident) -> list[str]:
         return [t.key for t in incident.targets.all()]
 
     def get_log_url(self, incident: Incident) -> str | None:
-        return (incident.details or {}).get("log_url")
+        return incident_log_url(incident)
 
     def get_log_excerpt(self, incident: Incident) -> str | None:
         return (incident.details or {}).get("log_excerpt")
 
     def get_suggested_actions(self, incident: Incident) -> list[dict[str, Any]]:
         return suggested_actions(incident)
+
+    def _timeline(self, incident: Incident) -> Timeline:
+        read: dict[int, Timeline] = self.context.setdefault("timelines", {})
+        if incident.pk not in read:  # one read serves the three timeline fields
+            read[incident.pk] = incident_timeline(incident, limit=TIMELINE_DETAIL)
+        return read[incident.pk]
+
+    @extend_schema_field(IncidentEventSerializer(many=True))
+    def get_timeline(self, incident: Incident) -> list[dict[str, Any]]:
+        return list(IncidentEventSerializer(self._timeline(incident).events, many=True).data)
+
+    def get_timeline_more(self, incident: Incident) -> bool:
+        return self._timeline(incident).truncated
+
+    def get_timeline_url(self, incident: Incident) -> str:
+        path = reverse("api:incident-timeline", args=[incident.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path

@@ -79,3 +79,10 @@ class AnonThrottle(FixedWindowThrottle):
         if user is not None and user.is_authenticated:
             return None
         return f"a{self.get_ident(request)}"
+
+
+class AlertThrottle(UserThrottle):
+    """Alerts one user may post per window (all of a bot's tokens together), below the general user rate:
+    each alert may open a high-severity incident, so a leaked ``alerts:write`` token cannot flood them."""
+
+    scope = "alerts"

@@ -17,6 +17,7 @@ urlpatterns = [
     path("alerts/airflow", views.AirflowAlertIntake.as_view(), name="alerts-airflow"),
     path("incidents", views.IncidentList.as_view(), name="incidents"),
     path("incidents/<int:incident_id>", views.IncidentDetail.as_view(), name="incident"),
+    path("incidents/<int:incident_id>/timeline", views.IncidentTimeline.as_view(), name="incident-timeline"),
     path("incidents/<int:incident_id>/comments", views.IncidentComment.as_view(), name="incident-comments"),
     path("incidents/<int:incident_id>/<str:move>", views.IncidentStatusChange.as_view(), name="incident-status"),
     path("audit", views.AuditList.as_view(), name="audit"),

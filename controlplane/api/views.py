@@ -11,11 +11,13 @@ from rest_framework import pagination, serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from controlplane.actions import selectors as action_selectors
 from controlplane.actions import services as action_services
 from controlplane.api import serializers as s
+from controlplane.api.throttling import AlertThrottle
 from controlplane.api.waiting import MAX_WAIT_SECONDS, wait_until_finished
 from controlplane.audit.selectors import audit_list
 from controlplane.catalog.models import Target
@@ -219,11 +221,18 @@ class IncidentCursor(Cursor):
     ordering = "-created_at"
 
 
+class TimelineCursor(Cursor):
+    ordering = ("-at", "-id")
+
+
 class AirflowAlertIntake(APIView):
-    """An Airflow ``on_failure_callback`` payload: opens an incident (201) or adds to the open one with
-    the same DAG, task and run (200)."""
+    """An Airflow ``on_failure_callback`` payload: opens an incident (201) or is counted on the open one
+    for the same Airflow, DAG, task and logical day (200). Rate-limited per user (``API_THROTTLE_ALERTS``)."""
 
     required_scopes = {"POST": "alerts:write"}
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        return [*super().get_throttles(), AlertThrottle()]
 
     @extend_schema(request=dict, responses={201: s.IncidentSummarySerializer, 200: s.IncidentSummarySerializer})
     def post(self, request: Request) -> Response:
@@ -244,13 +253,27 @@ class IncidentList(ListAPIView[Any]):
 
 
 class IncidentDetail(APIView):
-    """An incident with its timeline, affected targets, log link and the actions that fit it."""
+    """An incident with the newest entries of its timeline (``timeline_url`` pages through all of them),
+    affected targets, log link and the actions that fit it."""
 
     required_scopes = {"GET": "incidents:read"}
 
     @extend_schema(responses=s.IncidentDetailSerializer)
     def get(self, request: Request, incident_id: int) -> Response:
-        return Response(s.IncidentDetailSerializer(incident_selectors.incident_get(incident_id)).data)
+        incident = incident_selectors.incident_get(incident_id)
+        return Response(s.IncidentDetailSerializer(incident, context={"request": request}).data)
+
+
+class IncidentTimeline(ListAPIView[Any]):
+    """An incident's whole timeline, newest first, a page at a time (``?cursor=``, ``?limit=`` up to 200)."""
+
+    required_scopes = {"GET": "incidents:read"}
+    serializer_class = s.IncidentEventSerializer
+    pagination_class = TimelineCursor
+
+    def get_queryset(self) -> Any:
+        incident = incident_selectors.incident_get(self.kwargs["incident_id"])
+        return incident_selectors.incident_timeline_events(incident)
 
 
 class IncidentNoteSerializer(s.StrictSerializer):
@@ -277,7 +300,8 @@ class IncidentStatusChange(APIView):
             raise NotFound(f"no incident status change {move!r}; use acknowledge, mitigate or resolve")
         data = _valid(IncidentNoteSerializer, request.data or {})
         self.moves[move](actor=request.user, incident_id=incident_id, note=data["note"])
-        return Response(s.IncidentDetailSerializer(incident_selectors.incident_get(incident_id)).data)
+        incident = incident_selectors.incident_get(incident_id)
+        return Response(s.IncidentDetailSerializer(incident, context={"request": request}).data)
 
 
 class IncidentComment(APIView):

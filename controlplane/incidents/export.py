@@ -5,12 +5,18 @@ preventive measures": the export documents the incident from the database (times
 timeline, every action with its approvals and verification, the runbook runs and their steps' results)
 and leaves headed sections for the analysis people write. It is a read: nothing is written, and any
 field that is missing (an old incident, a step without a result) is shown as such instead of failing.
+
+The document is produced in pieces (``incident_export``) and the timeline read a chunk at a time, so a
+long timeline is streamed with bounded memory. Text that came with an alert is not markdown anyone wrote
+here: the error is fenced and alert entries are escaped, so the exported file shows it as text (no
+remote image or link a markdown viewer would fetch or show).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +25,12 @@ from django.utils import timezone
 
 from controlplane.actions.models import ActionRun
 from controlplane.incidents.models import Incident, IncidentEvent
-from controlplane.incidents.selectors import incident_actions, incident_get, incident_timeline
+from controlplane.incidents.selectors import (
+    incident_actions,
+    incident_get,
+    incident_log_url,
+    incident_timeline_chunks,
+)
 
 NONE = "—"
 
@@ -62,6 +73,15 @@ def _fence(text: str, info: str = "text") -> str:
         longest = max(longest, run)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{info}\n{text.rstrip()}\n{fence}"
+
+
+_MARKUP = re.compile(r"([\\\[\]<>`])")
+
+
+def _text(value: str) -> str:
+    """Untrusted text as literal markdown: the characters that open links, images, autolinks, raw HTML
+    and code are backslash-escaped."""
+    return _MARKUP.sub(r"\\\1", value)
 
 
 def _indent(text: str, prefix: str = "  ") -> str:
@@ -110,7 +130,7 @@ def _header(incident: Incident) -> list[str]:
         pipeline = f"`{incident.pipeline.name}`{layer}"
     alert_type = (incident.alert_type or NONE) + (f" from {incident.source}" if incident.source else "")
     return [
-        f"# INC-{incident.pk}: {incident.title}",
+        f"# INC-{incident.pk}: {_text(incident.title)}",
         "",
         f"_Post-incident record exported {_when(timezone.now())}._",
         "",
@@ -146,15 +166,16 @@ def _times(incident: Incident) -> list[str]:
 def _alert(incident: Incident) -> list[str]:
     details = incident.details if isinstance(incident.details, dict) else {}
     lines = ["## Alert", ""]
-    lines.append(incident.summary.strip() if incident.summary.strip() else "_The alert carried no error text._")
+    lines.append(_fence(incident.summary) if incident.summary.strip() else "_The alert carried no error text._")
     lines.append("")
     facts = [(k, details.get(k)) for k in ("dag_id", "task_id", "run_id", "logical_date", "try_number")]
     facts = [(k, v) for k, v in facts if v not in (None, "")]
     if facts:
         lines += [f"- {name.replace('_', ' ')}: `{value}`" for name, value in facts]
-    if details.get("log_url"):
-        lines.append(f"- log: <{details['log_url']}>")
-    if facts or details.get("log_url"):
+    log_url = incident_log_url(incident)
+    if log_url:
+        lines.append(f"- log: <{log_url}>")
+    if facts or log_url:
         lines.append("")
     excerpt = details.get("log_excerpt")
     lines.append("### Log excerpt")
@@ -163,22 +184,28 @@ def _alert(incident: Incident) -> list[str]:
     return [*lines, ""]
 
 
-def _timeline(events: Iterable[IncidentEvent]) -> list[str]:
-    lines = ["## Timeline", ""]
+def _timeline(chunks: Iterable[list[IncidentEvent]]) -> Iterator[str]:
+    yield "## Timeline\n\n"
     any_event = False
-    for event in events:
-        any_event = True
-        actor = event.actor_name or "system"
-        first, *rest = (event.message or "").strip().splitlines() or [""]
-        entry = f"- {_when(event.at)} · **{event.kind}** · {actor}: {first}"
-        if event.kind == IncidentEvent.Kind.ACTION and isinstance(event.data, dict) and event.data.get("action"):
-            entry += f" (action `{event.data['action']}`)"
-        lines.append(entry)
-        if rest:
-            lines.append(_indent("\n".join(rest), "  "))
+    for events in chunks:
+        lines = []
+        for event in events:
+            any_event = True
+            actor = event.actor_name or "system"
+            message = (event.message or "").strip()
+            if event.kind == IncidentEvent.Kind.ALERT:
+                message = _text(message)
+            first, *rest = message.splitlines() or [""]
+            entry = f"- {_when(event.at)} · **{event.kind}** · {actor}: {first}"
+            if event.kind == IncidentEvent.Kind.ACTION and isinstance(event.data, dict) and event.data.get("action"):
+                entry += f" (action `{event.data['action']}`)"
+            lines.append(entry)
+            if rest:
+                lines.append(_indent("\n".join(rest), "  "))
+        yield "\n".join(lines) + "\n"
     if not any_event:
-        lines.append("_The timeline is empty._")
-    return [*lines, ""]
+        yield "_The timeline is empty._\n"
+    yield "\n"
 
 
 def _action(number: int, action: ActionRun) -> list[str]:
@@ -297,21 +324,20 @@ def _to_write() -> list[str]:
     ]
 
 
-def incident_export_markdown(*, incident_id: Any) -> str:
-    """The post-incident record of one incident as a markdown document (NotFound for an unknown id).
+def incident_export(*, incident_id: Any) -> Iterator[str]:
+    """The post-incident record of one incident as pieces of a markdown document (NotFound, at once, for
+    an unknown id). A constant number of queries plus one per TIMELINE_CHUNK entries of the timeline: the
+    incident with targets, the timeline a chunk at a time, the actions with their approvals, the runbook
+    runs with their steps."""
+    incident = incident_get(incident_id)
+    return _document(incident)
 
-    A constant number of queries: the incident with targets, the full timeline, the actions with their
-    approvals, the runbook runs with their steps."""
-    incident = incident_get(incident_id, with_timeline=False)
-    timeline = incident_timeline(incident, limit=None).events
-    actions = list(incident_actions(incident))
-    lines = [
-        *_header(incident),
-        *_times(incident),
-        *_alert(incident),
-        *_timeline(timeline),
-        *_actions(actions),
-        *_runbook_runs(incident),
-        *_to_write(),
-    ]
-    return "\n".join(lines).rstrip() + "\n"
+
+TIMELINE_CHUNK = 1000
+
+
+def _document(incident: Incident) -> Iterator[str]:
+    yield "\n".join([*_header(incident), *_times(incident), *_alert(incident)]) + "\n"
+    yield from _timeline(incident_timeline_chunks(incident, size=TIMELINE_CHUNK))
+    yield "\n".join([*_actions(list(incident_actions(incident))), *_runbook_runs(incident)]) + "\n"
+    yield "\n".join(_to_write()).rstrip() + "\n"

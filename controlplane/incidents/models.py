@@ -14,8 +14,9 @@ class Incident(models.Model):
     Status moves forward only: triggered -> acknowledged -> mitigated -> resolved, and any open status
     may go straight to resolved (``incidents.services``); each move stamps its ``*_at`` time once.
 
-    An alert whose fingerprint matches an open incident adds to that incident's timeline instead of
-    opening another; the partial unique index makes that hold under concurrent alerts too.
+    An alert whose fingerprint matches an open incident is counted on it (``alert_count``, with a bounded
+    number of timeline entries; ``incidents.services``) instead of opening another; the partial unique
+    index makes that hold under concurrent alerts too.
     """
 
     class Severity(models.TextChoices):

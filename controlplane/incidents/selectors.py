@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -14,6 +14,7 @@ from connectors.registry import get_connector_class
 from controlplane.actions.models import ActionRun, Approval
 from controlplane.catalog.models import Pipeline, Target
 from controlplane.errors import InvalidInput, NotFound
+from controlplane.incidents.alerts import log_url_allowed
 from controlplane.incidents.models import Incident, IncidentEvent
 
 _FILTERS = {"status": "status", "severity": "severity", "pipeline": "pipeline__name", "source": "source"}
@@ -75,22 +76,35 @@ def incident_pipeline_names() -> list[str]:
     return list(Pipeline.objects.filter(Exists(opened_for)).order_by("name").values_list("name", flat=True))
 
 
-def incident_get(incident_id: Any, *, with_timeline: bool = True) -> Incident:
-    """One incident with its targets (and their connections) and, unless ``with_timeline`` is False, its
-    whole timeline loaded (pages that cap the timeline read it with ``incident_timeline``)."""
+def incident_get(incident_id: Any) -> Incident:
+    """One incident with its pipeline and its targets (and their connections). Never its timeline, which
+    can be long: pages read it with ``incident_timeline`` or page it by ``TIMELINE_ORDER``."""
     try:
         pk = int(incident_id)
     except (TypeError, ValueError):
         raise NotFound(f"no incident {incident_id}") from None
-    prefetch: list[Any] = [
-        Prefetch("targets", queryset=Target.objects.select_related("connection__environment").order_by("key"))
-    ]
-    if with_timeline:
-        prefetch.append(Prefetch("events", queryset=IncidentEvent.objects.order_by("at", "id")))
-    incident = Incident.objects.select_related("pipeline").prefetch_related(*prefetch).filter(pk=pk).first()
+    targets = Prefetch("targets", queryset=Target.objects.select_related("connection__environment").order_by("key"))
+    incident = Incident.objects.select_related("pipeline").prefetch_related(targets).filter(pk=pk).first()
     if incident is None:
         raise NotFound(f"no incident {incident_id}")
     return incident
+
+
+def incident_log_url(incident: Incident) -> str | None:
+    """The alert's link to the task log, if it points at the Airflow of one of the incident's catalog
+    targets (checked again on reading: an incident stored before the intake checked it is covered too)."""
+    url = (incident.details or {}).get("log_url")
+    base_urls = [t.connection.config.get("base_url") for t in incident.targets.all()]
+    return url if isinstance(url, str) and log_url_allowed(url, base_urls) else None
+
+
+# A timeline in time order; ``id`` breaks ties. Every read of a timeline is bounded by pages of it.
+TIMELINE_ORDER = ("at", "id")
+
+
+def incident_timeline_events(incident: Incident | int) -> QuerySet[IncidentEvent]:
+    """An incident's timeline entries, unordered: callers read them a page at a time by TIMELINE_ORDER."""
+    return IncidentEvent.objects.filter(incident=incident)
 
 
 @dataclass(frozen=True)
@@ -101,17 +115,30 @@ class Timeline:
     truncated: bool
 
 
-def incident_timeline(incident: Incident, *, limit: int | None = 500) -> Timeline:
-    """The incident's timeline, newest last, capped at the newest ``limit`` entries (None: all). One query
-    whatever its length: actors are read from the stored ``actor_name``, not joined."""
-    qs = IncidentEvent.objects.filter(incident=incident)
-    if limit is None:
-        return Timeline(list(qs.order_by("at", "id")), truncated=False)
-    newest = list(qs.order_by("-at", "-id")[: limit + 1])
+def incident_timeline(incident: Incident, *, limit: int) -> Timeline:
+    """The newest ``limit`` entries of the incident's timeline, oldest first. One query whatever its
+    length: actors are read from the stored ``actor_name``, not joined."""
+    newest = list(incident_timeline_events(incident).order_by("-at", "-id")[: limit + 1])
     truncated = len(newest) > limit
     events = newest[:limit]
     events.reverse()
     return Timeline(events, truncated)
+
+
+def incident_timeline_chunks(incident: Incident, *, size: int = 1000) -> Iterator[list[IncidentEvent]]:
+    """The whole timeline, oldest first, ``size`` entries a query (keyset on TIMELINE_ORDER): what a
+    reader of every entry (the export) holds in memory is one chunk, whatever the timeline's length."""
+    after: tuple[Any, int] | None = None
+    while True:
+        qs = incident_timeline_events(incident)
+        if after is not None:
+            qs = qs.filter(at__gte=after[0]).exclude(at=after[0], id__lte=after[1])
+        chunk = list(qs.order_by(*TIMELINE_ORDER)[:size])
+        if chunk:
+            yield chunk
+        if len(chunk) < size:
+            return
+        after = (chunk[-1].at, chunk[-1].pk)
 
 
 def incident_actions(incident: Incident) -> QuerySet[ActionRun]:

@@ -19,13 +19,18 @@ from controlplane.audit.services import audit_record
 from controlplane.catalog.models import Pipeline, Target
 from controlplane.catalog.services import connector_for, pydantic_message
 from controlplane.errors import Conflict, InvalidInput, NotFound
-from controlplane.incidents.alerts import AirflowFailureAlert
+from controlplane.incidents.alerts import AirflowFailureAlert, log_url_allowed, url_origin
 from controlplane.incidents.models import Incident, IncidentEvent
 
 log = logging.getLogger(__name__)
 
 # Seed severities: a failed DAG is high, a freshness breach medium, a storage quota low.
 AIRFLOW_FAILURE_SEVERITY = Incident.Severity.HIGH
+# Alert entries an incident's timeline holds (the first alert and new runs or tries of the same failure,
+# each with its log); later repeats only raise ``alert_count`` and ``last_alert_at``.
+MAX_ALERT_EVENTS = 10
+MAX_EVENT_MESSAGE = 600
+MAX_LOG_CHARS = 8_000  # the end of a fetched log kept on the timeline
 
 
 @dataclass(frozen=True)
@@ -60,46 +65,66 @@ def _dag_targets(alert: AirflowFailureAlert) -> list[Target]:
         Target.objects.select_related("connection", "pipeline").filter(kind="dag", locator__dag_id=alert.dag_id)
     )
     if alert.base_url and len(targets) > 1:
-        base = str(alert.base_url).rstrip("/")
-        same = [t for t in targets if str(t.connection.config.get("base_url", "")).rstrip("/") == base]
+        base = url_origin(str(alert.base_url))
+        same = [t for t in targets if url_origin(t.connection.config.get("base_url")) == base]
         targets = same or targets
     return targets
 
 
 def alert_ingest_airflow(*, payload: Any) -> AlertResult:
-    """Open an incident for a failed Airflow task, or add the alert to the open incident with the same
-    fingerprint (DAG, task, run). Invalid payloads raise InvalidInput and write nothing."""
+    """Open an incident for a failed Airflow task, or count the alert on the open incident with the same
+    fingerprint (Airflow, DAG, task, logical day). Invalid payloads raise InvalidInput and write nothing."""
     if not isinstance(payload, dict):
         raise InvalidInput("the alert must be a JSON object")
     try:
         alert = AirflowFailureAlert.model_validate(payload)
     except ValidationError as exc:
         raise InvalidInput(f"invalid Airflow alert: {pydantic_message(exc)}") from None
-    data = alert.model_dump(mode="json")
     try:
         with transaction.atomic():
-            return _open_or_repeat(alert, data)
+            return _open_or_repeat(alert)
     except IntegrityError:
         # A concurrent alert opened it first: the partial unique index said so. Now it is a repeat.
         with transaction.atomic():
-            return _open_or_repeat(alert, data)
+            return _open_or_repeat(alert)
 
 
-def _fetch_log_on_commit(incident: Incident, data: dict[str, Any]) -> None:
+def _fetch_log_on_commit(incident: Incident, alert: AirflowFailureAlert) -> None:
+    if not alert.task_id:
+        return
     incident_id = incident.pk
+    ref = {"task_id": alert.task_id, "run_id": alert.run_id, "try_number": alert.try_number}
 
     def send() -> None:
         from controlplane.incidents.tasks import attach_alert_log
 
         try:
-            attach_alert_log.apply_async(args=(incident_id, data))
+            attach_alert_log.apply_async(args=(incident_id, ref))
         except Exception:
             log.exception("could not queue the log fetch for incident %s", incident_id)
 
     transaction.on_commit(send)
 
 
-def _open_or_repeat(alert: AirflowFailureAlert, data: dict[str, Any]) -> AlertResult:
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _alert_summary(alert: AirflowFailureAlert) -> dict[str, Any]:
+    """What a timeline entry keeps of an alert: which run and try, no free text beyond the run id."""
+    return {
+        "run_id": alert.run_id,
+        "try_number": alert.try_number,
+        "logical_date": alert.logical_date.isoformat() if alert.logical_date else None,
+        "state": alert.state,
+    }
+
+
+def _base_urls(targets: list[Target]) -> list[Any]:
+    return [t.connection.config.get("base_url") for t in targets]
+
+
+def _open_or_repeat(alert: AirflowFailureAlert) -> AlertResult:
     now = timezone.now()
     open_incident = (
         Incident.objects.select_for_update()
@@ -109,20 +134,15 @@ def _open_or_repeat(alert: AirflowFailureAlert, data: dict[str, Any]) -> AlertRe
     )
     message = f"{alert.title}: {alert.exception[:300]}" if alert.exception else alert.title
     if open_incident is not None:
-        Incident.objects.filter(pk=open_incident.pk).update(alert_count=F("alert_count") + 1, last_alert_at=now)
-        open_incident.refresh_from_db()
-        _event(
-            open_incident, IncidentEvent.Kind.ALERT, f"repeated alert (#{open_incident.alert_count}): {message}", data
-        )
-        audit_record(
-            event="incident.alert_repeated", obj=open_incident, after={"alert_count": open_incident.alert_count}
-        )
-        _fetch_log_on_commit(open_incident, data)
-        return AlertResult(open_incident, created=False)
+        return _repeat(open_incident, alert, message, now)
 
     targets = _dag_targets(alert)
     pipeline = next((t.pipeline for t in targets if t.pipeline_id), None)
     pipeline = pipeline or Pipeline.objects.filter(name=alert.dag_id).first()
+    details = alert.model_dump(mode="json")
+    if alert.log_url is not None and not log_url_allowed(str(alert.log_url), _base_urls(targets)):
+        del details["log_url"]
+        message += f" (log link dropped: {url_origin(str(alert.log_url))} is not this DAG's Airflow in the catalog)"
     with transaction.atomic():  # a savepoint: the unique index may refuse a concurrent twin
         incident = Incident.objects.create(
             title=alert.title,
@@ -131,13 +151,13 @@ def _open_or_repeat(alert: AirflowFailureAlert, data: dict[str, Any]) -> AlertRe
             alert_type="airflow.task_failed" if alert.task_id else "airflow.dag_failed",
             source="airflow",
             summary=alert.exception,
-            details=data,
+            details=details,
             pipeline=pipeline,
             alert_count=1,
             last_alert_at=now,
         )
     incident.targets.set(targets)
-    _event(incident, IncidentEvent.Kind.ALERT, message, data)
+    _event(incident, IncidentEvent.Kind.ALERT, _bounded(message, MAX_EVENT_MESSAGE), {"alert": _alert_summary(alert)})
     audit_record(
         event="incident.opened",
         obj=incident,
@@ -148,8 +168,31 @@ def _open_or_repeat(alert: AirflowFailureAlert, data: dict[str, Any]) -> AlertRe
             "targets": [t.key for t in targets],
         },
     )
-    _fetch_log_on_commit(incident, data)
+    _fetch_log_on_commit(incident, alert)
     return AlertResult(incident, created=True)
+
+
+def _repeat(incident: Incident, alert: AirflowFailureAlert, message: str, now: Any) -> AlertResult:
+    """Count a repeat of an open incident's failure. A run or try not seen yet also gets a timeline entry,
+    an audit event and its log fetched, up to MAX_ALERT_EVENTS entries; a replay of one already listed, or
+    any repeat past the cap, is only counted (``alert_count``, ``last_alert_at``)."""
+    Incident.objects.filter(pk=incident.pk).update(alert_count=F("alert_count") + 1, last_alert_at=now)
+    incident.refresh_from_db(fields=["alert_count", "last_alert_at", "updated_at"])
+    listed = list(
+        IncidentEvent.objects.filter(incident=incident, kind=IncidentEvent.Kind.ALERT, data__has_key="alert")
+        .values_list("data__alert__run_id", "data__alert__try_number")
+        .order_by()[:MAX_ALERT_EVENTS]
+    )
+    if (alert.run_id, alert.try_number) in listed or len(listed) >= MAX_ALERT_EVENTS:
+        return AlertResult(incident, created=False)
+    try_text = f", try {alert.try_number}" if alert.try_number is not None else ""
+    text = f"repeated alert (#{incident.alert_count}{try_text}): {message}"
+    if len(listed) + 1 >= MAX_ALERT_EVENTS:
+        text = f"{_bounded(text, MAX_EVENT_MESSAGE - 60)} (further repeats are counted, not listed)"
+    _event(incident, IncidentEvent.Kind.ALERT, _bounded(text, MAX_EVENT_MESSAGE), {"alert": _alert_summary(alert)})
+    audit_record(event="incident.alert_repeated", obj=incident, after={"alert_count": incident.alert_count})
+    _fetch_log_on_commit(incident, alert)
+    return AlertResult(incident, created=False)
 
 
 def incident_attach_log(*, incident_id: int, alert: dict[str, Any]) -> IncidentEvent | None:
@@ -166,6 +209,7 @@ def incident_attach_log(*, incident_id: int, alert: dict[str, Any]) -> IncidentE
         text = connector_for(target.connection).logs(target_ref(target), ref)
     except ConnectorError as exc:
         text = f"(log unavailable: {exc.message})"
+    text = text if len(text) <= MAX_LOG_CHARS else "…" + text[-(MAX_LOG_CHARS - 1) :]
     with context.change_context(channel=context.Channel.SYSTEM, actor_name="log fetcher"), transaction.atomic():
         Incident.objects.filter(pk=incident_id).update(details={**incident.details, "log_excerpt": text})
         return _event(

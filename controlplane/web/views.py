@@ -19,7 +19,14 @@ from urllib.parse import urlencode, urlsplit
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
@@ -38,7 +45,7 @@ from controlplane.catalog.selectors import target_choices
 from controlplane.errors import InvalidInput, NotFound, ServiceError
 from controlplane.incidents import selectors as incidents
 from controlplane.incidents import services as incident_services
-from controlplane.incidents.export import incident_export_markdown
+from controlplane.incidents.export import incident_export as export_pieces
 from controlplane.incidents.models import Incident
 from controlplane.web import catalog
 from controlplane.web.forms import FormField, choice_sources, fields_from_schema, params_from_post
@@ -58,12 +65,12 @@ def is_htmx(request: HttpRequest) -> bool:
     return request.headers.get("HX-Request") == "true" and "HX-History-Restore-Request" not in request.headers
 
 
-def web_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def web_login_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """``login_required`` that also works for htmx (a poll or POST whose session expired would otherwise
     follow the redirect and swap the login page into a fragment; htmx is told to load the login page),
     and that shows nothing to an account holding no role yet (viewer is the least role that reads)."""
 
-    def with_role(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def with_role(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not policy.has_role(request.user, "viewer"):
             return render(request, "web/no_role.html", status=403)
         return view(request, *args, **kwargs)
@@ -71,7 +78,7 @@ def web_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
     protected = login_required(with_role)
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if is_htmx(request) and not request.user.is_authenticated:
             current = urlsplit(request.headers.get("HX-Current-URL", ""))
             next_url = current.path + (f"?{current.query}" if current.query else "") if current.path else request.path
@@ -216,7 +223,7 @@ def _incident_for_request(request: HttpRequest) -> Incident | None:
     if not raw:
         return None
     try:
-        return incidents.incident_get(raw, with_timeline=False)
+        return incidents.incident_get(raw)
     except NotFound:
         return None
 
@@ -545,7 +552,6 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 INCIDENT_FILTERS = ("status", "severity", "pipeline", "age")
 INCIDENT_ORDER = ("created_at", "id")
-TIMELINE_LIMIT = 500
 INCIDENT_ACTIONS_LIMIT = 50  # the newest ones; the page links the rest (the action history, filtered)
 
 
@@ -580,7 +586,7 @@ def incident_list(request: HttpRequest) -> HttpResponse:
 
 def _incident_or_404(incident_id: int) -> Incident:
     try:
-        return incidents.incident_get(incident_id, with_timeline=False)
+        return incidents.incident_get(incident_id)
     except NotFound as exc:
         raise Http404(exc.message) from None
 
@@ -588,17 +594,17 @@ def _incident_or_404(incident_id: int) -> Incident:
 def _incident_context(
     request: HttpRequest, incident: Incident, *, error: str = "", comment: str = "", notice: str = ""
 ) -> dict[str, Any]:
-    """The incident page: header, alert, status controls, the actions, the runbooks and the timeline."""
-    show_all = request.GET.get("timeline") == "all"
-    timeline = incidents.incident_timeline(incident, limit=None if show_all else TIMELINE_LIMIT)
+    """The incident page: header, alert, status controls, the actions, the runbooks and the timeline (a
+    keyset page of it: the newest entries, ``?cursor=`` for older ones, shown oldest first)."""
+    timeline = _page(request, incidents.incident_timeline_events(incident), incidents.TIMELINE_ORDER)
     can_respond = policy.has_role(request.user, "responder")
     recent = incidents.incident_actions_recent(incident, limit=INCIDENT_ACTIONS_LIMIT)
     return {
         "incident": incident,
         "targets": list(incident.targets.all()),
-        "timeline": timeline.events,
-        "timeline_truncated": timeline.truncated,
-        "timeline_limit": TIMELINE_LIMIT,
+        "timeline": timeline.object_list[::-1],
+        "page": timeline,
+        "log_url": incidents.incident_log_url(incident),
         "incident_actions": recent.actions,
         "incident_actions_total": recent.total,
         "incident_actions_truncated": recent.truncated,
@@ -620,7 +626,7 @@ def _incident_context(
 def incident_detail(request: HttpRequest, incident_id: int) -> HttpResponse:
     """``/incidents/<id>/``: what broke (title, severity, status, pipeline, targets, the alert and its log
     excerpt), Acknowledge / Mitigate / Resolve for responders, the actions taken, the runbooks, a comment
-    form, and the timeline, newest last (the newest 500 entries; ``?timeline=all`` for every one)."""
+    form, and the timeline, newest last (50 entries a page, Older / Newer links for the rest)."""
     incident = _incident_or_404(incident_id)
     context = _incident_context(request, incident)
     return _render(request, "web/incident_detail.html", "web/partials/incident_body.html", context)
@@ -682,13 +688,13 @@ def incident_comment(request: HttpRequest, incident_id: int) -> HttpResponse:
 
 @require_GET
 @web_login_required
-def incident_export(request: HttpRequest, incident_id: int) -> HttpResponse:
+def incident_export(request: HttpRequest, incident_id: int) -> StreamingHttpResponse:
     """``/incidents/<id>/export.md``: the post-incident record (times, alert, full timeline, actions with
-    approvals and verification, runbook runs) as a markdown download."""
+    approvals and verification, runbook runs) as a markdown download, streamed as it is read."""
     try:
-        text = incident_export_markdown(incident_id=incident_id)
+        pieces = export_pieces(incident_id=incident_id)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    response = StreamingHttpResponse(pieces, content_type="text/markdown; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="INC-{incident_id}.md"'
     return response

@@ -199,13 +199,17 @@ def test_failure_callbacks_post_the_documented_payload(
     # The successful task sent nothing.
     assert "ingest_customers" not in {p["task_id"] for p in payloads}
     # ... and the control plane's intake accepts both as they are.
+    # (a run without a logical date is named by its run id).
     from controlplane.incidents.alerts import AirflowFailureAlert
 
     assert (
         AirflowFailureAlert.model_validate(task_alert).fingerprint
-        == f"airflow:{BRONZE}:ingest_orders:{failed_bronze_run}"
+        == f"airflow:{airflow.url}:{BRONZE}:ingest_orders:run={failed_bronze_run}"
     )
-    assert AirflowFailureAlert.model_validate(dag_alert).fingerprint == f"airflow:{BRONZE}:-:{failed_bronze_run}"
+    assert (
+        AirflowFailureAlert.model_validate(dag_alert).fingerprint
+        == f"airflow:{airflow.url}:{BRONZE}:-:run={failed_bronze_run}"
+    )
 
 
 def test_fixing_the_source_and_clearing_downstream_makes_the_run_succeed(

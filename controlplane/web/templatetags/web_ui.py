@@ -21,9 +21,30 @@ from controlplane.actions.models import ACTIVE_STATES
 
 register = template.Library()
 
-# CommonMark with raw HTML off and the unsafe link schemes (javascript:, vbscript:, file:, data:) refused
-# by markdown-it's validateLink: what people type in comments is rendered, never executed.
-_markdown = MarkdownIt("js-default")
+# CommonMark with raw HTML off, no images (``![alt](url)`` stays text and a link: a remote image would
+# load in every viewer's browser, telling its owner who reads the incident and when), and links only to
+# http(s) URLs or this site's own paths, marked nofollow/noopener/noreferrer. Comments, alert text and
+# runbook instructions are rendered, never executed or fetched.
+LINK_REL = "nofollow noopener noreferrer"
+
+
+def _link_allowed(url: str) -> bool:
+    """http(s) URLs and this site's paths (``/incidents/3/``, not the scheme-relative ``//host``)."""
+    url = url.strip()
+    if url.startswith("/"):
+        return not url.startswith("//") and not url.startswith("/\\")
+    scheme, sep, _ = url.partition(":")
+    return bool(sep) and scheme.lower() in ("http", "https")
+
+
+def _link_open(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    tokens[idx].attrSet("rel", LINK_REL)
+    return str(renderer.renderToken(tokens, idx, options, env))
+
+
+_markdown = MarkdownIt("js-default").disable("image")
+_markdown.validateLink = _link_allowed  # type: ignore[method-assign]
+_markdown.add_render_rule("link_open", _link_open)
 
 
 @register.filter
