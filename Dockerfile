@@ -38,5 +38,6 @@ RUN uv sync --frozen --no-dev --no-cache \
 
 USER app
 EXPOSE 8000
+# Behind nginx (docker-compose.yml); gunicorn.conf.py sets the processes, threads and timeouts.
 CMD ["gunicorn", "controlplane.wsgi", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000", \
-     "--graceful-timeout", "20", "--access-logfile", "-", "--no-control-socket"]
+     "--access-logfile", "-", "--no-control-socket"]

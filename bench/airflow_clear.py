@@ -175,7 +175,7 @@ def direct_sample(d: Direct, run_id: str) -> Sample:
 
 def cp_sample(port: int, token: str, d: Direct, run_id: str) -> Sample:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.connect()  # a fresh keep-alive connection (gunicorn drops idle ones after 2 s), outside the timing
+    conn.connect()  # a fresh keep-alive connection (gunicorn drops idle ones: keepalive), outside the timing
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -6,9 +6,10 @@ Starts everything it needs in a temp dir and stops it at the end (also on Ctrl-C
 Postgres + Redis, a fresh control-plane database (migrated), the seed-004 weather warehouse, a catalog with
 one matview target per launch, gunicorn, and a real Celery worker. Then, in one run:
 
-1. API launch: ``POST /api/v1/actions`` against gunicorn (no worker runs, so actions stay queued and the
-   figure is the launch itself), for each gunicorn layout tried: first a closed loop of 8 keep-alive client
-   threads (the highest rate the server sustains), then an open loop on the same gunicorn that offers
+1. API launch: ``POST /api/v1/actions`` against the web tier as shipped, nginx in front of gunicorn (no
+   worker runs, so actions stay queued and the figure is the launch itself), for each gunicorn layout tried
+   (the shipped 2x4 by default): first a closed loop of 8 keep-alive client threads (the highest rate the
+   server sustains), then an open loop on the same web tier that offers
    launches at a fixed rate (``--rate``, 250/s = the budget) from a pool of 32 keep-alive clients, with each
    latency counted from the request's scheduled send time (no coordinated omission): the p99 at that load.
 2. Dispatch latency: action_request in a Django-configured process (this one), commit -> the first
@@ -60,7 +61,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sandbox import services as sandbox  # noqa: E402 (needs the repo root on sys.path when run as a file)
+from sandbox import nginx as sandbox_nginx  # noqa: E402 (needs the repo root on sys.path when run as a file)
+from sandbox import services as sandbox  # noqa: E402
 from sandbox.weather import load_weather  # noqa: E402
 
 # DESIGN.md section 9.
@@ -152,8 +154,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--samples", type=int, default=None, help="dispatch and bare round-trip samples (100/30)")
     parser.add_argument(
         "--layouts",
-        default="2x4,4x2",
-        help="gunicorn WORKERSxTHREADS layouts to try, comma-separated (2x4,4x2); the best is reported",
+        default="2x4",
+        help="gunicorn WORKERSxTHREADS layouts to try, comma-separated (2x4, gunicorn.conf.py's); the best is reported",
     )
     parser.add_argument(
         "--profile",
@@ -502,7 +504,8 @@ def cpu_snapshot(world: World, server: Child | None) -> CpuSnapshot:
     """CPU seconds used so far by the server under test (its process group), the sandbox Postgres (the
     postmaster, its live backends and the backends it has reaped), Redis, and this process (the load
     generator); every other process (other people's work on a shared machine); and the whole machine."""
-    groups = dict.fromkeys(("server", "postgres", "redis", "bench client"), 0.0)
+    groups = dict.fromkeys(("server", "nginx", "postgres", "redis", "bench client"), 0.0)
+    nginx_groups = {c.proc.pid for c in world.children if c.name.startswith("nginx")}
     others: dict[int, tuple[float, str]] = {}
     parents: dict[int, int] = {}
     postmaster = _postmaster_pid(world)
@@ -512,6 +515,8 @@ def cpu_snapshot(world: World, server: Child | None) -> CpuSnapshot:
         parents[pid] = ppid
         if server is not None and pgrp == server.proc.pid:
             groups["server"] += own + reaped
+        elif pgrp in nginx_groups:
+            groups["nginx"] += own + reaped
         elif postmaster and pid == postmaster:
             groups["postgres"] += own + reaped
         elif postmaster and ppid == postmaster:
@@ -630,7 +635,6 @@ class OpenLoopResult:
     wall: float  # t0 -> the last answer
     samples_bad: list[str]
     cpu: CpuUse
-    split: list[int] = field(default_factory=list)  # client connections per gunicorn worker
 
     @property
     def achieved(self) -> float:
@@ -651,7 +655,6 @@ class LaunchResult:
     wall: float
     samples_bad: list[str]
     cpu: CpuUse
-    split: list[int] = field(default_factory=list)  # client connections per gunicorn worker
     open: OpenLoopResult | None = None
 
     @property
@@ -676,9 +679,9 @@ def launch_headers(token: str) -> dict[str, str]:
 
 def post_launch(conn: http.client.HTTPConnection, headers: dict[str, str], target: str) -> tuple[str, bytes]:
     """One launch on ``conn`` (opened on first use, kept alive): the status ("202", or "error:<exception>")
-    and the body. A reused connection the server had already closed as idle (gunicorn's keep-alive timeout
-    is 2 s) is retried once on a new connection; the request never reached the app then (if it had, the
-    retry would meet the target's active action and answer 409, which shows)."""
+    and the body. A reused connection the server had already closed as idle (nginx's keep-alive timeout)
+    is retried once on a new connection; the request never reached the app then (if it had, the retry would
+    meet the target's active action and answer 409, which shows)."""
     body = json.dumps({"verb": "refresh-mart", "target": target, "params": {}, "reason": "bench"}).encode()
     for last_try in (False, True):
         reused = conn.sock is not None
@@ -700,57 +703,10 @@ def post_launch(conn: http.client.HTTPConnection, headers: dict[str, str], targe
     raise AssertionError("unreachable")
 
 
-def connect_spread(port: int, n: int, master: int | None) -> tuple[list[http.client.HTTPConnection], list[int]]:
-    """``n`` open connections to gunicorn, spread evenly over its worker processes; and how many each got.
-
-    The worker processes share one listening socket and the first to call accept() takes a connection: a
-    burst of new connections often all land on one worker, and a keep-alive connection stays where it
-    landed. With 8 client connections on one of two workers, half of the server (one process, one GIL)
-    would serve the whole run. So each connection is opened in turn and its server side looked up in /proc
-    (the accepted socket's inode, and which worker holds it); one that landed on a worker with its share
-    already is closed and opened again. Without ``master`` (or with one worker) the connections are made
-    lazily, on the first request."""
-    workers = sorted(_worker_cpu(master)) if master else []
-    if len(workers) < 2:
-        return [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(n)], []
-    share = math.ceil(n / len(workers))
-    per: Counter[int] = Counter()
-    conns: list[http.client.HTTPConnection] = []
-    retries = 0
-    while len(conns) < n:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.connect()
-        assert conn.sock is not None
-        owner = _accepted_by(port, int(conn.sock.getsockname()[1]), workers)
-        if owner is not None and per[owner] >= share and retries < 50 * n:
-            retries += 1
-            conn.close()
-            continue
-        per[owner or 0] += 1
-        conns.append(conn)
-    return conns, [per[pid] for pid in workers] + ([per[0]] if per[0] else [])
-
-
-def _accepted_by(port: int, client_port: int, workers: list[int], timeout: float = 2.0) -> int | None:
-    """The worker holding the server side of the connection from ``client_port``, once it has accepted it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        inode = 0
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            cols = line.split()
-            if int(cols[1].rsplit(":", 1)[1], 16) == port and int(cols[2].rsplit(":", 1)[1], 16) == client_port:
-                inode = int(cols[9])  # 0 while the connection waits in the accept queue
-                break
-        if inode:
-            wanted = f"socket:[{inode}]"
-            for pid in workers:
-                with contextlib.suppress(OSError):
-                    for fd in Path(f"/proc/{pid}/fd").iterdir():
-                        with contextlib.suppress(OSError):
-                            if str(fd.readlink()) == wanted:
-                                return pid
-        time.sleep(0.001)
-    return None
+def connect(port: int, n: int) -> list[http.client.HTTPConnection]:
+    """``n`` keep-alive connections to nginx, opened on their first request. nginx opens a new connection
+    to gunicorn for each request, so each launch goes to whichever gunicorn process accepts it first."""
+    return [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(n)]
 
 
 def load(
@@ -758,16 +714,13 @@ def load(
     token: str,
     targets: list[str],
     concurrency: int,
-    master: int | None = None,
     on_start: Callable[[], None] | None = None,
-) -> tuple[list[float], Counter[str], float, list[str], list[int]]:
-    """Closed loop: ``concurrency`` threads, one keep-alive connection each (spread over gunicorn's workers
-    when its ``master`` pid is given), one launch per target; ``on_start`` runs once the connections are
-    open, right before the first send.
+) -> tuple[list[float], Counter[str], float, list[str]]:
+    """Closed loop: ``concurrency`` threads, one keep-alive connection each, one launch per target;
+    ``on_start`` runs right before the first send.
 
-    Returns latencies (s), status counts, wall time (first send to last answer), a few bad bodies and the
-    connections per worker."""
-    conns, split = connect_spread(port, concurrency, master)
+    Returns latencies (s), status counts, wall time (first send to last answer) and a few bad bodies."""
+    conns = connect(port, concurrency)
     lock = threading.Lock()
     cursor = iter(targets)
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
@@ -803,7 +756,7 @@ def load(
     merged: Counter[str] = Counter()
     for c in statuses:
         merged.update(c)
-    return [x for part in latencies for x in part], merged, wall, bad, split
+    return [x for part in latencies for x in part], merged, wall, bad
 
 
 def join_all(threads: list[threading.Thread]) -> None:
@@ -822,7 +775,6 @@ class OpenLoad:
     wall: float
     bad: list[str]
     warm_statuses: Counter[str]
-    split: list[int]
 
 
 def open_load(
@@ -832,16 +784,14 @@ def open_load(
     targets: list[str],
     rate: float,
     clients: int,
-    master: int | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> OpenLoad:
     """Open loop: launch i (on ``targets[i]``) is due at t0 + i / ``rate``. ``clients`` threads, one
     keep-alive connection each, take the launches in order; a thread sleeps until its launch is due, or
     sends at once when it is late (all threads were busy: that wait counts in the latency, which runs from
-    the due time to the last byte of the answer). The connections are spread over gunicorn's workers (see
-    ``connect_spread``) and each thread first sends one unmeasured launch on ``warm[k]``, so that its
-    connection is in use when the clock starts; ``on_start`` runs right before t0."""
-    conns, split = connect_spread(port, clients, master)
+    the due time to the last byte of the answer). Each thread first sends one unmeasured launch on
+    ``warm[k]``, so that its connection is open when the clock starts; ``on_start`` runs right before t0."""
+    conns = connect(port, clients)
     headers = launch_headers(token)
     n = len(targets)
     latencies = [math.nan] * n
@@ -903,7 +853,7 @@ def open_load(
     done = [i for i in range(n) if statuses[i]]
     if failures or len(done) != n:
         raise BenchError(f"open loop: {len(done)} of {n} launches sent; a client thread failed: {failures[:3]}")
-    return OpenLoad(latencies, lags, Counter(statuses), max(ends) - t0[0], bad, warm_statuses, split)
+    return OpenLoad(latencies, lags, Counter(statuses), max(ends) - t0[0], bad, warm_statuses)
 
 
 def flush_redis(url: str) -> None:
@@ -926,14 +876,14 @@ def run_launch(
     during: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     open_targets: Sequence[str] = (),
 ) -> LaunchResult:
-    """The closed loop on a fresh gunicorn with ``layout`` (``targets``: warm-up, then measured); then, with
-    ``open_targets`` (``opts.open_clients`` to open the connections, then the measured ones), the open loop
-    at ``opts.rate`` on the same gunicorn."""
+    """The closed loop on a fresh web tier, nginx in front of gunicorn with ``layout`` (``targets``:
+    warm-up, then measured); then, with ``open_targets`` (``opts.open_clients`` to open the connections,
+    then the measured ones), the open loop at ``opts.rate`` on the same web tier."""
     workers, threads = layout
     warmup = opts.warmup if warmup is None else warmup
     warm, measured = targets[:warmup], targets[warmup:]
-    port = free_port()
-    step(f"API launch: gunicorn --workers {workers} --threads {threads} on :{port}")
+    port, gunicorn_port = free_port(), free_port()
+    step(f"API launch: nginx on :{port}, gunicorn --workers {workers} --threads {threads} on :{gunicorn_port}")
     # A clean broker/cache per layout: no queued messages or throttle history carried over.
     flush_redis(world.redis_url)
     gunicorn = world.start(
@@ -946,7 +896,7 @@ def run_launch(
             "--config",
             str(ROOT / "gunicorn.conf.py"),
             "-b",
-            f"127.0.0.1:{port}",
+            f"127.0.0.1:{gunicorn_port}",
             "--workers",
             str(workers),
             "--threads",
@@ -956,44 +906,50 @@ def run_launch(
         ],
         world.env,
     )
+    nginx_dir = world.tmp / f"nginx-{workers}x{threads}"
+    sandbox_nginx.write_config(nginx_dir, listen=f"127.0.0.1:{port}", upstream=f"127.0.0.1:{gunicorn_port}")
+    nginx = world.start(f"nginx-{workers}x{threads}", sandbox_nginx.command(nginx_dir), world.env)
     try:
-        wait_http_ok(gunicorn, port, "/healthz")
+        wait_http_ok(gunicorn, gunicorn_port, "/healthz")
+        wait_http_ok(nginx, port, "/healthz")
         if warm:
             warm_up(gunicorn, port, token, warm, opts.concurrency)
         if during is None:
             wait_quiet(world, opts.wait_quiet, f"the {workers}x{threads} launches")
         step(f"  {len(measured)} launches, {opts.concurrency} client threads")
-        before: list[CpuSnapshot] = []  # taken once the connections are open
+        before: list[CpuSnapshot] = []  # taken once the client threads are ready
         with during() if during is not None else contextlib.nullcontext():
-            latencies, statuses, wall, bad, split = load(
+            latencies, statuses, wall, bad = load(
                 port,
                 token,
                 measured,
                 opts.concurrency,
-                gunicorn.proc.pid,
                 on_start=lambda: before.append(cpu_snapshot(world, gunicorn)),
             )
         cpu = CpuUse.between(before[0], cpu_snapshot(world, gunicorn), wall)
-        if not gunicorn.alive():
-            raise BenchError(f"gunicorn died during the run:\n{gunicorn.tail()}")
+        for child in (gunicorn, nginx):
+            if not child.alive():
+                raise BenchError(f"{child.name} died during the run:\n{child.tail()}")
         if set(statuses) != {"202"}:
             bad.append(f"--- {gunicorn.log} (tail) ---\n{gunicorn.tail(40)}")
-        result = LaunchResult(layout, latencies, statuses, wall, bad, cpu, split)
+            bad.append(f"--- {nginx.log} (tail) ---\n{nginx.tail(20)}")
+        result = LaunchResult(layout, latencies, statuses, wall, bad, cpu)
         if open_targets:
             result.open = run_open_loop(world, gunicorn, port, token, list(open_targets), opts)
     finally:
+        world.stop_child(nginx)
         world.stop_child(gunicorn)
     return result
 
 
 def warm_up(gunicorn: Child, port: int, token: str, warm: list[str], concurrency: int) -> None:
-    """Unmeasured closed-loop launches on connections spread over the workers, so that every worker process
+    """Unmeasured closed-loop launches (through nginx on ``port``), so that every gunicorn worker process
     has served launches before the measurement: the first launch in a process imports every connector
     (connectors.registry: about 0.9 s of CPU, the Airflow client's pydantic schemas mostly) while the
     process's other threads wait. Each worker's CPU time (from /proc) confirms it."""
     master = gunicorn.proc.pid
     before = _worker_cpu(master)
-    _, statuses, _, bad, _ = load(port, token, warm, concurrency, master)
+    _, statuses, _, bad = load(port, token, warm, concurrency)
     if set(statuses) != {"202"}:
         raise BenchError(
             f"warm-up launches were not all 202: {dict(statuses)}\n"
@@ -1024,7 +980,6 @@ def run_open_loop(
         measured,
         opts.rate,
         opts.open_clients,
-        master=gunicorn.proc.pid,
         on_start=lambda: mark.append((cpu_snapshot(world, gunicorn), time.perf_counter())),
     )
     before, t_before = mark[0]
@@ -1040,9 +995,7 @@ def run_open_loop(
     bad = res.bad
     if set(res.statuses) != {"202"}:
         bad.append(f"--- {gunicorn.log} (tail) ---\n{gunicorn.tail(40)}")
-    return OpenLoopResult(
-        opts.rate, opts.open_clients, res.latencies, res.lags, res.statuses, res.wall, bad, cpu, res.split
-    )
+    return OpenLoopResult(opts.rate, opts.open_clients, res.latencies, res.lags, res.statuses, res.wall, bad, cpu)
 
 
 # ----------------------------------------------------------------------------------- phase 2: dispatch
@@ -1782,14 +1735,13 @@ def report(
                 fmt(r.p(99)),
                 fmt(ms(max(r.latencies))),
                 fmt(r.rate, 0),
-                "+".join(map(str, r.split)) or "-",
                 codes,
             ]
         )
     print_table(
         f"1a. API launch, closed loop: POST {LAUNCH_PATH}, {opts.concurrency} keep-alive clients each sending as soon"
         " as its last answer came,\n    no worker (client-side ms; at saturation latency ~ clients / rate: queueing)",
-        ["gunicorn layout", "p50", "p95", "p99", "max", "launches/s", "conns/worker", "status codes"],
+        ["gunicorn layout", "p50", "p95", "p99", "max", "launches/s", "status codes"],
         rows,
     )
     for r in launches:
@@ -1811,7 +1763,6 @@ def report(
                 fmt(o.p(100)),
                 fmt(o.lag(50), 2),
                 fmt(o.lag(99), 2),
-                "+".join(map(str, o.split)) or "-",
                 codes,
             ]
         )
@@ -1829,14 +1780,13 @@ def report(
                 "max",
                 "lag p50",
                 "lag p99",
-                "conns/worker",
                 "status codes",
             ],
             rows,
         )
         print(
             "    lag = due time -> actually sent: all clients busy (the wait is in the latency) or the load generator"
-            " late;\n    conns/worker = client connections per gunicorn worker process (spread on purpose, see README)"
+            " late"
         )
         for r in opened:
             assert r.open is not None
@@ -1854,12 +1804,12 @@ def report(
             rows.append(cpu_row(f"{r.label}, open {r.open.offered:g}/s", len(r.open.latencies), r.open.cpu))
     print_table(
         "   CPU per launch during the measured runs (ms of CPU time per launch, from /proc)",
-        ["gunicorn layout, loop", "ours", "gunicorn", "postgres", "redis", "client", "machine busy", "cap/s"],
+        ["gunicorn layout, loop", "ours", "gunicorn", "nginx", "postgres", "redis", "client", "machine busy", "cap/s"],
         rows,
     )
     print(
-        "    ours = gunicorn + postgres + redis + client; cap/s = cores / ours: the launch rate this machine could"
-        " reach\n    if the stack were purely CPU-bound and had the machine to itself"
+        "    ours = gunicorn + nginx + postgres + redis + client; cap/s = cores / ours: the launch rate this machine"
+        " could reach\n    if the stack were purely CPU-bound and had the machine to itself"
     )
     for r in launches:
         print(f"    during {r.label}, closed: {r.cpu.background()}")
@@ -1968,6 +1918,7 @@ def cpu_row(label: str, n: int, cpu: CpuUse) -> list[str]:
         label,
         fmt(ms(ours) / n),
         fmt(ms(g["server"]) / n),
+        fmt(ms(g["nginx"]) / n),
         fmt(ms(g["postgres"]) / n),
         fmt(ms(g["redis"]) / n),
         fmt(ms(g["bench client"]) / n),
@@ -2076,7 +2027,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         broke = True
     finally:
-        step("stopping gunicorn/worker, sandbox Postgres and Redis" + ("" if opts.keep else ", removing the temp dir"))
+        step(
+            "stopping nginx/gunicorn/worker, sandbox Postgres and Redis"
+            + ("" if opts.keep else ", removing the temp dir")
+        )
         world.close()
         if opts.keep:
             step(f"kept {world.tmp}")

@@ -139,9 +139,6 @@ CONTROLPLANE: dict[str, Any] = {
     # Requests that may wait for an action's end at once (GET /api/v1/actions/<id>?wait=N), per web process:
     # each holds a thread, so keep it below the threads per process.
     "API_WAIT_SLOTS": env_int("API_WAIT_SLOTS", 2, minimum=0),
-    # Requests one web process runs at once (controlplane/webgate.py): 1 = its Python work one request at a
-    # time, the others waiting their turn, while waits on connectors and for an action's end let go of it.
-    "WEB_ACTIVE_REQUESTS": env_int("WEB_ACTIVE_REQUESTS", 1, minimum=0),
     "LEASE_SECONDS": env_int("ACTION_LEASE_SECONDS", 60, minimum=2),
     # A queued action not claimed this long after dispatch is dispatched again (broker loss).
     "DISPATCH_GRACE_SECONDS": env_int("ACTION_DISPATCH_GRACE_SECONDS", 60, minimum=1),

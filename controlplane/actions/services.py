@@ -19,7 +19,6 @@ from pydantic import BaseModel, ValidationError
 
 from connectors.base import ConnectorError, Plan, TargetRef, Verb
 from connectors.registry import get_connector_class
-from controlplane import webgate
 from controlplane.actions import notices, policy, signals
 from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, Approval
 from controlplane.audit import context
@@ -112,8 +111,7 @@ def _validate_params(verb: Verb[Any, Any], params: Any) -> BaseModel:
 
 def _plan(verb: Verb[Any, Any], target: Target, params: BaseModel) -> Plan:
     try:
-        with webgate.outside():  # a wait on the target's system: other requests may run meanwhile
-            return verb.plan(target_ref(target), params)
+        return verb.plan(target_ref(target), params)
     except ConnectorError as exc:
         if exc.transient:
             raise Unavailable(

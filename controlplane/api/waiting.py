@@ -18,7 +18,6 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from controlplane import webgate
 from controlplane.actions import notices
 from controlplane.actions.models import TERMINAL_STATES, ActionRun
 
@@ -38,10 +37,7 @@ def wait_until_finished(action_id: Any, timeout: float) -> bool:
     if not _slots.acquire(blocking=False):
         return False
     try:
-        # The wait lets go of the process's request gate (controlplane/webgate.py): other requests run
-        # meanwhile (its few state reads too).
-        with webgate.outside():
-            _wait(action_id, time.monotonic() + timeout)
+        _wait(action_id, time.monotonic() + timeout)
         return True
     finally:
         _slots.release()

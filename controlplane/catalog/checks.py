@@ -9,7 +9,6 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorError, Findings
 from connectors.registry import get_connector_class
-from controlplane import webgate
 from controlplane.actions import policy
 from controlplane.actions.services import target_ref
 from controlplane.catalog.selectors import target_get
@@ -38,8 +37,7 @@ def check_run(*, actor: Any, target_key: str, check: str, params: Mapping[str, A
     except ValidationError as exc:
         raise InvalidInput(f"invalid params for {check}: {pydantic_message(exc)}") from None
     try:
-        with webgate.outside():
-            return connector_for(target.connection).check(check).run(target_ref(target), typed)
+        return connector_for(target.connection).check(check).run(target_ref(target), typed)
     except ConnectorError as exc:
         if exc.transient:
             raise Unavailable(f"{target.connection.name} did not answer: {exc.message}") from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.base import ConnectorError
-from controlplane import webgate
 from controlplane.catalog.models import Target
 from controlplane.catalog.services import connector_for
 from controlplane.errors import InvalidInput, NotFound, Unavailable
@@ -24,8 +23,7 @@ def target_choices(target: Target, what: str) -> list[dict[str, Any]]:
     if not what.replace("_", "").isalnum():
         raise InvalidInput(f"unknown list {what!r}")
     try:
-        with webgate.outside():
-            return connector_for(target.connection).metadata(what, **dict(target.locator))
+        return connector_for(target.connection).metadata(what, **dict(target.locator))
     except ConnectorError as exc:
         if exc.transient:
             raise Unavailable(exc.message) from None

@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from connectors.base import Connector, ConnectorError
 from connectors.registry import get_connector_class
 from connectors.secrets import resolve_secret_ref, validate_secret_ref
-from controlplane import webgate
 from controlplane.audit.services import audit_record
 from controlplane.catalog.models import Connection, Environment, Pipeline, Source, Target
 from controlplane.errors import InvalidInput
@@ -171,8 +170,7 @@ def connector_for(connection: Connection) -> Connector:
 def connection_check_health(*, connection: Connection) -> Connection:
     """Round-trip to the system and record the result on the connection (an observation, not audited)."""
     try:
-        with webgate.outside():
-            result = connector_for(connection).health()
+        result = connector_for(connection).health()
         ok, summary = result.ok, result.summary
     except ConnectorError as exc:
         ok, summary = False, exc.message

@@ -16,7 +16,6 @@ from django.db.models import QuerySet
 
 from connectors.base import Check, ConnectorError, Verb
 from connectors.registry import connector_classes, get_connector_class
-from controlplane import webgate
 from controlplane.actions import policy
 from controlplane.actions.services import target_ref
 from controlplane.catalog import checks
@@ -163,5 +162,5 @@ def freshness_overview(*, actor: Any, sla_hours: float = FRESHNESS_SLA_HOURS) ->
     )
     if not targets:
         return []
-    with webgate.outside(), ThreadPoolExecutor(max_workers=min(FRESHNESS_WORKERS, len(targets))) as pool:
+    with ThreadPoolExecutor(max_workers=min(FRESHNESS_WORKERS, len(targets))) as pool:
         return list(pool.map(lambda t: _freshness_one(t, sla_hours), targets))
