@@ -178,7 +178,7 @@ REST_FRAMEWORK = {
         "controlplane.api.auth.BearerTokenAuthentication",
         "controlplane.api.auth.SessionWithContext",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["controlplane.api.auth.HasScope"],
+    "DEFAULT_PERMISSION_CLASSES": ["controlplane.api.auth.RoleAndScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["controlplane.api.parsers.LimitedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
