@@ -124,3 +124,93 @@ def test_every_route_and_method_answers_as_the_access_table_says(actors: dict[st
                 if seen != expected:
                     wrong.append(f"{who} {method} {route}: {got}, expected {expected}")
     assert wrong == [], f"{len(wrong)} answers differ from the table:\n" + "\n".join(wrong[:60])
+
+
+# ------------------------------------------------------------------------ what the endpoint cannot know
+
+DEV_MART = "dev.weather.daily_weather_aggregates"
+PROD_MART = "prod.weather.daily_weather_aggregates"
+GATED = """\
+id: 000-gated
+title: Gated
+version: 1
+steps:
+  - id: sign_off
+    kind: approval
+    title: A lead signs off
+  - id: by_hand
+    kind: manual
+    title: By hand
+"""
+
+
+@pytest.fixture
+def library(db: Any) -> None:
+    from controlplane.audit.context import Channel, change_context
+    from runbooks import services
+    from runbooks.loader import LIBRARY, parse_file, parse_text
+
+    with change_context(channel=Channel.SYSTEM, actor_name="test"):
+        files = [parse_file(LIBRARY / "004-rehydrate-mart.yaml"), parse_text(GATED, "000-gated.yaml")]
+        services.runbooks_load(parsed=files)
+
+
+def test_runbooks_write_alone_walks_a_runbook_but_launches_no_action(
+    catalog: Any, actors: Any, api_for: Any, library: Any
+) -> None:
+    from controlplane.actions.models import ActionRun
+    from runbooks.services import run_advance
+
+    walker = api_for("responder", scopes=["runbooks:write", "runbooks:read"])
+    started = walker.post("/api/v1/runbook-runs", {"runbook": "004-rehydrate-mart", "params": {"mart": DEV_MART}})
+    assert started.status_code == 201, started.content
+    run_id = started.json()["id"]
+    run_advance(run_id=run_id)  # what the worker does: the checks run up to the action step
+    assert walker.get(f"/api/v1/runbook-runs/{run_id}").json()["current_step"] == "refresh"
+
+    refused = walker.post(f"/api/v1/runbook-runs/{run_id}/steps/refresh/act", {"params": {"concurrently": False}})
+    assert refused.status_code == 403
+    assert "'actions:write' scope" in refused.json()["error"]["message"]
+    assert not ActionRun.objects.exists()
+
+    launcher = api_for("responder", scopes=["runbooks:write", "actions:write"])
+    launched = launcher.post(f"/api/v1/runbook-runs/{run_id}/steps/refresh/act", {})
+    assert launched.status_code == 200, launched.content
+    assert ActionRun.objects.get().target.key == DEV_MART
+
+
+def test_a_runbook_approval_gate_needs_the_actions_approve_scope(
+    catalog: Any, actors: Any, api_for: Any, library: Any
+) -> None:
+    from runbooks.services import run_advance
+
+    started = api_for("approver", scopes=["runbooks:write"]).post("/api/v1/runbook-runs", {"runbook": "000-gated"})
+    run_id = started.json()["id"]
+    run_advance(run_id=run_id)
+    gate = f"/api/v1/runbook-runs/{run_id}/steps/sign_off/approve"
+    refused = api_for("approver2", scopes=["runbooks:write"]).post(gate, {"comment": "fine"})
+    assert refused.status_code == 403
+    assert "'actions:approve' scope" in refused.json()["error"]["message"]
+    passed = api_for("approver2", scopes=["runbooks:write", "actions:approve"]).post(gate, {"comment": "fine"})
+    assert passed.status_code == 200, passed.content
+    assert {s["id"]: s["state"] for s in passed.json()["steps"]}["sign_off"] == "done"
+
+
+def test_cancelling_someone_elses_action_takes_the_approvers_scope(catalog: Any, api_for: Any) -> None:
+    body = {"verb": "refresh-mart", "target": PROD_MART, "params": {}, "reason": "stale mart"}
+    action = api_for("responder", scopes=["actions:write"]).post("/api/v1/actions", body).json()
+    assert action["state"] == "awaiting_approval"
+    cancel = f"/api/v1/actions/{action['id']}/cancel"
+    refused = api_for("approver", scopes=["actions:write"]).post(cancel, {"reason": "not needed"})
+    assert refused.status_code == 403
+    assert "'actions:approve' scope" in refused.json()["error"]["message"]
+    done = api_for("approver", scopes=["actions:write", "actions:approve"]).post(cancel, {"reason": "not needed"})
+    assert done.status_code == 200 and done.json()["state"] == "cancelled"
+
+
+def test_a_requester_cancels_their_own_action_with_actions_write(catalog: Any, api_for: Any) -> None:
+    bot = api_for("responder", scopes=["actions:write"])
+    body = {"verb": "refresh-mart", "target": PROD_MART, "params": {}, "reason": "stale mart"}
+    action = bot.post("/api/v1/actions", body).json()
+    done = bot.post(f"/api/v1/actions/{action['id']}/cancel", {"reason": "wrong mart"})
+    assert done.status_code == 200 and done.json()["state"] == "cancelled"

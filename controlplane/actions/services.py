@@ -168,7 +168,7 @@ def action_request(
     Same idempotency key and same body returns the earlier action (``created`` False); the same key with
     another body is an IdempotencyMismatch; an active action on the target is a Conflict naming it.
     """
-    policy.require_role(actor, "responder", "requesting an action")
+    policy.require_role(actor, "responder", "requesting an action", scope="actions:write")
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInput("'reason' is required: say why this action is needed (it goes into the audit trail)")
     if len(reason) > MAX_REASON:
