@@ -195,6 +195,10 @@ class Rerun(Verb[AirflowConnector, RerunParams]):
         warnings = []
         if dag.is_paused:
             warnings.append(f"{dag_id} is paused: the run is created but waits until the DAG is resumed")
+        if params.conf:
+            # A conf changes what the DAG does (which source, which dates, which flags): not a plain rerun.
+            keys = ", ".join(sorted(params.conf))
+            warnings.append(f"the run gets a conf that changes what {dag_id} does; check its keys: {keys}")
         when = iso(params.logical_date) or "now"
         return Plan(
             summary=f"trigger a new run of {dag_id} (logical date {when})",
@@ -207,7 +211,7 @@ class Rerun(Verb[AirflowConnector, RerunParams]):
             ],
             counts={"dag_runs": 1},
             warnings=warnings,
-            risk=Risk.LOW,
+            risk=Risk.MEDIUM if params.conf else Risk.LOW,
             details={"dag_id": dag_id, "is_paused": dag.is_paused},
         )
 

@@ -84,6 +84,18 @@ def check_can_decide(user: Any, action: ActionRun) -> None:
         raise PolicyError("you requested this action; a different person must approve or reject it")
 
 
+def check_requester_still_may(action: ActionRun) -> None:
+    """At approval, the requester must still be active and hold the responder role: approving runs the
+    action as theirs, and a person who lost the role (or left) can no longer ask for it."""
+    requester = action.requested_by
+    if not requester.is_active or not has_role(requester, "responder"):
+        held = role_of(requester) or ("an inactive account" if not requester.is_active else "no role")
+        raise PolicyError(
+            f"{requester.get_username()} requested this action but now has {held}, not the responder role: "
+            "it cannot be approved; reject it, or have a responder request it again"
+        )
+
+
 def check_can_cancel(user: Any, action: ActionRun) -> None:
     """The requester (a responder at least) or any approver may cancel; cancelling someone else's action is
     an approver's power, so through a token it takes ``actions:approve``."""
