@@ -27,7 +27,7 @@ from django.db import close_old_connections, connection, connections, transactio
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from connectors.base import ConnectorError, ExecutionContext, Outcome, Verification
+from connectors.base import ConnectorError, ExecutionContext, Outcome, Plan, Verification
 from controlplane.actions.claim import action_claim_queued
 from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
 from controlplane.actions.services import (
@@ -366,6 +366,7 @@ def _run_attempt(action: ActionRun) -> None:
             progress=journal.progress,
             executed=executed,
             pause=journal.pause,
+            plan=Plan.model_validate(action.plan) if action.plan else None,
         )
         try:
             write(f"attempt {attempt}: {action.verb} on {action.target.key} ({WORKER_NAME})")
