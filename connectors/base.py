@@ -133,7 +133,9 @@ class ExecutionContext:
     result: the runner records that milestone then, while the outside system works, instead of after the
     wait (where it would delay the verdict); a verb that never calls it gets it recorded when ``execute``
     returns. ``pause(seconds)`` is the wait between two polls (use it instead of ``time.sleep``): the runner
-    stores the log lines and progress of the turn meanwhile, on the attempt's own connection.
+    stores the log lines and progress of the turn meanwhile, on the attempt's own connection. ``plan`` is
+    the plan as it was shown (and approved) when the action was requested: a verb whose filter could match
+    more by now (a clear) acts on what the plan lists, not on what the filter finds at execution.
     """
 
     action_id: str
@@ -145,6 +147,7 @@ class ExecutionContext:
     progress: Callable[[int, int], None] = field(default=lambda _done, _total: None)
     executed: Callable[[str], None] = field(default=lambda _summary: None)
     pause: Callable[[float], None] = field(default=time.sleep)
+    plan: Plan | None = None
 
 
 P = TypeVar("P", bound=BaseModel)

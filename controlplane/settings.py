@@ -148,6 +148,8 @@ CONTROLPLANE: dict[str, Any] = {
     "EXECUTE_TIMEOUT_SECONDS": env_int("ACTION_EXECUTE_TIMEOUT_SECONDS", 900, minimum=1),
     # Plans at or above this risk need a second person even outside protected environments.
     "APPROVAL_RISK": env_str("APPROVAL_RISK", "high"),
+    # An action awaiting approval longer than this can no longer be approved: it ends expired.
+    "APPROVAL_TTL_HOURS": env_int("ACTION_APPROVAL_TTL_HOURS", 24, minimum=1),
     "API_TOKEN_DEFAULT_DAYS": env_int("API_TOKEN_DEFAULT_DAYS", 90, minimum=1),
 }
 
@@ -175,7 +177,7 @@ REST_FRAMEWORK = {
         "controlplane.api.auth.BearerTokenAuthentication",
         "controlplane.api.auth.SessionWithContext",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["controlplane.api.auth.HasScope"],
+    "DEFAULT_PERMISSION_CLASSES": ["controlplane.api.auth.RoleAndScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["controlplane.api.parsers.LimitedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

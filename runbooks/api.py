@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.auth import rules
 from controlplane.api.serializers import StrictSerializer
 from controlplane.errors import NotFound
 from controlplane.incidents.selectors import incident_get
@@ -92,7 +93,7 @@ def _valid(serializer_cls: type[StrictSerializer], data: Any) -> dict[str, Any]:
 class RunbookList(APIView):
     """The runbook library: latest versions with their parameters and steps."""
 
-    required_scopes = {"GET": "runbooks:read"}
+    access = rules(get=("viewer", "runbooks:read"))
 
     @extend_schema(responses={200: dict})
     def get(self, request: Request) -> Response:
@@ -100,7 +101,7 @@ class RunbookList(APIView):
 
 
 class RunbookDetail(APIView):
-    required_scopes = {"GET": "runbooks:read"}
+    access = rules(get=("viewer", "runbooks:read"))
 
     @extend_schema(responses={200: dict})
     def get(self, request: Request, slug: str) -> Response:
@@ -110,7 +111,7 @@ class RunbookDetail(APIView):
 class RunCollection(APIView):
     """Start a run: ``{"runbook", "incident", "params"}`` -> 201 with the run."""
 
-    required_scopes = {"POST": "runbooks:write"}
+    access = rules(post=("responder", "runbooks:write"))
 
     @extend_schema(request=RunStartSerializer, responses={201: dict})
     def post(self, request: Request) -> Response:
@@ -121,7 +122,7 @@ class RunCollection(APIView):
 
 
 class RunDetail(APIView):
-    required_scopes = {"GET": "runbooks:read"}
+    access = rules(get=("viewer", "runbooks:read"))
 
     @extend_schema(responses={200: dict})
     def get(self, request: Request, run_id: int) -> Response:
@@ -133,7 +134,7 @@ class StepCommand(APIView):
     ``approve`` (comment), ``act`` (params: the action step's params, else the runbook's), ``skip``
     (reason), ``retry``. Answers with the run."""
 
-    required_scopes = {"POST": "runbooks:write"}
+    access = rules(post=("responder", "runbooks:write"))
 
     @extend_schema(request=StepCommandSerializer, responses={200: dict})
     def post(self, request: Request, run_id: int, step_id: str, command: str) -> Response:

@@ -545,7 +545,7 @@ def step_approve(*, actor: User, run_id: Any, step_id: str, comment: str = "") -
         row, step = _current_step(run, step_id, Step.WAITING)
         if step.kind != "approval":
             raise Conflict(f"step {step_id!r} is a {step.kind} step, not an approval")
-        policy.require_role(actor, step.role, "approving a runbook step")
+        policy.require_role(actor, step.role, "approving a runbook step", scope="actions:approve")
         if run.started_by_id == actor.pk:
             raise policy.PolicyError("you started this run: a different person must approve this step")
         if len(comment) > MAX_NOTE:
@@ -601,6 +601,7 @@ def step_retry(*, actor: User, run_id: Any, step_id: str) -> RunbookRun:
 def step_act(*, actor: User, run_id: Any, step_id: str, params: Mapping[str, Any] | None = None) -> ActionRun:
     """Request the action of the current action step (params from the form, else the runbook's rendered
     ones). The same path as every channel: policy, plan, approval, audit. Once per step attempt."""
+    policy.require_role(actor, "responder", "running a runbook step's action", scope="actions:write")
     with transaction.atomic():
         run = _lock(run_id)
         row, step = _current_step(run, step_id, Step.WAITING)
@@ -617,7 +618,7 @@ def step_act(*, actor: User, run_id: Any, step_id: str, params: Mapping[str, Any
             + (f" for INC-{run.incident_id}" if run.incident_id else "")
         )
         ctx = context.current()
-        with context.change_context(channel=Channel.RUNBOOK, user=actor, request_id=ctx.request_id):
+        with context.change_context(channel=Channel.RUNBOOK, user=actor, request_id=ctx.request_id, scopes=ctx.scopes):
             result = action_services.action_request(
                 actor=actor,
                 verb=step.verb,

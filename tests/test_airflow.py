@@ -140,6 +140,55 @@ def test_clear_after_the_fix_makes_the_run_succeed_and_the_action_verified(
     assert executed[0].at < datetime.fromisoformat(run["end_date"])
 
 
+def failed_bronze_run_at(airflow: Any, logical_date: datetime) -> str:
+    run_id = f"test__{uuid.uuid4().hex[:10]}"
+    body = {"dag_run_id": run_id, "logical_date": logical_date.isoformat()}
+    airflow.api("POST", f"/api/v2/dags/{BRONZE}/dagRuns", body)
+    assert finished_run(airflow, BRONZE, run_id) == "failed"
+    return run_id
+
+
+@pytest.mark.worker
+def test_clear_clears_what_was_planned_and_leaves_later_failures_alone(
+    airflow: Any, airflow_catalog: Any, actors: Any, worker_factory: Any
+) -> None:
+    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "false")
+    # A window of logical dates of this test's own (other tests' runs have no logical date in it).
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3, seconds=uuid.uuid4().int % 80_000)
+    planned_run = failed_bronze_run_at(airflow, start + timedelta(minutes=1))
+    window = {"start_date": start.isoformat(), "end_date": (start + timedelta(minutes=10)).isoformat()}
+    # Requested with no worker running: it waits in the queue as an approved action would wait for one.
+    action = request(actors["responder"], "clear", BRONZE, window)
+    assert {t["detail"]["dag_run_id"] for t in action.plan["touches"]} == {planned_run}
+    assert action.plan["counts"]["task_instances"] == 2
+
+    later_run = failed_bronze_run_at(airflow, start + timedelta(minutes=2))  # the filter matches more now
+    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "true")
+    worker_factory()
+    action = final(action)
+
+    assert action.state == ActionState.SUCCEEDED, action.error
+    outcome: dict[str, Any] = action.outcome or {}
+    cleared = {(ti["dag_run_id"], ti["task_id"]) for ti in outcome["details"]["cleared"]}
+    assert cleared == {(planned_run, "ingest_orders"), (planned_run, "validate_ingestion")}
+    left = {(ti["dag_run_id"], ti["task_id"]) for ti in outcome["details"]["left_alone"]}
+    assert left == {(later_run, "ingest_orders"), (later_run, "validate_ingestion")}
+    assert "2 task instances that came to match after the plan were left alone" in outcome["summary"]
+    assert run_state(airflow, BRONZE, planned_run) == "success"
+    assert run_state(airflow, BRONZE, later_run) == "failed"  # not approved, not touched
+
+
+def test_rerun_with_a_conf_is_medium_risk_and_names_the_keys(airflow: Any, airflow_catalog: Any, api_for: Any) -> None:
+    bot = api_for("responder", scopes=["actions:write"])
+    body: dict[str, Any] = {"verb": "rerun", "target": f"dev.airflow.{BRONZE}", "params": {}}
+    plain = bot.post("/api/v1/actions/preview", body).json()["plan"]
+    assert plain["risk"] == "low"
+    body["params"] = {"conf": {"source": "backup", "full_reload": True}}
+    plan = bot.post("/api/v1/actions/preview", body).json()["plan"]
+    assert plan["risk"] == "medium"
+    assert any("check its keys: full_reload, source" in w for w in plan["warnings"])
+
+
 # ----------------------------------------------------------------------------------------------- rerun
 
 

@@ -110,6 +110,7 @@ class Clear(Verb[AirflowConnector, ClearParams]):
                     "try_number": ti.try_number,
                     "dag_run_id": ti.dag_run_id,
                     "task_id": ti.task_id,
+                    "map_index": ti.map_index,
                 },
             )
             for ti in tis
@@ -130,40 +131,116 @@ class Clear(Verb[AirflowConnector, ClearParams]):
             details={"dag_id": dag_id, "dag_runs": runs, "states": dict(states)},
         )
 
-    def _already_cleared(self, dag_id: str, params: ClearParams, action_id: str) -> list[str]:
+    def _already_cleared(self, dag_id: str, runs: list[str], action_id: str) -> list[str]:
         """Runs whose task instances carry this action's note: a previous delivery already cleared them."""
-        if not params.dag_run_id:
-            return []
-        tis = self.connector.task_instances(dag_id, params.dag_run_id)
-        return [params.dag_run_id] if any(marker(action_id) in (ti.note or "") for ti in tis) else []
+        return [
+            run
+            for run in runs
+            if any(marker(action_id) in (ti.note or "") for ti in self.connector.task_instances(dag_id, run))
+        ]
+
+    def _clear_exactly(
+        self, dag_id: str, run: str, instances: list[tuple[str, int]], params: ClearParams, note: str
+    ) -> list[Any]:
+        """Clear these task instances of one run and nothing else: ``[task_id, map_index]`` pairs, no
+        up/downstream or past/future widening (the plan listed those already); Airflow still applies the
+        state filter, so one that stopped failing since the plan is left as it is."""
+        body = ClearTaskInstancesBody(
+            dry_run=False,
+            dag_run_id=run,
+            task_ids=[ClearTaskInstancesBodyTaskIdsInner([task_id, map_index]) for task_id, map_index in instances],
+            only_failed=params.only_failed,
+            only_running=params.only_running,
+            include_downstream=False,
+            include_upstream=False,
+            include_future=False,
+            include_past=False,
+            reset_dag_runs=params.reset_dag_runs,
+            note=note,
+        )
+        client = self.connector.client
+        result = client.call(
+            f"clearing {len(instances)} task instances of {dag_id} run {run}",
+            client.task_instances.post_clear_task_instances,
+            dag_id,
+            body,
+        )
+        return list(result.task_instances)
 
     def execute(self, target: TargetRef, params: ClearParams, ctx: ExecutionContext) -> Outcome:
+        """Clear what the plan lists (``ctx.plan``, the one approved; planned now when none is given) that
+        still matches; task instances that came to match since are left alone and named in the outcome."""
         dag_id = self.connector.dag_id(target)
-        # Only a repeated attempt can find its own earlier clear; the first skips the read (~30 ms).
-        runs = self._already_cleared(dag_id, params, ctx.action_id) if ctx.attempt > 1 else []
-        already = bool(runs)
-        if already:
-            ctx.log(f"run {runs[0]} was already cleared by this action; not clearing again")
-            cleared: list[dict[str, Any]] = []
-        else:
-            tis = self._clear(dag_id, params, dry_run=False, note=marker(ctx.action_id))
-            cleared = [{"dag_run_id": ti.dag_run_id, "task_id": ti.task_id, "map_index": ti.map_index} for ti in tis]
-            runs = sorted({ti["dag_run_id"] for ti in cleared})
+        plan = ctx.plan or self.plan(target, params)
+        planned: dict[str, list[tuple[str, int]]] = {}
+        for touch in plan.touches:
+            if touch.kind == "task_instance":
+                detail = touch.detail
+                planned.setdefault(detail["dag_run_id"], []).append((detail["task_id"], detail.get("map_index", -1)))
+        # Only a repeated attempt can find its own earlier clear; the first skips the reads (~30 ms a run).
+        done = self._already_cleared(dag_id, sorted(planned), ctx.action_id) if ctx.attempt > 1 else []
+        for run in done:
+            ctx.log(f"run {run} was already cleared by this action; not clearing again")
+        cleared: list[dict[str, Any]] = []
+        for run in sorted(set(planned) - set(done)):
+            tis = self._clear_exactly(dag_id, run, planned[run], params, marker(ctx.action_id))
+            cleared += [{"dag_run_id": ti.dag_run_id, "task_id": ti.task_id, "map_index": ti.map_index} for ti in tis]
+        already = bool(done) and not cleared
+        if not cleared and not done:
+            count = sum(len(v) for v in planned.values())
+            raise ConnectorError(
+                f"none of the {count} planned task instances of {dag_id} still match (cleared or changed since "
+                "the plan): nothing cleared; look again and request a new clear if one is needed"
+            )
+        runs = sorted({ti["dag_run_id"] for ti in cleared} | set(done))
+        if cleared:
             ctx.log(
                 f"cleared {len(cleared)} task instances in {len(runs)} run(s): "
                 + ", ".join(f"{ti['dag_run_id']}/{ti['task_id']}" for ti in cleared[:20])
             )
             ctx.executed(f"cleared {len(cleared)} task instances of {dag_id}")
+        left_alone = self._new_matches(dag_id, params, planned, ctx)
         states = self.connector.wait_for_runs(dag_id, runs, ctx) if params.wait_for_completion else {}
         if ctx.cancel_requested() and any(s not in TERMINAL_RUN_STATES for s in states.values()):
             raise ConnectorError("cancelled on request while the cleared runs were still running (they keep running)")
+        summary = f"cleared {len(cleared)} task instances of {dag_id}" if not already else f"{dag_id}: already cleared"
+        if left_alone:
+            summary += f"; {len(left_alone)} task instances that came to match after the plan were left alone"
         return Outcome(
-            summary=f"cleared {len(cleared)} task instances of {dag_id}"
-            if not already
-            else f"{dag_id}: already cleared",
-            details={"dag_id": dag_id, "dag_runs": runs, "cleared": cleared, "run_states": states},
+            summary=summary,
+            details={
+                "dag_id": dag_id,
+                "dag_runs": runs,
+                "cleared": cleared,
+                "left_alone": left_alone,
+                "run_states": states,
+            },
             already_done=already,
         )
+
+    def _new_matches(
+        self, dag_id: str, params: ClearParams, planned: dict[str, list[tuple[str, int]]], ctx: ExecutionContext
+    ) -> list[dict[str, Any]]:
+        """What the request's filter matches now beyond the plan (another failure since): not cleared, named
+        so the engineer can request a clear of those (with its own plan and approval)."""
+        try:
+            now = self._clear(dag_id, params, dry_run=True)
+        except ConnectorError as exc:
+            ctx.log(f"could not list task instances matching since the plan: {exc.message}")
+            return []
+        listed = {(run, t, m) for run, pairs in planned.items() for t, m in pairs}
+        new = [
+            {"dag_run_id": ti.dag_run_id, "task_id": ti.task_id, "map_index": ti.map_index}
+            for ti in now
+            if (ti.dag_run_id, ti.task_id, ti.map_index) not in listed
+        ]
+        if new:
+            ctx.log(
+                f"left alone {len(new)} task instances that match the filter but were not in the approved plan: "
+                + ", ".join(f"{ti['dag_run_id']}/{ti['task_id']}" for ti in new[:20])
+                + "; request a new clear for them"
+            )
+        return new
 
     def verify(self, target: TargetRef, params: ClearParams, outcome: Outcome) -> Verification:
         dag_id = outcome.details["dag_id"]
@@ -195,6 +272,10 @@ class Rerun(Verb[AirflowConnector, RerunParams]):
         warnings = []
         if dag.is_paused:
             warnings.append(f"{dag_id} is paused: the run is created but waits until the DAG is resumed")
+        if params.conf:
+            # A conf changes what the DAG does (which source, which dates, which flags): not a plain rerun.
+            keys = ", ".join(sorted(params.conf))
+            warnings.append(f"the run gets a conf that changes what {dag_id} does; check its keys: {keys}")
         when = iso(params.logical_date) or "now"
         return Plan(
             summary=f"trigger a new run of {dag_id} (logical date {when})",
@@ -207,7 +288,7 @@ class Rerun(Verb[AirflowConnector, RerunParams]):
             ],
             counts={"dag_runs": 1},
             warnings=warnings,
-            risk=Risk.LOW,
+            risk=Risk.MEDIUM if params.conf else Risk.LOW,
             details={"dag_id": dag_id, "is_paused": dag.is_paused},
         )
 

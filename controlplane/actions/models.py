@@ -21,6 +21,7 @@ class ActionState(models.TextChoices):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    EXPIRED = "expired"
     NEEDS_ATTENTION = "needs_attention"
 
 
@@ -32,6 +33,7 @@ TERMINAL_STATES = (
     ActionState.FAILED,
     ActionState.CANCELLED,
     ActionState.REJECTED,
+    ActionState.EXPIRED,
     ActionState.NEEDS_ATTENTION,
 )
 
@@ -41,7 +43,8 @@ class ActionRun(models.Model):
 
     Lifecycle: ``awaiting_approval`` (protected environment or risky plan) -> ``queued`` -> ``running``
     (claimed by exactly one worker with a conditional UPDATE; the lease is renewed by heartbeats) ->
-    ``succeeded`` only when verified, else ``failed``. ``cancelled``, ``rejected`` and
+    ``succeeded`` only when verified, else ``failed``. ``cancelled``, ``rejected``, ``expired`` (awaited
+    approval longer than ``ACTION_APPROVAL_TTL_HOURS``) and
     ``needs_attention`` (lease lost on a non-idempotent verb, or attempts exhausted) are terminal too.
     The id doubles as the idempotency token passed to the connector.
     """

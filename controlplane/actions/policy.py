@@ -1,7 +1,9 @@
 """Who may do what: roles, protected environments, risk thresholds and the two-person rule.
 
 Roles are Django groups named after them (viewer < responder < approver < admin); a superuser is an
-admin. API tokens narrow a user's role by scopes; they never widen it.
+admin. API tokens narrow a user's role by scopes; they never widen it: a check names the role and the
+scope together, and the scope counts when the actor acts through a token (the change context holds its
+scopes; a person in a session has none to narrow).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from connectors.base import Plan, Risk
+from controlplane.audit import context
 from controlplane.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -48,10 +51,14 @@ def has_role(user: Any, minimum: str) -> bool:
     return role is not None and _RANK[role] >= _RANK[minimum]
 
 
-def require_role(user: Any, minimum: str, doing: str) -> None:
+def require_role(user: Any, minimum: str, doing: str, *, scope: str | None = None) -> None:
+    """The user holds ``minimum`` or higher and, acting through an API token, the token grants ``scope``."""
     if not has_role(user, minimum):
         held = role_of(user) or "no role"
         raise PolicyError(f"{doing} needs the {minimum} role or higher; you have {held}")
+    granted = context.current().scopes
+    if scope is not None and granted is not None and scope not in granted:
+        raise PolicyError(f"{doing} needs an API token with the '{scope}' scope; this one has {sorted(granted)}")
 
 
 @dataclass(frozen=True)
@@ -72,14 +79,27 @@ def approval_needed(*, environment: Environment, plan: Plan) -> ApprovalDecision
 
 def check_can_decide(user: Any, action: ActionRun) -> None:
     """An approver or admin, and never the requester: the two-person rule has no exception."""
-    require_role(user, "approver", "approving or rejecting an action")
+    require_role(user, "approver", "approving or rejecting an action", scope="actions:approve")
     if action.requested_by_id == user.pk:
         raise PolicyError("you requested this action; a different person must approve or reject it")
 
 
+def check_requester_still_may(action: ActionRun) -> None:
+    """At approval, the requester must still be active and hold the responder role: approving runs the
+    action as theirs, and a person who lost the role (or left) can no longer ask for it."""
+    requester = action.requested_by
+    if not requester.is_active or not has_role(requester, "responder"):
+        held = role_of(requester) or ("an inactive account" if not requester.is_active else "no role")
+        raise PolicyError(
+            f"{requester.get_username()} requested this action but now has {held}, not the responder role: "
+            "it cannot be approved; reject it, or have a responder request it again"
+        )
+
+
 def check_can_cancel(user: Any, action: ActionRun) -> None:
-    """The requester (a responder at least) or any approver may cancel."""
+    """The requester (a responder at least) or any approver may cancel; cancelling someone else's action is
+    an approver's power, so through a token it takes ``actions:approve``."""
     if action.requested_by_id == user.pk:
-        require_role(user, "responder", "cancelling an action")
+        require_role(user, "responder", "cancelling an action", scope="actions:write")
     else:
-        require_role(user, "approver", "cancelling someone else's action")
+        require_role(user, "approver", "cancelling someone else's action", scope="actions:approve")

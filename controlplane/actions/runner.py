@@ -27,10 +27,16 @@ from django.db import close_old_connections, connection, connections, transactio
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from connectors.base import ConnectorError, ExecutionContext, Outcome, Verification
+from connectors.base import ConnectorError, ExecutionContext, Outcome, Plan, Verification
 from controlplane.actions.claim import action_claim_queued
 from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
-from controlplane.actions.services import announce_finished_on_commit, dispatch_on_commit, redispatch_due, target_ref
+from controlplane.actions.services import (
+    actions_expire_due,
+    announce_finished_on_commit,
+    dispatch_on_commit,
+    redispatch_due,
+    target_ref,
+)
 from controlplane.audit import context
 from controlplane.audit.context import Channel
 from controlplane.audit.services import CENSORED, audit_head_lock, audit_record
@@ -360,6 +366,7 @@ def _run_attempt(action: ActionRun) -> None:
             progress=journal.progress,
             executed=executed,
             pause=journal.pause,
+            plan=Plan.model_validate(action.plan) if action.plan else None,
         )
         try:
             write(f"attempt {attempt}: {action.verb} on {action.target.key} ({WORKER_NAME})")
@@ -437,7 +444,7 @@ def actions_reap() -> dict[str, list[str]]:
 
     Running actions whose lease lapsed are re-queued when their verb is idempotent and attempts remain
     (the connector's idempotency token makes the repeat harmless), otherwise they need attention. Queued
-    actions never picked up are dispatched again.
+    actions never picked up are dispatched again. Actions awaiting approval past their deadline expire.
     """
     now = timezone.now()
     requeued: list[str] = []
@@ -486,6 +493,10 @@ def actions_reap() -> dict[str, list[str]]:
                 announce_finished_on_commit(action)
                 attention.append(str(action.id))
         redispatched = redispatch_due(now, timedelta(seconds=_conf("DISPATCH_GRACE_SECONDS")))
-    if requeued or attention or redispatched:
-        log.warning("reaper: requeued=%s needs_attention=%s redispatched=%s", requeued, attention, redispatched)
-    return {"requeued": requeued, "needs_attention": attention, "redispatched": redispatched}
+        unapproved = actions_expire_due(now)
+    if requeued or attention or redispatched or unapproved:
+        log.warning(
+            "reaper: requeued=%s needs_attention=%s redispatched=%s expired=%s",
+            *(requeued, attention, redispatched, unapproved),
+        )
+    return {"requeued": requeued, "needs_attention": attention, "redispatched": redispatched, "expired": unapproved}

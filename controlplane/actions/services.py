@@ -166,7 +166,7 @@ def action_request(
     Same idempotency key and same body returns the earlier action (``created`` False); the same key with
     another body is an IdempotencyMismatch; an active action on the target is a Conflict naming it.
     """
-    policy.require_role(actor, "responder", "requesting an action")
+    policy.require_role(actor, "responder", "requesting an action", scope="actions:write")
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInput("'reason' is required: say why this action is needed (it goes into the audit trail)")
     if len(reason) > MAX_REASON:
@@ -322,32 +322,76 @@ def _locked(action_id: Any) -> ActionRun:
     return action
 
 
+def approval_deadline(action: ActionRun) -> Any:
+    """When an action awaiting approval expires (``ACTION_APPROVAL_TTL_HOURS`` after its request)."""
+    return action.requested_at + timedelta(hours=settings.CONTROLPLANE["APPROVAL_TTL_HOURS"])
+
+
+def _expire(action: ActionRun, now: Any) -> None:
+    """End an action that awaited approval too long, in the caller's transaction (row locked)."""
+    hours = settings.CONTROLPLANE["APPROVAL_TTL_HOURS"]
+    action.state, action.finished_at = ActionState.EXPIRED, now
+    action.error = f"nobody approved it within {hours} h of the request; request it again if it is still needed"
+    action.save(update_fields=["state", "finished_at", "error"])
+    audit_record(
+        event="action.expired",
+        obj=action,
+        before={"state": "awaiting_approval"},
+        after={"state": action.state},
+        reason=action.error,
+    )
+    announce_finished_on_commit(action)
+
+
+def actions_expire_due(now: Any) -> list[str]:
+    """The reaper's part: actions awaiting approval past their deadline end ``expired``."""
+    cutoff = now - timedelta(hours=settings.CONTROLPLANE["APPROVAL_TTL_HOURS"])
+    due = ActionRun.objects.select_for_update(skip_locked=True).filter(
+        state=ActionState.AWAITING_APPROVAL, requested_at__lt=cutoff
+    )
+    ids: list[str] = []
+    for action in due[:500]:
+        _expire(action, now)
+        ids.append(str(action.id))
+    return ids
+
+
 def action_approve(*, actor: User, action_id: Any, comment: str = "") -> ActionRun:
-    """A different approver lets an awaiting action run; it is queued and dispatched on commit."""
+    """A different approver lets an awaiting action run; it is queued and dispatched on commit.
+
+    Refused when the requester no longer holds the responder role, and for an action past its approval
+    deadline, which ends ``expired`` then and there (as the reaper would have ended it)."""
     with transaction.atomic():
         action = _locked(action_id)
         policy.check_can_decide(actor, action)
         if action.state != ActionState.AWAITING_APPROVAL:
             raise Conflict(f"action {action.id} is {action.state}; only an action awaiting approval can be approved")
-        Approval.objects.create(
-            action=action,
-            approver_id=actor.pk,
-            decision=Approval.Decision.APPROVED,
-            comment=comment,
-            channel=context.current().channel,
-        )
         now = timezone.now()
-        action.state, action.queued_at, action.dispatched_at = ActionState.QUEUED, now, now
-        action.save(update_fields=["state", "queued_at", "dispatched_at"])
-        audit_record(
-            event="action.approved",
-            obj=action,
-            before={"state": "awaiting_approval"},
-            after={"state": action.state},
-            reason=comment,
-        )
-        _announce_decision_on_commit(action, "approved", comment)
-        dispatch_on_commit(action)
+        expired = now >= approval_deadline(action)
+        if expired:
+            _expire(action, now)
+        else:
+            policy.check_requester_still_may(action)
+            Approval.objects.create(
+                action=action,
+                approver_id=actor.pk,
+                decision=Approval.Decision.APPROVED,
+                comment=comment,
+                channel=context.current().channel,
+            )
+            action.state, action.queued_at, action.dispatched_at = ActionState.QUEUED, now, now
+            action.save(update_fields=["state", "queued_at", "dispatched_at"])
+            audit_record(
+                event="action.approved",
+                obj=action,
+                before={"state": "awaiting_approval"},
+                after={"state": action.state},
+                reason=comment,
+            )
+            _announce_decision_on_commit(action, "approved", comment)
+            dispatch_on_commit(action)
+    if expired:  # after the commit: the expiry stays written
+        raise Conflict(f"action {action.id} expired: {action.error}")
     return action
 
 

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from controlplane.actions import selectors as action_selectors
 from controlplane.actions import services as action_services
 from controlplane.api import serializers as s
+from controlplane.api.auth import rules
 from controlplane.api.throttling import AlertThrottle
 from controlplane.api.waiting import MAX_WAIT_SECONDS, wait_until_finished
 from controlplane.audit.selectors import audit_list
@@ -57,7 +58,7 @@ def _valid(serializer_cls: type[s.StrictSerializer], data: Any) -> dict[str, Any
 class TargetList(ListAPIView[Target]):
     """Catalog targets; filter with ``?kind=`` and ``?environment=``."""
 
-    required_scopes = {"GET": "catalog:read"}
+    access = rules(get=("viewer", "catalog:read"))
     serializer_class = s.TargetSummarySerializer
     pagination_class = None
 
@@ -73,7 +74,7 @@ class TargetList(ListAPIView[Target]):
 class TargetDetail(APIView):
     """A target with the verbs and checks it offers and each one's params JSON schema."""
 
-    required_scopes = {"GET": "catalog:read"}
+    access = rules(get=("viewer", "catalog:read"))
 
     @extend_schema(responses=s.TargetDetailSerializer)
     def get(self, request: Request, key: str) -> Response:
@@ -87,7 +88,7 @@ class TargetChoices(APIView):
     """What the target's system lists for a params field marked ``x-choices`` in its schema (failed runs,
     tasks ...): rows with ``value`` and ``label``, asked live of the system."""
 
-    required_scopes = {"GET": "catalog:read"}
+    access = rules(get=("viewer", "catalog:read"))
 
     @extend_schema(responses={200: dict})
     def get(self, request: Request, key: str, what: str) -> Response:
@@ -97,7 +98,7 @@ class TargetChoices(APIView):
 class ActionCollection(ListAPIView[Any]):
     """List actions (``?state= &verb= &target= &environment= &requested_by=``) or request one."""
 
-    required_scopes = {"GET": "actions:read", "POST": "actions:write"}
+    access = rules(get=("viewer", "actions:read"), post=("responder", "actions:write"))
     serializer_class = s.ActionSummarySerializer
     pagination_class = ActionCursor
 
@@ -129,7 +130,7 @@ class ActionCollection(ListAPIView[Any]):
 class ActionPreview(APIView):
     """The plan a request would get, without creating anything."""
 
-    required_scopes = {"POST": "actions:write"}
+    access = rules(post=("viewer", "actions:write"))
 
     @extend_schema(request=s.ActionPreviewSerializer, responses={200: dict})
     def post(self, request: Request) -> Response:
@@ -148,7 +149,7 @@ class ActionPreview(APIView):
 
 
 class ActionDetail(APIView):
-    required_scopes = {"GET": "actions:read"}
+    access = rules(get=("viewer", "actions:read"))
 
     @extend_schema(
         responses=s.ActionDetailSerializer,
@@ -194,7 +195,7 @@ class _ActionCommand(APIView):
 
 @extend_schema(request=s.DecisionSerializer, responses=s.ActionDetailSerializer)
 class ActionApprove(_ActionCommand):
-    required_scopes = {"POST": "actions:approve"}
+    access = rules(post=("approver", "actions:approve"))
 
     def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
         return action_services.action_approve(actor=request.user, action_id=action_id, comment=data["comment"])
@@ -202,7 +203,7 @@ class ActionApprove(_ActionCommand):
 
 @extend_schema(request=s.DecisionSerializer, responses=s.ActionDetailSerializer)
 class ActionReject(_ActionCommand):
-    required_scopes = {"POST": "actions:approve"}
+    access = rules(post=("approver", "actions:approve"))
 
     def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
         return action_services.action_reject(actor=request.user, action_id=action_id, comment=data["comment"])
@@ -210,7 +211,7 @@ class ActionReject(_ActionCommand):
 
 @extend_schema(request=s.CancelSerializer, responses=s.ActionDetailSerializer)
 class ActionCancel(_ActionCommand):
-    required_scopes = {"POST": "actions:write"}
+    access = rules(post=("responder", "actions:write"))
     serializer = s.CancelSerializer
 
     def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
@@ -229,7 +230,7 @@ class AirflowAlertIntake(APIView):
     """An Airflow ``on_failure_callback`` payload: opens an incident (201) or is counted on the open one
     for the same Airflow, DAG, task and logical day (200). Rate-limited per user (``API_THROTTLE_ALERTS``)."""
 
-    required_scopes = {"POST": "alerts:write"}
+    access = rules(post=("responder", "alerts:write"))
 
     def get_throttles(self) -> list[BaseThrottle]:
         return [*super().get_throttles(), AlertThrottle()]
@@ -244,7 +245,7 @@ class AirflowAlertIntake(APIView):
 class IncidentList(ListAPIView[Any]):
     """Incidents newest first (``?status= &severity= &pipeline= &open=true &max_age_hours=``)."""
 
-    required_scopes = {"GET": "incidents:read"}
+    access = rules(get=("viewer", "incidents:read"))
     serializer_class = s.IncidentSummarySerializer
     pagination_class = IncidentCursor
 
@@ -256,7 +257,7 @@ class IncidentDetail(APIView):
     """An incident with the newest entries of its timeline (``timeline_url`` pages through all of them),
     affected targets, log link and the actions that fit it."""
 
-    required_scopes = {"GET": "incidents:read"}
+    access = rules(get=("viewer", "incidents:read"))
 
     @extend_schema(responses=s.IncidentDetailSerializer)
     def get(self, request: Request, incident_id: int) -> Response:
@@ -267,7 +268,7 @@ class IncidentDetail(APIView):
 class IncidentTimeline(ListAPIView[Any]):
     """An incident's whole timeline, newest first, a page at a time (``?cursor=``, ``?limit=`` up to 200)."""
 
-    required_scopes = {"GET": "incidents:read"}
+    access = rules(get=("viewer", "incidents:read"))
     serializer_class = s.IncidentEventSerializer
     pagination_class = TimelineCursor
 
@@ -287,7 +288,7 @@ class IncidentCommentSerializer(s.StrictSerializer):
 class IncidentStatusChange(APIView):
     """``POST /api/v1/incidents/<id>/acknowledge`` (``/mitigate``, ``/resolve``) with an optional note."""
 
-    required_scopes = {"POST": "incidents:write"}
+    access = rules(post=("responder", "incidents:write"))
     moves = {
         "acknowledge": incident_services.incident_acknowledge,
         "mitigate": incident_services.incident_mitigate,
@@ -307,7 +308,7 @@ class IncidentStatusChange(APIView):
 class IncidentComment(APIView):
     """``POST /api/v1/incidents/<id>/comments`` ``{"text"}``: a comment on the timeline."""
 
-    required_scopes = {"POST": "incidents:write"}
+    access = rules(post=("responder", "incidents:write"))
 
     @extend_schema(request=IncidentCommentSerializer, responses={201: dict})
     def post(self, request: Request, incident_id: int) -> Response:
@@ -319,7 +320,7 @@ class IncidentComment(APIView):
 class AuditList(ListAPIView[Any]):
     """The audit trail, newest first (``?event= &object_type= &object_id= &actor= &request_id=``)."""
 
-    required_scopes = {"GET": "audit:read"}
+    access = rules(get=("viewer", "audit:read"))
     serializer_class = s.AuditEventSerializer
     pagination_class = AuditCursor
 

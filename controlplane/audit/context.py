@@ -32,12 +32,17 @@ class Channel:
 
 @dataclass(frozen=True)
 class ChangeContext:
-    """Who is acting (``user`` None for the system), through which channel, under which request id."""
+    """Who is acting (``user`` None for the system), through which channel, under which request id.
+
+    ``scopes``: what the API token the user acts through grants (``controlplane.api.models.SCOPES``), or
+    None when the user acts in person (a session) or the system acts; policy checks read it with the role.
+    """
 
     channel: str = Channel.SYSTEM
     request_id: str = ""
     user: AbstractBaseUser | AnonymousUser | None = None
     actor_name: str = "system"
+    scopes: frozenset[str] | None = None
 
 
 _current: ContextVar[ChangeContext] = ContextVar("change_context", default=ChangeContext())  # noqa: B039 (frozen)
@@ -58,11 +63,14 @@ def change_context(
     user: AbstractBaseUser | AnonymousUser | None = None,
     request_id: str | None = None,
     actor_name: str | None = None,
+    scopes: frozenset[str] | None = None,
 ) -> Iterator[ChangeContext]:
     """Run a block under a change context; restores the previous one on exit."""
     if actor_name is None:
         actor_name = user.get_username() if user is not None and user.is_authenticated else "system"
-    ctx = ChangeContext(channel=channel, request_id=request_id or new_request_id(), user=user, actor_name=actor_name)
+    ctx = ChangeContext(
+        channel=channel, request_id=request_id or new_request_id(), user=user, actor_name=actor_name, scopes=scopes
+    )
     token = _current.set(ctx)
     try:
         yield ctx
@@ -70,11 +78,17 @@ def change_context(
         _current.reset(token)
 
 
-def set_user(user: AbstractBaseUser | AnonymousUser | None, *, channel: str | None = None) -> None:
-    """Attach the authenticated user once authentication ran (DRF authenticates inside the view)."""
+def set_user(
+    user: AbstractBaseUser | AnonymousUser | None,
+    *,
+    channel: str | None = None,
+    scopes: frozenset[str] | None = None,
+) -> None:
+    """Attach the authenticated user once authentication ran (DRF authenticates inside the view), with the
+    scopes of the API token it came with (None: in person)."""
     ctx = _current.get()
     name = user.get_username() if user is not None and user.is_authenticated else ctx.actor_name
-    _current.set(replace(ctx, user=user, actor_name=name, channel=channel or ctx.channel))
+    _current.set(replace(ctx, user=user, actor_name=name, channel=channel or ctx.channel, scopes=scopes))
 
 
 class LogContextFilter(logging.Filter):
