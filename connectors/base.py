@@ -15,9 +15,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class ConnectorError(Exception):
@@ -33,6 +34,23 @@ class ConnectorError(Exception):
         super().__init__(message)
         self.message = message
         self.transient = transient
+
+
+def _date_as_midnight(value: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day)
+    return value
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A naive datetime (``2025-01-01`` parses to naive midnight) is read as UTC; an aware one is converted."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# The one type of every date or timestamp parameter of a verb or check: made aware (UTC) at the edge, once,
+# so the stored params, the preview's echo and every call to the outside system carry the same instant
+# (``2025-01-01`` is stored and shown as ``2025-01-01T00:00:00Z``). External APIs refuse naive datetimes.
+UtcDatetime = Annotated[datetime, BeforeValidator(_date_as_midnight), AfterValidator(_as_utc)]
 
 
 class Risk(enum.StrEnum):
@@ -120,6 +138,14 @@ class TargetRef:
     locator: Mapping[str, Any]
 
 
+class ExecutedHook(Protocol):
+    def __call__(self, summary: str, details: Mapping[str, Any] | None = None) -> None: ...
+
+
+def _no_executed(summary: str, details: Mapping[str, Any] | None = None) -> None:
+    return None
+
+
 @dataclass
 class ExecutionContext:
     """What the runner hands to ``execute``: identity, logging, liveness and cancellation.
@@ -128,11 +154,14 @@ class ExecutionContext:
     tags, ledger rows) so that a re-delivered execution finds the effect already done instead of doing it
     twice. ``log`` streams a line to the action's log; ``heartbeat`` extends the lease during long waits;
     ``cancel_requested`` is polled by long operations; ``progress(done, total)`` reports how far a
-    multi-part operation is (backfill runs finished out of runs planned). ``executed(summary)`` says the
-    side effect is made (the clear accepted, the run triggered) before ``execute`` goes on to wait for its
-    result: the runner records that milestone then, while the outside system works, instead of after the
-    wait (where it would delay the verdict); a verb that never calls it gets it recorded when ``execute``
-    returns. ``pause(seconds)`` is the wait between two polls (use it instead of ``time.sleep``): the runner
+    multi-part operation is (backfill runs finished out of runs planned). ``executed(summary, details)`` says
+    the side effect is made (the clear accepted, the run triggered, the backfill created) before ``execute``
+    goes on to wait for its result: the runner records that milestone then, while the outside system works,
+    instead of after the wait (where it would delay the verdict); a verb that never calls it gets it recorded
+    when ``execute`` returns. ``details`` names what now exists (ids, a link to it in the system's UI): from
+    then on the runner owns it, and a failure of what follows ends the action ``needs_attention`` naming it
+    (or retried, where the verb finds its own effect again) instead of ``failed`` with the target released.
+    ``pause(seconds)`` is the wait between two polls (use it instead of ``time.sleep``): the runner
     stores the log lines and progress of the turn meanwhile, on the attempt's own connection. ``plan`` is
     the plan as it was shown (and approved) when the action was requested: a verb whose filter could match
     more by now (a clear) acts on what the plan lists, not on what the filter finds at execution.
@@ -145,7 +174,7 @@ class ExecutionContext:
     heartbeat: Callable[[], None] = field(default=lambda: None)
     cancel_requested: Callable[[], bool] = field(default=lambda: False)
     progress: Callable[[int, int], None] = field(default=lambda _done, _total: None)
-    executed: Callable[[str], None] = field(default=lambda _summary: None)
+    executed: ExecutedHook = field(default=_no_executed)
     pause: Callable[[float], None] = field(default=time.sleep)
     plan: Plan | None = None
 

@@ -171,3 +171,49 @@ def test_token_scopes_narrow_what_a_bot_may_do(catalog: Any, api_for: Any) -> No
     assert "actions:write" in resp.json()["error"]["message"]
     assert reader.get("/api/v1/targets").status_code == 200
     assert ActionRun.objects.count() == 0
+
+
+# ------------------------------------------------------------------------------ needs attention, resolve
+
+
+def _left_needing_attention(action_id: str) -> None:
+    """What the runner does when an action made something and could not see it through."""
+    ActionRun.objects.filter(id=action_id).update(
+        state=ActionState.NEEDS_ATTENTION, error="backfill 7 of x exists", attempts=1
+    )
+
+
+def test_an_action_needing_attention_keeps_its_target_until_a_person_resolves_it(catalog: Any, api_for: Any) -> None:
+    first = api_for("responder").post("/api/v1/actions", body()).json()
+    _left_needing_attention(first["id"])
+    second = api_for("responder2").post("/api/v1/actions", body(reason="me too"))
+    assert second.status_code == 409
+    error = second.json()["error"]
+    assert error["details"]["active_action"] == first["id"] and "needs attention" in error["message"]
+
+    path = f"/api/v1/actions/{first['id']}/resolve"
+    assert api_for("viewer").post(path, {"note": "looked"}).status_code == 403
+    assert api_for("responder2").post(path, {}).status_code == 400  # a note is required
+    resolved = api_for("responder2").post(path, {"note": "backfill 7 finished fine in Airflow"})
+    assert resolved.status_code == 200, resolved.content
+    assert resolved.json()["state"] == "needs_attention" and resolved.json()["resolved_at"]
+    assert api_for("responder2").post(path, {"note": "again"}).status_code == 409
+    event = AuditEvent.objects.get(object_id=first["id"], event="action.resolved")
+    assert event.reason == "backfill 7 finished fine in Airflow" and event.actor_name == "rob"
+
+    third = api_for("responder2").post("/api/v1/actions", body(reason="now it is free"))
+    assert third.status_code == 202, third.content
+
+
+def test_resolving_in_a_protected_environment_takes_an_approver(catalog: Any, api_for: Any) -> None:
+    first = api_for("responder").post("/api/v1/actions", body(PROD_MART)).json()
+    _left_needing_attention(first["id"])
+    path = f"/api/v1/actions/{first['id']}/resolve"
+    assert api_for("responder2").post(path, {"note": "checked"}).status_code == 403
+    assert api_for("approver").post(path, {"note": "checked"}).status_code == 200
+
+
+def test_only_an_action_needing_attention_can_be_resolved(catalog: Any, api_for: Any) -> None:
+    first = api_for("responder").post("/api/v1/actions", body()).json()
+    answer = api_for("responder").post(f"/api/v1/actions/{first['id']}/resolve", {"note": "nothing to do"})
+    assert answer.status_code == 409 and "queued" in answer.json()["error"]["message"]

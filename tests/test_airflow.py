@@ -338,11 +338,20 @@ class _Proxy:
         self.server.close()
         for conn in self.conns:
             with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # the peers see the connection end, as when a server dies
+            with contextlib.suppress(OSError):
                 conn.close()
+        self.conns = []
+
+    def restore(self) -> None:
+        """Airflow is reachable again, on the same address."""
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.open = True
+        threading.Thread(target=self._accept, daemon=True).start()
 
 
 @pytest.mark.worker
-def test_airflow_going_away_mid_action_fails_it_with_a_clear_message(
+def test_airflow_going_away_mid_action_leaves_the_triggered_run_owned_with_a_clear_message(
     airflow: Any, airflow_catalog: Any, actors: Any, worker_factory: Any
 ) -> None:
     from urllib.parse import urlsplit
@@ -377,7 +386,9 @@ def test_airflow_going_away_mid_action_fails_it_with_a_clear_message(
     )
     proxy.cut()
     action = final(action, timeout=60)
-    assert action.state == ActionState.FAILED
+    # The run was triggered before Airflow went away: it exists, so the action holds the target for a person.
+    assert action.state == ActionState.NEEDS_ATTENTION
+    assert f"triggered run controlplane__{action.id}" in action.error
     assert f"127.0.0.1:{proxy.port}" in action.error
     assert any(
         word in action.error
@@ -501,3 +512,165 @@ def test_forms_and_bots_pick_runs_and_tasks_from_airflow_instead_of_typing(
     assert preview.status_code == 200, preview.content[:500]
     html = preview.content.decode()
     assert "ingest_orders" in html and "validate_ingestion" in html and "clear 2 task instances" in html
+
+
+# ------------------------------------------------------------------------- dates, and what a backfill owns
+
+
+def own_backfills(airflow: Any, dag_id: str, action_id: Any) -> list[dict[str, Any]]:
+    listed = airflow.api("GET", "/api/v2/backfills", params={"dag_id": dag_id, "limit": 100})["backfills"]
+    return [b for b in listed if (b.get("dag_run_conf") or {}).get("controlplane_action") == str(action_id)]
+
+
+def cancel_open_backfills(airflow: Any, dag_id: str) -> None:
+    """Leave the shared Airflow able to take the next backfill of the DAG (one open backfill per DAG)."""
+    from sandbox.airflow import AirflowApiError
+
+    for backfill in airflow.api("GET", "/api/v2/backfills", params={"dag_id": dag_id, "limit": 100})["backfills"]:
+        if backfill["completed_at"] is None:
+            with contextlib.suppress(AirflowApiError):  # 409: Airflow's own timer closed it meanwhile
+                airflow.api("PUT", f"/api/v2/backfills/{backfill['id']}/cancel")
+
+
+@pytest.mark.worker
+def test_backfill_with_plain_dates_is_echoed_in_utc_and_completes(
+    airflow: Any, airflow_catalog: Any, api_for: Any, worker_factory: Any
+) -> None:
+    cancel_open_backfills(airflow, RETAIL)
+    body = {
+        "verb": "backfill",
+        "target": f"dev.airflow.{RETAIL}",
+        "params": {"from_date": "2025-01-01", "to_date": "2025-01-03", "reprocess_behavior": "completed"},
+    }
+    preview = api_for("responder").post("/api/v1/actions/preview", body)
+    assert preview.status_code == 200, preview.content
+    assert preview.json()["params"]["from_date"] == "2025-01-01T00:00:00Z"
+    assert preview.json()["params"]["to_date"] == "2025-01-03T00:00:00Z"
+    assert preview.json()["plan"]["details"]["logical_dates"][0].startswith("2025-01-01T00:00:00")
+    created = api_for("responder").post("/api/v1/actions", {**body, "reason": "reprocess the first days of 2025"})
+    assert created.status_code == 202, created.content
+    action = ActionRun.objects.get(id=created.json()["id"])
+    assert action.params["from_date"] == "2025-01-01T00:00:00Z"  # stored as it will be used
+    worker_factory()
+    action = final(action, timeout=180)
+    assert action.state == ActionState.SUCCEEDED, (action.error, action.verification)
+    assert action.attempts == 1 and (action.progress_done, action.progress_total) == (3, 3)
+    assert len(own_backfills(airflow, RETAIL, action.id)) == 1
+
+
+def test_airflow_refusing_a_naive_date_is_permanent_and_a_proxy_5xx_is_transient(airflow: Any) -> None:
+    import http.server
+
+    connector = connector_for(airflow)
+    client = connector.client
+    with pytest.raises(ConnectorError) as refused:
+        # Airflow 3.3.2 answers 500 "Database error" to a naive datetime in a query (its database refuses it).
+        client.call("listing runs", client.runs.get_dag_runs, RETAIL, logical_date_gte=datetime(2025, 1, 1))
+    assert "HTTP 500" in refused.value.message and "Database error" in refused.value.message
+    assert not refused.value.transient
+
+    class BadGateway(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # a proxy in front of Airflow whose upstream is gone
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>502 Bad Gateway</body></html>")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BadGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        behind = AirflowConnector(
+            AirflowConfig(base_url=f"http://127.0.0.1:{server.server_port}", timeout_s=3), {"token": "t"}
+        )
+        with pytest.raises(ConnectorError) as gateway:
+            behind.dag(RETAIL)
+        assert "HTTP 502" in gateway.value.message and gateway.value.transient
+    finally:
+        server.shutdown()
+
+
+def _proxied_target(airflow: Any, airflow_catalog: Any, proxy: _Proxy, key: str) -> None:
+    with change_context(channel=Channel.SYSTEM):
+        conn = cs.connection_create(
+            name=f"airflow-via-proxy-{proxy.port}",
+            kind="airflow",
+            environment=airflow_catalog["env"],
+            config={
+                "base_url": f"http://127.0.0.1:{proxy.port}",
+                "username": airflow.username,
+                "poll_interval_s": 0.5,
+                "connect_timeout_s": 1,
+                "timeout_s": 3,
+            },
+            secret_refs={"password": f"env:{AIRFLOW_SECRET_ENV}"},
+        )
+        cs.target_create(key=key, kind="dag", connection=conn, locator={"dag_id": RETAIL})
+
+
+def executed_event(action: ActionRun) -> Any:
+    return AuditEvent.objects.filter(object_id=str(action.id), event="action.executed").first()
+
+
+@pytest.mark.worker
+def test_backfill_whose_follow_up_fails_after_creation_needs_attention_and_keeps_the_target(
+    airflow: Any, airflow_catalog: Any, actors: Any, api_for: Any, worker_factory: Any
+) -> None:
+    from urllib.parse import urlsplit
+
+    cancel_open_backfills(airflow, RETAIL)
+    proxy = _Proxy(urlsplit(airflow.url).port or 80)
+    key = "dev.airflow.retail_via_proxy"
+    _proxied_target(airflow, airflow_catalog, proxy, key)
+    params = {"from_date": "2025-02-01", "to_date": "2025-02-06", "reprocess_behavior": "completed"}
+    body = {"verb": "backfill", "target": key, "params": {**params, "max_active_runs": 1}}
+    created = api_for("responder").post("/api/v1/actions", {**body, "reason": "reprocess February"})
+    assert created.status_code == 202, created.content
+    action = ActionRun.objects.get(id=created.json()["id"])
+    try:
+        worker_factory()
+        wait_for(lambda: executed_event(action), timeout=60, what="the backfill to be created")
+        proxy.cut()  # Airflow's API goes away after the create: the runs cannot be followed any more
+        action = final(action, timeout=90)
+        assert action.state == ActionState.NEEDS_ATTENTION, action.error
+        [backfill] = own_backfills(airflow, RETAIL, action.id)
+        assert action.outcome and action.outcome["details"]["backfill_id"] == backfill["id"]
+        assert f"backfill {backfill['id']} of {RETAIL}" in action.error
+        assert f"http://127.0.0.1:{proxy.port}/dags/{RETAIL}/backfills" in action.error
+
+        proxy.restore()  # Airflow is back: the target is still held by the action that needs attention
+        second = api_for("responder2").post("/api/v1/actions", {**body, "reason": "me too"})
+        assert second.status_code == 409, second.content
+        assert second.json()["error"]["details"]["active_action"] == str(action.id)
+        resolved = api_for("responder").post(
+            f"/api/v1/actions/{action.id}/resolve", {"note": f"backfill {backfill['id']} runs fine in Airflow"}
+        )
+        assert resolved.status_code == 200, resolved.content
+        assert len(own_backfills(airflow, RETAIL, action.id)) == 1  # no retry made a second one
+    finally:
+        proxy.cut()
+        cancel_open_backfills(airflow, RETAIL)
+
+
+@pytest.mark.worker
+def test_worker_killed_after_creating_a_backfill_leads_to_one_backfill_followed_to_the_end(
+    airflow: Any, airflow_catalog: Any, actors: Any, worker_factory: Any
+) -> None:
+    cancel_open_backfills(airflow, RETAIL)
+    params = {"from_date": "2025-03-01", "to_date": "2025-03-04", "reprocess_behavior": "completed"}
+    action = request(actors["responder"], "backfill", RETAIL, {**params, "max_active_runs": 1})
+    first = worker_factory()
+    wait_for(lambda: executed_event(action), timeout=60, what="the backfill to be created")
+    first.kill()  # the worker dies while it follows the backfill's runs
+    worker_factory(beat=True)  # the reaper re-queues the lapsed lease; the next attempt adopts the backfill
+    try:
+        action = final(action, timeout=240)
+        assert action.state == ActionState.SUCCEEDED, (action.error, action.verification)
+        assert action.attempts == 2
+        assert len(own_backfills(airflow, RETAIL, action.id)) == 1
+        assert action.log_lines.filter(attempt=2, message__contains="already created by this action").exists()
+        assert AuditEvent.objects.filter(object_id=str(action.id), event="action.reaped").count() == 1
+    finally:
+        cancel_open_backfills(airflow, RETAIL)

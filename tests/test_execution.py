@@ -315,3 +315,29 @@ def test_lock_timeout_is_retried_and_succeeds_once_the_lock_is_gone(
     assert action.attempts == 2
     assert ledger_rows(weather_db, action) == 1
     assert "action.retry_scheduled" in events(action)
+
+
+def test_reaped_action_that_had_made_its_effect_names_it_and_keeps_the_target(
+    catalog: Any, actors: Any, api_for: Any
+) -> None:
+    from controlplane.actions.runner import actions_reap
+    from controlplane.audit.services import audit_record
+
+    action = request(actors["responder"])
+    ActionRun.objects.filter(id=action.id).update(
+        state=ActionState.RUNNING, attempts=1, idempotent=False, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with change_context(channel=Channel.SYSTEM, actor_name="worker@test"):
+        details = {"backfill_id": 41, "url": "http://airflow.example/dags/d/backfills"}
+        audit_record(
+            event="action.executed", obj=action, after={"summary": "created backfill 41 of d", "details": details}
+        )
+    assert str(action.id) in actions_reap()["needs_attention"]
+    action.refresh_from_db()
+    assert action.state == ActionState.NEEDS_ATTENTION
+    assert "created backfill 41 of d (http://airflow.example/dags/d/backfills)" in action.error
+    assert action.outcome == {"summary": "created backfill 41 of d", "details": details, "already_done": False}
+    again = api_for("responder2").post(
+        "/api/v1/actions", {"verb": "refresh-mart", "target": DEV_MART, "params": {}, "reason": "again"}
+    )
+    assert again.status_code == 409 and again.json()["error"]["details"]["active_action"] == str(action.id)

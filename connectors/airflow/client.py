@@ -2,9 +2,11 @@
 
 Airflow 3 authenticates API calls with a JWT from ``POST /auth/token``. Tokens are cached per
 (base URL, user) in the process and renewed once when a call answers 401, so a long verification wait
-outlives a short token lifetime. Every call carries a timeout. Errors leave as ConnectorError: 5xx,
-503, timeouts and refused connections are transient; other 4xx are permanent, with Airflow's own
-``detail`` message.
+outlives a short token lifetime. Every call carries a timeout. Errors leave as ConnectorError with
+Airflow's own ``detail`` message: timeouts, refused connections, 408, 429 and 5xx from in front of
+Airflow (502/503/504, a proxy's page) are transient; 4xx are permanent, and so is a 500 carrying Airflow's
+own error body while Airflow says its metadatabase is healthy: Airflow failed on this very request (a query
+its database refused, a DAG it cannot load), and the same request fails the same way again.
 """
 
 from __future__ import annotations
@@ -46,13 +48,29 @@ def _detail(body: str | None) -> str:
     return str(detail)[:500]
 
 
-def translate(exc: Exception, config: AirflowConfig, doing: str) -> ConnectorError:
-    """One ConnectorError for any failure of a call, transient or permanent, never with a secret."""
+def airflow_error_body(body: str | None) -> bool:
+    """Whether a response body is Airflow's own JSON error (FastAPI's ``{"detail": ...}``), rather than the
+    page of a proxy or load balancer in front of it."""
+    try:
+        data = json.loads(body or "")
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "detail" in data
+
+
+def translate(exc: Exception, config: AirflowConfig, doing: str, *, airflow_healthy: bool = False) -> ConnectorError:
+    """One ConnectorError for any failure of a call, transient or permanent, never with a secret.
+
+    ``airflow_healthy``: the caller read Airflow's health after this error and its metadatabase was healthy,
+    so a 500 in Airflow's own words is about the request (permanent), not an outage."""
     where = f"Airflow {config.base_url}"
     if isinstance(exc, ApiException):
         status = exc.status or 0
         detail = _detail(exc.body) or exc.reason or ""
-        transient = status >= 500 or status in (408, 429)
+        refused = status == 500 and airflow_healthy and airflow_error_body(exc.body)
+        transient = (status >= 500 and not refused) or status in (408, 429)
+        if refused:
+            detail += " (Airflow is healthy: it failed on this request itself)"
         kind = "will retry" if transient else "not retried"
         return ConnectorError(f"{where}: {doing} failed: HTTP {status} {detail} ({kind})", transient=transient)
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError | TimeoutError):
@@ -135,10 +153,20 @@ class AirflowClient:
                 if exc.status == 401 and attempt == 1 and not self._static_token:
                     self._token(renew=True)  # expired or revoked: one fresh token, one more try
                     continue
-                raise translate(exc, self.config, doing) from None
+                healthy = exc.status == 500 and airflow_error_body(exc.body) and self._metadatabase_healthy()
+                raise translate(exc, self.config, doing, airflow_healthy=healthy) from None
             except (urllib3.exceptions.HTTPError, OSError, OpenApiException, ValueError) as exc:
                 raise translate(exc, self.config, doing) from None
         raise AssertionError("unreachable")
+
+    def _metadatabase_healthy(self) -> bool:
+        """After a 500: does Airflow say its metadatabase is healthy? (An outage answers 500 "Database error"
+        too; then the error is transient.) False when the health read itself fails."""
+        try:
+            info = self.monitor.get_health(_request_timeout=(self.config.connect_timeout_s, self.config.timeout_s))
+        except (OpenApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
+            return False
+        return getattr(getattr(info, "metadatabase", None), "status", None) == "healthy"
 
     def health(self) -> tuple[bool, str, float]:
         started = time.monotonic()

@@ -1,15 +1,17 @@
 """Configuration, locators and parameter models of the Airflow connector.
 
 Parameter names are Airflow's own (``dag_run_id``, ``task_ids``, ``only_failed``, ``include_downstream``,
-``from_date``, ``reprocess_behavior`` ...), so people who know Airflow's API feel at home.
+``from_date``, ``reprocess_behavior`` ...), so people who know Airflow's API feel at home. Dates and
+timestamps are ``UtcDatetime``: ``2025-01-01`` means midnight UTC, and Airflow always gets an aware value.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+
+from connectors.base import UtcDatetime
 
 AIRFLOW_KEY = r"^[A-Za-z0-9_.\-]{1,250}$"
 
@@ -60,8 +62,8 @@ class ClearParams(_Strict):
 
     # ``x-choices``: the metadata a form (or a bot) lists for this field: GET .../targets/<key>/choices/<kind>
     dag_run_id: str | None = Field(default=None, max_length=250, json_schema_extra={"x-choices": "failed_runs"})
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: UtcDatetime | None = None
+    end_date: UtcDatetime | None = None
     task_ids: list[str] | None = Field(default=None, max_length=200, json_schema_extra={"x-choices": "tasks"})
     only_failed: bool = True
     only_running: bool = False
@@ -96,7 +98,7 @@ class RerunParams(_Strict):
     """Trigger a new run. Its id is derived from the action id, so a re-delivery cannot start a second."""
 
     conf: dict[str, Any] = Field(default_factory=dict)
-    logical_date: datetime | None = None
+    logical_date: UtcDatetime | None = None
     note: str | None = Field(default=None, max_length=1000)
     wait_for_completion: bool = True
 
@@ -104,8 +106,8 @@ class RerunParams(_Strict):
 class BackfillParams(_Strict):
     """Reprocess a date range with Airflow's backfill (``airflow backfill create`` in the seeds)."""
 
-    from_date: datetime
-    to_date: datetime
+    from_date: UtcDatetime
+    to_date: UtcDatetime
     reprocess_behavior: Literal["none", "failed", "completed"] = "none"
     max_active_runs: int = Field(default=2, ge=1, le=32)
     run_backwards: bool = False

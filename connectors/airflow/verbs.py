@@ -383,8 +383,11 @@ class Backfill(Verb[AirflowConnector, BackfillParams]):
         return [b for b in result.backfills if b.completed_at is None]
 
     def _find_own(self, dag_id: str, action_id: str) -> Any | None:
+        """The backfill an earlier delivery of this action created (tagged in its run conf), newest first."""
         client = self.connector.client
-        result = client.call(f"listing backfills of {dag_id}", client.backfills.list_backfills, dag_id)
+        result = client.call(
+            f"listing backfills of {dag_id}", client.backfills.list_backfills, dag_id, limit=100, order_by=["-id"]
+        )
         return next(
             (b for b in result.backfills if (b.dag_run_conf or {}).get("controlplane_action") == action_id), None
         )
@@ -414,9 +417,17 @@ class Backfill(Verb[AirflowConnector, BackfillParams]):
                 f"creating the backfill of {dag_id}", client.backfills.create_backfill, self._body(dag_id, params, conf)
             )
             ctx.log(f"created backfill {backfill.id} of {dag_id}")
-            ctx.executed(f"created backfill {backfill.id} of {dag_id}")
         else:
             ctx.log(f"backfill {backfill.id} was already created by this action; following it")
+        # Said on every attempt: the runner owns the backfill from here, also one an earlier attempt created.
+        ctx.executed(
+            f"{'created' if not already else 'following'} backfill {backfill.id} of {dag_id}",
+            {
+                "dag_id": dag_id,
+                "backfill_id": backfill.id,
+                "url": f"{self.connector.cfg.base_url}/dags/{dag_id}/backfills",
+            },
+        )
         planned = len(self.plan_dates(dag_id, params))
         deadline = _Deadline(self.connector.cfg.wait_timeout_s)
         while True:

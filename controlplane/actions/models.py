@@ -28,6 +28,9 @@ class ActionState(models.TextChoices):
 # While an action is in one of these states no other action may be active on its target. The database
 # enforces it with a partial unique index, so concurrent requests cannot both pass a count-then-insert.
 ACTIVE_STATES = (ActionState.AWAITING_APPROVAL, ActionState.QUEUED, ActionState.RUNNING)
+# An action that made something it could not see through (``needs_attention``) keeps its target locked too,
+# until a person resolves it (``resolved_at``): nobody starts a second backfill beside an orphaned first.
+HOLDS_TARGET = models.Q(state__in=ACTIVE_STATES) | models.Q(state=ActionState.NEEDS_ATTENTION, resolved_at__isnull=True)
 TERMINAL_STATES = (
     ActionState.SUCCEEDED,
     ActionState.FAILED,
@@ -44,8 +47,9 @@ class ActionRun(models.Model):
     Lifecycle: ``awaiting_approval`` (protected environment or risky plan) -> ``queued`` -> ``running``
     (claimed by exactly one worker with a conditional UPDATE; the lease is renewed by heartbeats) ->
     ``succeeded`` only when verified, else ``failed``. ``cancelled``, ``rejected``, ``expired`` (awaited
-    approval longer than ``ACTION_APPROVAL_TTL_HOURS``) and
-    ``needs_attention`` (lease lost on a non-idempotent verb, or attempts exhausted) are terminal too.
+    approval longer than ``ACTION_APPROVAL_TTL_HOURS``) and ``needs_attention`` (lease lost on a
+    non-idempotent verb, or attempts exhausted, or the effect made and its follow-up failed) are terminal too;
+    ``needs_attention`` keeps the target locked until a person resolves it (``resolved_at``, ``resolved_by``).
     The id doubles as the idempotency token passed to the connector.
     """
 
@@ -86,15 +90,15 @@ class ActionRun(models.Model):
     outcome = models.JSONField(null=True, blank=True)
     verification = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         ordering = ["-requested_at"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["target"],
-                condition=models.Q(state__in=ACTIVE_STATES),
-                name="one_active_action_per_target",
-            ),
+            models.UniqueConstraint(fields=["target"], condition=HOLDS_TARGET, name="one_active_action_per_target"),
             models.UniqueConstraint(
                 fields=["requested_by", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
@@ -120,6 +124,11 @@ class ActionRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def awaits_resolution(self) -> bool:
+        """Ended ``needs_attention`` and nobody resolved it yet: the target is still locked."""
+        return self.state == ActionState.NEEDS_ATTENTION and self.resolved_at is None
 
     @property
     def progress_percent(self) -> int | None:

@@ -103,3 +103,17 @@ def check_can_cancel(user: Any, action: ActionRun) -> None:
         require_role(user, "responder", "cancelling an action", scope="actions:write")
     else:
         require_role(user, "approver", "cancelling someone else's action", scope="actions:approve")
+
+
+def check_can_resolve(user: Any, action: ActionRun) -> None:
+    """Resolving what an action left behind frees its target: a responder (the on-call person who checked
+    it by hand); in a protected environment an approver, as for approving the action in the first place."""
+    if action.environment.protected:
+        require_role(
+            user,
+            "approver",
+            f"resolving an action in protected environment {action.environment.name}",
+            scope="actions:approve",
+        )
+    else:
+        require_role(user, "responder", "resolving an action that needs attention", scope="actions:write")

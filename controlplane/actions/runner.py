@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from controlplane.actions.services import (
 )
 from controlplane.audit import context
 from controlplane.audit.context import Channel
+from controlplane.audit.models import AuditEvent
 from controlplane.audit.services import CENSORED, audit_head_lock, audit_record
 from controlplane.catalog.services import connector_for
 from controlplane.sqlparts import insert_sql, update_sql
@@ -337,22 +338,37 @@ def _run_attempt(action: ActionRun) -> None:
     try:
         connector = connector_for(action.target.connection)
     except ConnectorError as exc:
-        _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=exc.message)
+        effect = _effect_made(action, [])
+        if effect is not None:
+            error = attention_error(exc.message, effect)
+            _finish(action, attempt, state=ActionState.NEEDS_ATTENTION, event="action.needs_attention", error=error)
+        else:
+            _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=exc.message)
         return
     journal = _Journal(action, list(connector.secrets.values()))
     write = journal.write
     verb = connector.verb(action.verb)
     params = verb.params_model.model_validate(action.params)
     target = target_ref(action.target)
-    recorded: list[str] = []  # the 'executed' milestone, once: when the connector says so, else after execute
+    # The 'executed' milestone, once: when the connector says so, else after execute. From then on the effect
+    # exists in the outside system, and the action must not end 'failed' with the target released.
+    made: list[Outcome] = []
 
-    def executed(summary: str, *, already_done: bool = False) -> None:
-        if not recorded:
-            recorded.append(summary)
-            after = {"summary": summary, "already_done": already_done}
+    def executed(summary: str, details: Mapping[str, Any] | None = None, *, already_done: bool = False) -> None:
+        if not made:
+            made.append(Outcome(summary=summary, details=dict(details or {})))
+            after = {
+                "summary": summary,
+                "already_done": already_done,
+                **({"details": dict(details)} if details else {}),
+            }
             _milestone(action, attempt, "action.executed", after, journal, journal.line(f"executed: {summary}"))
 
     def failed(error: str, **more: Any) -> None:
+        effect = _effect_made(action, made)
+        if effect is not None:
+            _needs_attention(action, attempt, error, effect, journal)
+            return
         _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=error, journal=journal, **more)
 
     with _Lease(action.id, attempt, journal) as lease:
@@ -376,7 +392,17 @@ def _run_attempt(action: ActionRun) -> None:
             verification = verb.verify(target, params, outcome)
         except ConnectorError as exc:
             write(f"error: {exc.message}", "error")
-            _after_error(action, attempt, exc, journal, cancelled=lease.cancel.is_set())
+            if lease.cancel.is_set():
+                _finish(
+                    action,
+                    attempt,
+                    state=ActionState.CANCELLED,
+                    event="action.cancelled",
+                    error=exc.message,
+                    journal=journal,
+                )
+            elif not _retry_later(action, attempt, exc, journal, made):
+                failed(exc.message)
             return
         except SoftTimeLimitExceeded:
             message = f"timed out after {_conf('EXECUTE_TIMEOUT_SECONDS')} s; check {action.target.key} before retrying"
@@ -401,8 +427,20 @@ def _run_attempt(action: ActionRun) -> None:
                 journal=journal,
             )
         else:
+            # The verb's own verdict on a finished effect (the runs ran and some failed): nothing is left
+            # running unowned, so the action fails and the target is free again.
             error = f"verification failed: {verification.summary}"
-            failed(error, outcome=outcome, verification=verification, lines=verdict)
+            _finish(
+                action,
+                attempt,
+                state=ActionState.FAILED,
+                event="action.failed",
+                error=error,
+                outcome=outcome,
+                verification=verification,
+                lines=verdict,
+                journal=journal,
+            )
 
 
 def _milestone(
@@ -417,34 +455,89 @@ def _milestone(
             audit_record(event=event, obj=action, after={"attempt": attempt, **after})
 
 
-def _after_error(action: ActionRun, attempt: int, exc: ConnectorError, journal: _Journal, *, cancelled: bool) -> None:
-    if cancelled:
-        _finish(
-            action, attempt, state=ActionState.CANCELLED, event="action.cancelled", error=exc.message, journal=journal
+def _effect_made(action: ActionRun, made: Sequence[Outcome]) -> Outcome | None:
+    """What this action made in the outside system: said by this attempt, or by an earlier one (its
+    ``action.executed`` audit event), or None when nothing was made yet."""
+    if made:
+        return made[0]
+    if action.attempts <= 1:
+        return None
+    return executed_effect(action)
+
+
+def executed_effect(action: ActionRun) -> Outcome | None:
+    """The last ``action.executed`` milestone of ``action`` in the audit trail, as a partial outcome."""
+    event = (
+        AuditEvent.objects.filter(
+            object_type=ActionRun._meta.label_lower, object_id=str(action.id), event="action.executed"
         )
-    elif exc.transient and action.idempotent and attempt < action.max_attempts:
-        backoff = _conf("RETRY_BACKOFF_SECONDS") * 2 ** (attempt - 1)
-        note = f"transient error; retrying in {backoff}s (attempt {attempt + 1} of {action.max_attempts})"
-        _finish(
-            action,
-            attempt,
-            state=ActionState.QUEUED,
-            event="action.retry_scheduled",
-            error=exc.message,
-            retry_in=backoff,
-            lines=[journal.line(note)],
-            journal=journal,
-        )
-    else:
-        _finish(action, attempt, state=ActionState.FAILED, event="action.failed", error=exc.message, journal=journal)
+        .order_by("-seq")
+        .first()
+    )
+    if event is None:
+        return None
+    after = event.after or {}
+    return Outcome(summary=str(after.get("summary", "")), details=dict(after.get("details") or {}))
+
+
+def _retry_later(
+    action: ActionRun, attempt: int, exc: ConnectorError, journal: _Journal, made: Sequence[Outcome]
+) -> bool:
+    """Schedule the next attempt after a transient error, if the verb is idempotent and attempts remain
+    (the next attempt finds what this one made by the action id and follows it). False otherwise."""
+    if not (exc.transient and action.idempotent and attempt < action.max_attempts):
+        return False
+    backoff = _conf("RETRY_BACKOFF_SECONDS") * 2 ** (attempt - 1)
+    note = f"transient error; retrying in {backoff}s (attempt {attempt + 1} of {action.max_attempts})"
+    if made:
+        note += f"; it follows what this attempt made ({made[0].summary}) instead of making it again"
+    _finish(
+        action,
+        attempt,
+        state=ActionState.QUEUED,
+        event="action.retry_scheduled",
+        error=exc.message,
+        retry_in=backoff,
+        lines=[journal.line(note)],
+        journal=journal,
+    )
+    return True
+
+
+def attention_error(error: str, effect: Outcome) -> str:
+    """The message of an action that made something and cannot see it through."""
+    link = effect.details.get("url")
+    where = f" ({link})" if link else ""
+    return (
+        f"{error}. What this action made still exists and the target stays locked: {effect.summary}{where}. "
+        "Check it by hand, then resolve this action."
+    )
+
+
+def _needs_attention(action: ActionRun, attempt: int, error: str, effect: Outcome, journal: _Journal) -> None:
+    """End an attempt whose effect exists but whose follow-up failed: ``needs_attention`` (the target stays
+    locked until a person resolves it), naming what exists in the outcome."""
+    message = attention_error(error, effect)
+    _finish(
+        action,
+        attempt,
+        state=ActionState.NEEDS_ATTENTION,
+        event="action.needs_attention",
+        error=message,
+        outcome=effect,
+        lines=[journal.line(message, "error")],
+        journal=journal,
+    )
 
 
 def actions_reap() -> dict[str, list[str]]:
     """Recover from lost workers and lost messages.
 
     Running actions whose lease lapsed are re-queued when their verb is idempotent and attempts remain
-    (the connector's idempotency token makes the repeat harmless), otherwise they need attention. Queued
-    actions never picked up are dispatched again. Actions awaiting approval past their deadline expire.
+    (the connector's idempotency token makes the repeat harmless: the next attempt finds what the lost one
+    made and follows it), otherwise they need attention, naming what the lost attempt made, and keep the
+    target locked until a person resolves them. Queued actions never picked up are dispatched again.
+    Actions awaiting approval past their deadline expire.
     """
     now = timezone.now()
     requeued: list[str] = []
@@ -482,6 +575,10 @@ def actions_reap() -> dict[str, list[str]]:
                     None,
                 )
                 action.error = f"{lost}; not retried because {why}: check {action.target.key} by hand"
+                effect = executed_effect(action)
+                if effect is not None:
+                    action.error = attention_error(f"{lost}; not retried because {why}", effect)
+                    action.outcome = effect.model_dump(mode="json")
                 action.save()
                 audit_record(
                     event="action.reaped",

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from connectors.base import ConnectorError, Plan, TargetRef, Verb
 from connectors.registry import get_connector_class
 from controlplane.actions import notices, policy, signals
-from controlplane.actions.models import ACTIVE_STATES, ActionRun, ActionState, Approval
+from controlplane.actions.models import HOLDS_TARGET, ActionRun, ActionState, Approval
 from controlplane.audit import context
 from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
 from controlplane.catalog.models import Target
@@ -130,9 +130,15 @@ def action_prepare(*, actor: User, verb: str, target_key: str, params: Any) -> P
 
 
 def _active_conflict(target: Target) -> Conflict:
-    active = ActionRun.objects.filter(target=target, state__in=ACTIVE_STATES).select_related("requested_by").first()
+    active = ActionRun.objects.filter(HOLDS_TARGET, target=target).select_related("requested_by").first()
     if active is None:  # it finished between the failed insert and this read
         return Conflict(f"another action on {target.key} was active; try again")
+    if active.state == ActionState.NEEDS_ATTENTION:
+        return Conflict(
+            f"action {active.id} ({active.verb}, requested by {active.requested_by}) needs attention and still "
+            f"holds {target.key}: {active.error} Resolve it first.",
+            details={"active_action": str(active.id), "state": active.state, "verb": active.verb},
+        )
     return Conflict(
         f"action {active.id} ({active.verb}, {active.state}, requested by {active.requested_by}) is already "
         f"active on {target.key}; wait for it or cancel it",
@@ -454,6 +460,32 @@ def action_cancel(*, actor: User, action_id: Any, reason: str = "") -> ActionRun
                 )
         else:
             raise Conflict(f"action {action.id} already ended as {action.state}")
+    return action
+
+
+def action_resolve(*, actor: User, action_id: Any, note: str) -> ActionRun:
+    """A person has dealt with what an action left behind (``needs_attention``): record who and how, and
+    free the target for the next action. The action's state stays ``needs_attention`` (its history says
+    what happened); ``resolved_at`` releases the one-per-target lock."""
+    if not isinstance(note, str) or not note.strip():
+        raise InvalidInput("'note' is required: say what you found and did (it goes into the audit trail)")
+    if len(note) > MAX_REASON:
+        raise InvalidInput(f"'note' is longer than {MAX_REASON} characters")
+    with transaction.atomic():
+        action = _locked(action_id)
+        policy.check_can_resolve(actor, action)
+        if not action.awaits_resolution:
+            state = "already resolved" if action.resolved_at else action.state
+            raise Conflict(f"action {action.id} is {state}; only an action that needs attention can be resolved")
+        action.resolved_at, action.resolved_by_id = timezone.now(), actor.pk
+        action.save(update_fields=["resolved_at", "resolved_by"])
+        audit_record(
+            event="action.resolved",
+            obj=action,
+            before={"state": action.state, "resolved": False},
+            after={"state": action.state, "resolved": True},
+            reason=note.strip(),
+        )
     return action
 
 

@@ -57,6 +57,10 @@ class CancelSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
+class ResolveSerializer(StrictSerializer):
+    note = serializers.CharField(max_length=2000)
+
+
 class ApprovalSerializer(serializers.ModelSerializer[Approval]):
     approver = serializers.CharField(source="approver.get_username")
 
@@ -112,6 +116,7 @@ class ActionDetailSerializer(ActionSummarySerializer):
             "outcome",
             "verification",
             "cancel_requested",
+            "resolved_at",
             "progress_done",
             "progress_total",
             "max_attempts",
@@ -194,6 +199,7 @@ def action_representation(
         "outcome": action.outcome,
         "verification": action.verification,
         "cancel_requested": action.cancel_requested,
+        "resolved_at": _when(action.resolved_at),
         "progress_done": action.progress_done,
         "progress_total": action.progress_total,
         "max_attempts": action.max_attempts,

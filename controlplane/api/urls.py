@@ -14,6 +14,7 @@ urlpatterns = [
     path("actions/<uuid:action_id>/approve", views.ActionApprove.as_view(), name="action-approve"),
     path("actions/<uuid:action_id>/reject", views.ActionReject.as_view(), name="action-reject"),
     path("actions/<uuid:action_id>/cancel", views.ActionCancel.as_view(), name="action-cancel"),
+    path("actions/<uuid:action_id>/resolve", views.ActionResolve.as_view(), name="action-resolve"),
     path("alerts/airflow", views.AirflowAlertIntake.as_view(), name="alerts-airflow"),
     path("incidents", views.IncidentList.as_view(), name="incidents"),
     path("incidents/<int:incident_id>", views.IncidentDetail.as_view(), name="incident"),

@@ -218,6 +218,17 @@ class ActionCancel(_ActionCommand):
         return action_services.action_cancel(actor=request.user, action_id=action_id, reason=data["reason"])
 
 
+@extend_schema(request=s.ResolveSerializer, responses=s.ActionDetailSerializer)
+class ActionResolve(_ActionCommand):
+    """A person dealt with what a ``needs_attention`` action left behind: record it and free the target."""
+
+    access = rules(post=("responder", "actions:write"))
+    serializer = s.ResolveSerializer
+
+    def run(self, request: Request, action_id: str, data: dict[str, Any]) -> Any:
+        return action_services.action_resolve(actor=request.user, action_id=action_id, note=data["note"])
+
+
 class IncidentCursor(Cursor):
     ordering = "-created_at"
 

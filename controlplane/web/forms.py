@@ -3,7 +3,8 @@
 The schema is the contract bots read too (``params_model.model_json_schema()``), so the web form offers
 exactly what the API accepts: booleans become checkboxes, optional booleans a three-way select (the
 connector's own default, yes, no), integers and numbers number inputs with their bounds, enums selects,
-dates date inputs, strings text inputs. Anything else (lists, objects) is a JSON text area.
+dates and timestamps date inputs (a day is midnight UTC), strings text inputs. Anything else (lists,
+objects) is a JSON text area.
 
 Parsing is deliberately lenient: a value that does not convert is passed through as typed, so the
 verb's pydantic model (called by the service) reports the error in its own words, naming the field.
@@ -195,8 +196,11 @@ def fields_from_schema(
                     range_text=text,
                 )
             )
-        elif kind == "string" and node.get("format") == "date":
-            out.append(FormField(**common, widget="date", value=shown))
+        elif kind == "string" and node.get("format") in ("date", "date-time"):
+            # A day picker for timestamps too: the params type reads a date as midnight UTC
+            # (connectors.base.UtcDatetime); a bot sends any timestamp through the API.
+            day = shown[:10] if isinstance(shown, str) else shown
+            out.append(FormField(**common, widget="date", value=day))
         elif kind == "string":
             out.append(FormField(**common, widget="text", value=shown, suggestions=list(live.get(name, []))))
         elif _is_string_list(node) and live.get(name):

@@ -20,6 +20,7 @@ urlpatterns = [
     path("actions/<uuid:action_id>/approve/", views.action_approve, name="action-approve"),
     path("actions/<uuid:action_id>/reject/", views.action_reject, name="action-reject"),
     path("actions/<uuid:action_id>/cancel/", views.action_cancel, name="action-cancel"),
+    path("actions/<uuid:action_id>/resolve/", views.action_resolve, name="action-resolve"),
     path("approvals/", views.approvals, name="approvals"),
     path("audit/", views.audit_log, name="audit"),
     path("incidents/", views.incident_list, name="incidents"),

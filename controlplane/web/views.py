@@ -419,6 +419,7 @@ def _action_context(request: HttpRequest, action: ActionRun, *, error: str = "")
         "can_decide": action.state == ActionState.AWAITING_APPROVAL and not decide_refusal,
         "is_requester": action.requested_by_id == user.pk,
         "can_cancel": action.is_active and not cancel_refusal,
+        "can_resolve": action.awaits_resolution and not _refusal(policy.check_can_resolve, user, action),
         "error": error,
     }
 
@@ -452,7 +453,7 @@ def _command(request: HttpRequest, action_id: uuid.UUID, command: str) -> HttpRe
     """Approve, reject or cancel through the action service. htmx (the approvals inbox) gets the
     inbox card back with the result; a plain form is redirected to the action page (or sees the
     action page with the refusal)."""
-    text = request.POST.get("comment", request.POST.get("reason", ""))[:2000]
+    text = request.POST.get("comment", request.POST.get("reason", request.POST.get("note", "")))[:2000]
     actor = request.user
     error, status = "", 200
     try:
@@ -460,6 +461,8 @@ def _command(request: HttpRequest, action_id: uuid.UUID, command: str) -> HttpRe
             action_services.action_approve(actor=actor, action_id=action_id, comment=text)
         elif command == "reject":
             action_services.action_reject(actor=actor, action_id=action_id, comment=text)
+        elif command == "resolve":
+            action_services.action_resolve(actor=actor, action_id=action_id, note=text)
         else:
             action_services.action_cancel(actor=actor, action_id=action_id, reason=text)
     except NotFound as exc:
@@ -501,6 +504,15 @@ def action_cancel(request: HttpRequest, action_id: uuid.UUID) -> HttpResponse:
     """POST ``/actions/<id>/cancel/`` (``reason``): cancel a waiting or queued action, or ask a running one
     to stop."""
     return _command(request, action_id, "cancel")
+
+
+@vary_on_headers("HX-Request")
+@require_POST
+@web_login_required
+def action_resolve(request: HttpRequest, action_id: uuid.UUID) -> HttpResponse:
+    """POST ``/actions/<id>/resolve/`` (``note``): a person dealt with what a ``needs_attention`` action left
+    behind; its target is free again."""
+    return _command(request, action_id, "resolve")
 
 
 # ------------------------------------------------------------------------------------------ approvals
