@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
@@ -335,3 +336,51 @@ def audit_chain_status() -> ChainStatus:
         return _full_walk_for_page()
     cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": remembered["full_at"]}, timeout=None)
     return ChainStatus(verdict, remembered["full_at"])
+
+
+# ------------------------------------------------------------------------------------ the app's database role
+
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def audit_app_role_grant(*, role: str, using: str = "default") -> None:
+    """Give the application's database role (web, worker, beat) what it needs and nothing more, on every table
+    of the schema: read and write the app's tables, but only SELECT and INSERT on audit events and SELECT and
+    UPDATE on the chain head (whose trigger lets it only move forward), read-only migration history, the
+    sequences. It owns nothing, so it cannot ALTER (disable triggers), TRUNCATE or grant; not being a superuser
+    it cannot set ``session_replication_role``. Idempotent: everything is revoked and granted again in one
+    transaction, so tables added by a migration are covered. Run by the owner after every ``migrate``
+    (``DATABASE_APP_ROLE``). Postgres only; raises ``ImproperlyConfigured`` for a role that would defeat it."""
+    if not _ROLE_NAME.match(role):
+        raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r} is not a role name (lower case letters, digits, _)")
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        raise ImproperlyConfigured("DATABASE_APP_ROLE needs Postgres: SQLite has no roles")
+    q = connection.ops.quote_name
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.rolsuper, r.rolname = current_user, current_schema(),"
+            " EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid"
+            " AND c.relnamespace = current_schema()::text::regnamespace)"
+            " FROM pg_roles r WHERE r.rolname = %s",
+            [role],
+        )
+        found = cursor.fetchone()
+        if found is None:
+            raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r}: no such database role; create it first")
+        superuser, is_me, schema, owns = found
+        if superuser or is_me or owns:
+            why = "is a superuser" if superuser else "runs the migrations" if is_me else "owns tables"
+            raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r} {why}: the app's role must own nothing")
+        who, where = q(role), q(schema)
+        for statement in (
+            f"REVOKE ALL ON ALL TABLES IN SCHEMA {where} FROM {who}",
+            f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {where} FROM {who}",
+            f"GRANT USAGE ON SCHEMA {where} TO {who}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {where} TO {who}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {where} TO {who}",
+            f"REVOKE UPDATE, DELETE ON {q(AuditEvent._meta.db_table)} FROM {who}",
+            f"REVOKE INSERT, DELETE ON {q(_HEAD_TABLE)} FROM {who}",
+            f"REVOKE INSERT, UPDATE, DELETE ON {q('django_migrations')} FROM {who}",
+        ):
+            cursor.execute(statement)
