@@ -11,3 +11,4 @@ class AuditConfig(AppConfig):
         from controlplane.audit import receivers
 
         post_migrate.connect(receivers.grant_app_role, sender=self, dispatch_uid="audit-grant-app-role")
+        receivers.connect()
