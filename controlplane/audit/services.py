@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from django.utils import timezone
 from connectors.secrets import validate_secret_ref
 from controlplane.audit import context
 from controlplane.audit.models import AuditChainHead, AuditEvent
+from controlplane.redis import redis_client
 
 GENESIS = "0" * 64
 CENSORED = "********"
@@ -295,11 +297,53 @@ class ChainStatus:
     pending: bool = False  # the whole chain is being walked in the background (too long for a page view)
 
 
-def audit_verify_full() -> ChainVerdict:
-    """Walk the whole chain (Celery beat runs this periodically) and remember the result as checkpoint."""
-    verdict = audit_verify_chain()
-    cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": timezone.now()}, timeout=None)
-    return verdict
+# One full walk at a time, queued or running: a Redis key (SET NX with an expiry) holding the walk's token.
+# The expiry only matters when a worker died mid-walk; it is far longer than any walk (a million events take
+# tens of seconds), so a live walk never loses it.
+VERIFY_LOCK_KEY = "audit:chain-verify"
+VERIFY_LOCK_SECONDS = 30 * 60
+_RELEASE_IF_MINE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def _verify_lock_take(token: str) -> bool:
+    return bool(redis_client().set(VERIFY_LOCK_KEY, token, nx=True, ex=VERIFY_LOCK_SECONDS))
+
+
+def _verify_lock_release(token: str) -> None:
+    redis_client().eval(_RELEASE_IF_MINE, 1, VERIFY_LOCK_KEY, token)
+
+
+def audit_verify_full(*, lock_token: str | None = None) -> ChainVerdict | None:
+    """Walk the whole chain (Celery beat runs this periodically) and remember the result as checkpoint.
+
+    None, doing nothing, when another full walk is queued or running. ``lock_token``: the lock that
+    ``audit_verify_full_queue`` took for this walk when it queued it."""
+    token = lock_token or uuid.uuid4().hex
+    mine = lock_token is not None and redis_client().get(VERIFY_LOCK_KEY) == token.encode()
+    if not mine and not _verify_lock_take(token):
+        return None
+    try:
+        verdict = audit_verify_chain()
+        cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": timezone.now()}, timeout=None)
+        return verdict
+    finally:
+        _verify_lock_release(token)
+
+
+def audit_verify_full_queue() -> bool:
+    """Queue a full walk for a worker unless one is queued or running; whether it was queued now. The walk's
+    lock is taken here and handed to the task, so page views meanwhile queue nothing more."""
+    from controlplane.audit.tasks import verify_audit_chain
+
+    token = uuid.uuid4().hex
+    if not _verify_lock_take(token):
+        return False
+    try:
+        verify_audit_chain.delay(lock_token=token)
+    except BaseException:
+        _verify_lock_release(token)  # nothing queued: let the next page view try again
+        raise
+    return True
 
 
 # A page view walks the whole chain itself only while it is this short (a few hundred ms at most); a longer
@@ -312,11 +356,14 @@ def _head_seq() -> int:
 
 
 def _full_walk_for_page() -> ChainStatus:
+    """Walk a short chain now, or have a worker walk a long one; either way, while another full walk is
+    queued or running, the page says one is running instead of starting another."""
     if _head_seq() <= FULL_WALK_IN_REQUEST:
-        return ChainStatus(audit_verify_full(), timezone.now())
-    from controlplane.audit.tasks import verify_audit_chain
-
-    verify_audit_chain.delay()
+        verdict = audit_verify_full()
+        if verdict is not None:
+            return ChainStatus(verdict, timezone.now())
+    else:
+        audit_verify_full_queue()
     return ChainStatus(None, None, pending=True)
 
 
