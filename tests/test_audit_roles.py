@@ -211,3 +211,33 @@ def test_the_head_moves_only_forward_even_for_the_owner() -> None:
         cursor.execute(f"WITH once AS (SELECT 1), {lock} SELECT seq FROM audit_head")
         assert cursor.fetchone() == (2,)
     assert audit_verify_chain().ok
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_and_beat_logged_in_as_the_app_role_run_an_action_to_its_verified_end(
+    app_role: str, catalog: dict[str, Any], actors: Any, worker_factory: Any
+) -> None:
+    from controlplane.actions.models import ActionRun, ActionState
+    from controlplane.actions.services import action_request
+    from tests.conftest import wait_for
+
+    db = connection.settings_dict
+    worker_factory(beat=True, DATABASE_URL=f"postgresql://{app_role}@{db['HOST']}:{db['PORT']}/{db['NAME']}")
+    rita = actors["responder"]
+    with change_context(channel=Channel.API, user=rita):
+        target = "dev.weather.daily_weather_aggregates"
+        action = action_request(actor=rita, verb="refresh-mart", target_key=target, params={}, reason="r").action
+
+    def ended() -> ActionRun | None:
+        run = ActionRun.objects.get(pk=action.pk)
+        return run if run.state not in (ActionState.QUEUED, ActionState.RUNNING) else None
+
+    run = wait_for(ended, timeout=40, what="the action to end")
+    assert run.state == ActionState.SUCCEEDED, (run.error, run.verification)
+    events = AuditEvent.objects.filter(object_id=str(action.id)).order_by("seq").values_list("event", flat=True)
+    assert list(events)[-3:] == ["action.started", "action.executed", "action.succeeded"]
+    assert audit_verify_chain().ok
+    with connection.cursor() as cursor:  # the worker's connections are the app role's
+        cursor.execute("SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database()")
+        assert app_role in {name for (name,) in cursor.fetchall()}
