@@ -186,6 +186,8 @@ def test_tables_added_by_a_later_migration_are_granted_by_the_next_migrate(app_r
     [
         ("postgres", "is a superuser"),
         ("cp_table_owner", "owns tables"),
+        ("cp_owner_member", "is a member of the tables' owner"),
+        ("cp_replicator", "may set session_replication_role"),
         ("cp_nobody_here", "no such database role"),
         ('x"; DROP TABLE audit_auditevent; --', "not a role name"),
     ],
@@ -195,6 +197,9 @@ def test_a_role_that_would_defeat_the_grants_is_refused_with_its_reason(role: st
         cursor.execute("CREATE ROLE cp_table_owner NOLOGIN")
         cursor.execute("CREATE TABLE owned_elsewhere (id int)")
         cursor.execute("ALTER TABLE owned_elsewhere OWNER TO cp_table_owner")
+        cursor.execute(f"CREATE ROLE cp_owner_member NOLOGIN IN ROLE {connection.settings_dict['USER']}")
+        cursor.execute("CREATE ROLE cp_replicator NOLOGIN")
+        cursor.execute("GRANT SET ON PARAMETER session_replication_role TO cp_replicator")
     with pytest.raises(ImproperlyConfigured, match=reason):
         audit_app_role_grant(role=role)
     assert AuditEvent._meta.db_table in connection.introspection.table_names()

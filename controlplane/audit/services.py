@@ -406,19 +406,28 @@ def audit_app_role_grant(*, role: str, using: str = "default") -> None:
     q = connection.ops.quote_name
     with transaction.atomic(using=using), connection.cursor() as cursor:
         cursor.execute(
-            "SELECT r.rolsuper, r.rolname = current_user, current_schema(),"
+            "SELECT current_schema(), r.rolsuper, r.rolname = current_user,"
             " EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid"
-            " AND c.relnamespace = current_schema()::text::regnamespace)"
+            " AND c.relnamespace = current_schema()::text::regnamespace),"
+            " pg_has_role(r.oid, (SELECT relowner FROM pg_class WHERE oid = %s::regclass), 'MEMBER'),"
+            " has_parameter_privilege(r.oid, 'session_replication_role', 'SET')"
             " FROM pg_roles r WHERE r.rolname = %s",
-            [role],
+            [AuditEvent._meta.db_table, role],
         )
         found = cursor.fetchone()
         if found is None:
             raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r}: no such database role; create it first")
-        superuser, is_me, schema, owns = found
-        if superuser or is_me or owns:
-            why = "is a superuser" if superuser else "runs the migrations" if is_me else "owns tables"
-            raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r} {why}: the app's role must own nothing")
+        schema, *flaws = found
+        reasons = [
+            "is a superuser",
+            "runs the migrations",
+            "owns tables",
+            "is a member of the tables' owner",
+            "may set session_replication_role",
+        ]
+        why = [reason for reason, flaw in zip(reasons, flaws, strict=True) if flaw]
+        if why:
+            raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r} {why[0]}: the app's role must own nothing")
         who, where = q(role), q(schema)
         for statement in (
             f"REVOKE ALL ON ALL TABLES IN SCHEMA {where} FROM {who}",
