@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,18 @@ from django.db import DatabaseError, connection, transaction
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditEvent
 from controlplane.audit.services import CENSORED, audit_record, audit_verify_chain
+from tests.conftest import wait_for
+
+
+@pytest.fixture(autouse=True)
+def _no_full_walk_under_way() -> Iterator[None]:
+    """A page view in a test may queue a full walk that no worker runs: its lock must not outlive the test."""
+    from controlplane.audit.services import VERIFY_LOCK_KEY
+    from controlplane.redis import redis_client
+
+    redis_client().delete(VERIFY_LOCK_KEY)
+    yield
+    redis_client().delete(VERIFY_LOCK_KEY)
 
 
 def _record_some(n: int = 5) -> list[AuditEvent]:
@@ -163,7 +176,8 @@ def test_chain_status_checks_new_events_from_a_checkpoint_and_full_walks_catch_o
     second = audit_chain_status()
     assert second.verdict is not None and second.verdict.ok and second.verdict.checked == 5
     _tamper("UPDATE audit_auditevent SET reason = 'rewritten' WHERE id = %s", (events[0].id,))
-    assert not audit_verify_full().ok  # the periodic full walk finds the old edit
+    full = audit_verify_full()
+    assert full is not None and not full.ok  # the periodic full walk finds the old edit
     broken = audit_chain_status()
     assert broken.verdict is not None and not broken.verdict.ok and broken.verdict.first_bad_seq == 1
 
@@ -179,11 +193,12 @@ def test_a_long_chain_without_checkpoint_is_walked_by_a_worker_not_the_page(monk
     cache.delete("audit:chain-verdict")
     _record_some(3)
     monkeypatch.setattr(services, "FULL_WALK_IN_REQUEST", 2)  # "long" is 3 events here
-    queued: list[bool] = []
-    monkeypatch.setattr(verify_audit_chain, "delay", lambda: queued.append(True))
+    queued: list[dict[str, Any]] = []
+    monkeypatch.setattr(verify_audit_chain, "delay", lambda **kwargs: queued.append(kwargs))
     status = services.audit_chain_status()
-    assert status.pending and status.verdict is None and queued == [True]
-    services.audit_verify_full()  # what the worker does
+    assert status.pending and status.verdict is None and len(queued) == 1
+    assert services.audit_chain_status().pending and len(queued) == 1  # queued once, not on every view
+    services.audit_verify_full(**queued[0])  # what the worker does
     after = services.audit_chain_status()
     assert after.verdict is not None and after.verdict.ok and after.verdict.checked == 3
     from django.contrib.auth.models import Group, User
@@ -194,3 +209,62 @@ def test_a_long_chain_without_checkpoint_is_walked_by_a_worker_not_the_page(monk
     client.force_login(user)
     cache.delete("audit:chain-verdict")
     assert "Verifying the whole chain" in client.get("/audit/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_verify_is_not_run_or_queued_again_while_one_runs(
+    monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+    from django.core.cache import cache
+
+    from controlplane.audit import services
+    from controlplane.audit.tasks import verify_audit_chain
+
+    _record_some(3)
+    cache.delete("audit:chain-verdict")
+    db = connection.settings_dict
+    blocker = psycopg.connect(host=db["HOST"], port=db["PORT"], dbname=db["NAME"], user=db["USER"], connect_timeout=5)
+    # The first walk waits on this lock once it started (it holds the verify lock by then).
+    blocker.execute("LOCK TABLE audit_auditevent IN ACCESS EXCLUSIVE MODE")
+    results: dict[str, Any] = {}
+
+    def walk(name: str) -> None:
+        try:
+            results[name] = services.audit_verify_full()
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=walk, args=("first",))
+    second = threading.Thread(target=walk, args=("second",))
+    try:
+        first.start()
+        wait_for(_waiting_on_a_lock, what="the first walk to wait on the table lock")
+        second.start()
+        second.join(timeout=10)
+        assert not second.is_alive(), "the second walk ran beside the first instead of skipping"
+        assert results["second"] is None
+        queued: list[dict[str, Any]] = []
+        monkeypatch.setattr(verify_audit_chain, "delay", lambda **kwargs: queued.append(kwargs))
+        monkeypatch.setattr(services, "FULL_WALK_IN_REQUEST", 2)
+        assert services.audit_chain_status().pending and queued == []  # the page queues no second walk
+        with caplog.at_level("INFO", logger="controlplane.audit.tasks"):
+            verify_audit_chain()  # beat's run
+        assert "already queued or running" in caplog.text
+    finally:
+        blocker.rollback()
+        blocker.close()
+        for thread in (first, second):
+            if thread.ident is not None:
+                thread.join(timeout=30)
+    assert results["first"] is not None and results["first"].ok and results["first"].checked == 3
+    again = services.audit_verify_full()  # the lock went with the first walk
+    assert again is not None and again.ok
+
+
+def _waiting_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return bool(cursor.fetchone()[0])

@@ -13,14 +13,19 @@ class AuditEvent(models.Model):
 
     ``hash = sha256(prev_hash + canonical_json(fields))`` over every field but ``id`` and ``hash``, with
     ``seq`` contiguous from 1, so an edited, deleted or reordered row breaks the chain at that row. On
-    Postgres a trigger also rejects UPDATE, DELETE and TRUNCATE. ``actor`` may be nulled if the user is
-    deleted; ``actor_name`` keeps who it was (and is part of the hash).
+    Postgres a trigger also rejects UPDATE, DELETE and TRUNCATE. Deleting a user leaves ``actor_id`` as it
+    was (no foreign key constraint, nothing nulled: the id is hashed); ``actor_name`` keeps who it was.
     """
 
     seq = models.BigIntegerField(unique=True)
     at = models.DateTimeField(db_index=True)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
     )
     actor_name = models.CharField(max_length=150)
     channel = models.CharField(max_length=16, choices=Channel.CHOICES)
@@ -52,7 +57,8 @@ class AuditEvent(models.Model):
 class AuditChainHead(models.Model):
     """The single row holding the chain's tip. Writers lock it (SELECT ... FOR UPDATE) so concurrent
     transactions append one after another and cannot fork the chain; it also exposes truncation of the
-    tail, since the head must match the last event."""
+    tail, since the head must match the last event. On Postgres a trigger lets it move only forward, to an
+    event that exists with that hash (migration 0005)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     seq = models.BigIntegerField(default=0)

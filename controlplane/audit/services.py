@@ -5,18 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
 from connectors.secrets import validate_secret_ref
 from controlplane.audit import context
 from controlplane.audit.models import AuditChainHead, AuditEvent
+from controlplane.redis import redis_client
 
 GENESIS = "0" * 64
 CENSORED = "********"
@@ -294,11 +297,53 @@ class ChainStatus:
     pending: bool = False  # the whole chain is being walked in the background (too long for a page view)
 
 
-def audit_verify_full() -> ChainVerdict:
-    """Walk the whole chain (Celery beat runs this periodically) and remember the result as checkpoint."""
-    verdict = audit_verify_chain()
-    cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": timezone.now()}, timeout=None)
-    return verdict
+# One full walk at a time, queued or running: a Redis key (SET NX with an expiry) holding the walk's token.
+# The expiry only matters when a worker died mid-walk; it is far longer than any walk (a million events take
+# tens of seconds), so a live walk never loses it.
+VERIFY_LOCK_KEY = "audit:chain-verify"
+VERIFY_LOCK_SECONDS = 30 * 60
+_RELEASE_IF_MINE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def _verify_lock_take(token: str) -> bool:
+    return bool(redis_client().set(VERIFY_LOCK_KEY, token, nx=True, ex=VERIFY_LOCK_SECONDS))
+
+
+def _verify_lock_release(token: str) -> None:
+    redis_client().eval(_RELEASE_IF_MINE, 1, VERIFY_LOCK_KEY, token)
+
+
+def audit_verify_full(*, lock_token: str | None = None) -> ChainVerdict | None:
+    """Walk the whole chain (Celery beat runs this periodically) and remember the result as checkpoint.
+
+    None, doing nothing, when another full walk is queued or running. ``lock_token``: the lock that
+    ``audit_verify_full_queue`` took for this walk when it queued it."""
+    token = lock_token or uuid.uuid4().hex
+    mine = lock_token is not None and redis_client().get(VERIFY_LOCK_KEY) == token.encode()
+    if not mine and not _verify_lock_take(token):
+        return None
+    try:
+        verdict = audit_verify_chain()
+        cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": timezone.now()}, timeout=None)
+        return verdict
+    finally:
+        _verify_lock_release(token)
+
+
+def audit_verify_full_queue() -> bool:
+    """Queue a full walk for a worker unless one is queued or running; whether it was queued now. The walk's
+    lock is taken here and handed to the task, so page views meanwhile queue nothing more."""
+    from controlplane.audit.tasks import verify_audit_chain
+
+    token = uuid.uuid4().hex
+    if not _verify_lock_take(token):
+        return False
+    try:
+        verify_audit_chain.delay(lock_token=token)
+    except BaseException:
+        _verify_lock_release(token)  # nothing queued: let the next page view try again
+        raise
+    return True
 
 
 # A page view walks the whole chain itself only while it is this short (a few hundred ms at most); a longer
@@ -311,11 +356,14 @@ def _head_seq() -> int:
 
 
 def _full_walk_for_page() -> ChainStatus:
+    """Walk a short chain now, or have a worker walk a long one; either way, while another full walk is
+    queued or running, the page says one is running instead of starting another."""
     if _head_seq() <= FULL_WALK_IN_REQUEST:
-        return ChainStatus(audit_verify_full(), timezone.now())
-    from controlplane.audit.tasks import verify_audit_chain
-
-    verify_audit_chain.delay()
+        verdict = audit_verify_full()
+        if verdict is not None:
+            return ChainStatus(verdict, timezone.now())
+    else:
+        audit_verify_full_queue()
     return ChainStatus(None, None, pending=True)
 
 
@@ -335,3 +383,60 @@ def audit_chain_status() -> ChainStatus:
         return _full_walk_for_page()
     cache.set(_VERDICT_KEY, {"verdict": verdict, "full_at": remembered["full_at"]}, timeout=None)
     return ChainStatus(verdict, remembered["full_at"])
+
+
+# ------------------------------------------------------------------------------------ the app's database role
+
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def audit_app_role_grant(*, role: str, using: str = "default") -> None:
+    """Give the application's database role (web, worker, beat) what it needs and nothing more, on every table
+    of the schema: read and write the app's tables, but only SELECT and INSERT on audit events and SELECT and
+    UPDATE on the chain head (whose trigger lets it only move forward), read-only migration history, the
+    sequences. It owns nothing, so it cannot ALTER (disable triggers), TRUNCATE or grant; not being a superuser
+    it cannot set ``session_replication_role``. Idempotent: everything is revoked and granted again in one
+    transaction, so tables added by a migration are covered. Run by the owner after every ``migrate``
+    (``DATABASE_APP_ROLE``). Postgres only; raises ``ImproperlyConfigured`` for a role that would defeat it."""
+    if not _ROLE_NAME.match(role):
+        raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r} is not a role name (lower case letters, digits, _)")
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        raise ImproperlyConfigured("DATABASE_APP_ROLE needs Postgres: SQLite has no roles")
+    q = connection.ops.quote_name
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_schema(), r.rolsuper, r.rolname = current_user,"
+            " EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid"
+            " AND c.relnamespace = current_schema()::text::regnamespace),"
+            " pg_has_role(r.oid, (SELECT relowner FROM pg_class WHERE oid = %s::regclass), 'MEMBER'),"
+            " has_parameter_privilege(r.oid, 'session_replication_role', 'SET')"
+            " FROM pg_roles r WHERE r.rolname = %s",
+            [AuditEvent._meta.db_table, role],
+        )
+        found = cursor.fetchone()
+        if found is None:
+            raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r}: no such database role; create it first")
+        schema, *flaws = found
+        reasons = [
+            "is a superuser",
+            "runs the migrations",
+            "owns tables",
+            "is a member of the tables' owner",
+            "may set session_replication_role",
+        ]
+        why = [reason for reason, flaw in zip(reasons, flaws, strict=True) if flaw]
+        if why:
+            raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r} {why[0]}: the app's role must own nothing")
+        who, where = q(role), q(schema)
+        for statement in (
+            f"REVOKE ALL ON ALL TABLES IN SCHEMA {where} FROM {who}",
+            f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {where} FROM {who}",
+            f"GRANT USAGE ON SCHEMA {where} TO {who}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {where} TO {who}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {where} TO {who}",
+            f"REVOKE UPDATE, DELETE ON {q(AuditEvent._meta.db_table)} FROM {who}",
+            f"REVOKE INSERT, DELETE ON {q(_HEAD_TABLE)} FROM {who}",
+            f"REVOKE INSERT, UPDATE, DELETE ON {q('django_migrations')} FROM {who}",
+        ):
+            cursor.execute(statement)

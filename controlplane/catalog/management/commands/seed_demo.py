@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser, Group
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -344,21 +344,20 @@ def _seed_users(report: SeedReport, *, reset_passwords: bool) -> None:
             user = user_model.objects.create_user(
                 username=username, password=password, is_staff=is_admin, is_superuser=is_admin
             )
-            user.groups.add(group)
-            audit_record(event="auth.user.created", obj=user, after=_user_state(user, [role]))
+            user.groups.add(group)  # the user's creation and role are audited by the audit app's receivers
             report.created.append(f"user {username}")
             if password is not None:
                 report.logins.append((username, password))
             continue
-        before = _user_state(user, _roles(user))
-        if role not in before["roles"]:
+        changed = False  # audited by the audit app's receivers, as any change of roles or flags is
+        if not user.groups.filter(pk=group.pk).exists():
             user.groups.add(group)
+            changed = True
         if is_admin and not (user.is_staff and user.is_superuser):
             user.is_staff = user.is_superuser = True
             user.save(update_fields=["is_staff", "is_superuser"])
-        after = _user_state(user, _roles(user))
-        if after != before:
-            audit_record(event="auth.user.updated", obj=user, before=before, after=after)
+            changed = True
+        if changed:
             report.changed.append(f"user {username}")
         if reset_passwords and not bot:
             password = secrets.token_urlsafe(9)
@@ -367,16 +366,3 @@ def _seed_users(report: SeedReport, *, reset_passwords: bool) -> None:
             # The event says that it happened, never what the password is.
             audit_record(event="auth.user.password_reset", obj=user, after={"username": username})
             report.logins.append((username, password))
-
-
-def _roles(user: AbstractUser) -> list[str]:
-    return sorted(user.groups.values_list("name", flat=True))
-
-
-def _user_state(user: AbstractUser, roles: list[str]) -> dict[str, Any]:
-    return {
-        "username": user.get_username(),
-        "roles": sorted(roles),
-        "is_staff": user.is_staff,
-        "is_superuser": user.is_superuser,
-    }
