@@ -144,7 +144,8 @@ QUERY_CASES = [
     ("/api/v1/actions", {"stat": "running"}, "stat"),
     ("/api/v1/audit", {"channel": "carrier-pigeon"}, "channel"),
     ("/api/v1/audit", {"object_id": "x" * 1000}, "object_id"),
-    ("/api/v1/audit", {"cursor": "cD0yMDI0"}, "cursor"),
+    ("/api/v1/audit", {"cursor": "cD1hYmM="}, "cursor"),  # p=abc: not a sequence number
+    ("/api/v1/actions", {"cursor": "cD0yMDI0LTEzLTQ1"}, "cursor"),  # p=2024-13-45: not a time
     ("/api/v1/audit", {"evnt": "x"}, "evnt"),
     ("/api/v1/targets", {"kind": "x\x00"}, "kind"),
     ("/api/v1/targets", {"knd": "matview"}, "knd"),
@@ -162,3 +163,12 @@ def test_a_bad_query_parameter_is_400_naming_it(
     error = resp.json()["error"]
     assert field in error["details"]["fields"], error
     assert error["message"].startswith(f"{field}: "), error
+
+
+@pytest.mark.parametrize("hours", ["inf", "-inf", "nan", "1e400", "-1", "soon"])
+def test_the_incident_selector_refuses_an_age_it_cannot_count(db: Any, hours: str) -> None:
+    from controlplane.errors import InvalidInput
+    from controlplane.incidents.selectors import incident_list
+
+    with pytest.raises(InvalidInput, match="max_age_hours"):
+        list(incident_list({"max_age_hours": hours}))
