@@ -172,3 +172,10 @@ def test_the_incident_selector_refuses_an_age_it_cannot_count(db: Any, hours: st
 
     with pytest.raises(InvalidInput, match="max_age_hours"):
         list(incident_list({"max_age_hours": hours}))
+
+
+def test_an_api_path_no_route_matches_is_a_json_404(nothing_written: Any, api_for: Any) -> None:
+    resp = api_for("admin").get("/api/v1/incidents/-1")
+    assert resp.status_code == 404
+    assert resp["Content-Type"] == "application/json"
+    assert resp.json()["error"]["code"] == "not_found"

@@ -118,7 +118,7 @@ class TargetChoices(APIView):
 
     required_scopes = {"GET": "catalog:read"}
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=s.TargetChoicesSerializer)
     def get(self, request: Request, key: str, what: str) -> Response:
         return Response({"target": key, "choices": target_choices(target_get(key), what)})
 
@@ -161,7 +161,7 @@ class ActionPreview(APIView):
 
     required_scopes = {"POST": "actions:write"}
 
-    @extend_schema(request=s.ActionPreviewSerializer, responses={200: dict})
+    @extend_schema(request=s.ActionPreviewSerializer, responses=s.ActionPreviewResultSerializer)
     def post(self, request: Request) -> Response:
         data = _valid(s.ActionPreviewSerializer, request.data)
         prepared = action_services.action_prepare(
@@ -239,7 +239,9 @@ class AirflowAlertIntake(APIView):
 
     required_scopes = {"POST": "alerts:write"}
 
-    @extend_schema(request=dict, responses={201: s.IncidentSummarySerializer, 200: s.IncidentSummarySerializer})
+    @extend_schema(
+        request=dict, responses={201: s.IncidentIntakeResultSerializer, 200: s.IncidentIntakeResultSerializer}
+    )
     def post(self, request: Request) -> Response:
         result = incident_services.alert_ingest_airflow(payload=request.data)
         body = {**s.IncidentSummarySerializer(result.incident).data, "created": result.created}
@@ -300,7 +302,7 @@ class IncidentComment(APIView):
 
     required_scopes = {"POST": "incidents:write"}
 
-    @extend_schema(request=IncidentCommentSerializer, responses={201: dict})
+    @extend_schema(request=IncidentCommentSerializer, responses={201: s.IncidentCommentResultSerializer})
     def post(self, request: Request, incident_id: int) -> Response:
         data = _valid(IncidentCommentSerializer, request.data)
         event = incident_services.incident_comment(actor=request.user, incident_id=incident_id, text=data["text"])
