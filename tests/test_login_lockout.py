@@ -77,3 +77,13 @@ def test_behind_one_proxy_the_address_the_proxy_saw_is_the_client(people: Any) -
     # A client's own forged entry stands left of what the proxy appended and is not believed.
     elsewhere = login("/login/", "alice", PASSWORD, remote="10.0.0.2", forwarded="198.51.100.1, 198.51.100.2")
     assert logged_in(elsewhere)
+
+
+def test_a_failed_password_is_not_stored(people: Any) -> None:
+    from django.apps import apps
+
+    AccessAttempt = apps.get_model("axes", "AccessAttempt")
+    login("/login/", "alice", "almost-the-right-password")
+    attempt = AccessAttempt.objects.get(username="alice")
+    assert attempt.failures_since_start == 1
+    assert "almost-the-right-password" not in attempt.post_data
