@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -51,6 +53,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "controlplane.middleware.ChangeContextMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes asks: answers a locked-out login with its page (429)
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -105,10 +108,41 @@ with contextlib.suppress(OSError):  # WhiteNoise warns about a missing STATIC_RO
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# HTTPS (README "Configuration"). With DEBUG off, cookies are sent over HTTPS only and browsers are told to
+# keep to HTTPS for a year (SecurityMiddleware sends HSTS on HTTPS responses only, so plain http is unaffected);
+# a plain-http deployment (the local demo) sets SECURE_COOKIES=false. A TLS-terminating proxy's
+# X-Forwarded-Proto is believed only when TRUST_X_FORWARDED_PROTO says a proxy sets it.
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("TRUST_X_FORWARDED_PROTO", False) else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 X_FRAME_OPTIONS = "DENY"
+
+# Proxies in front of the app that append to X-Forwarded-For (0: none, the peer address is the client).
+# controlplane/clientip.py reads the client address by it for the API throttles and the login lockout.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Password guessing (django-axes): a username is locked from one address after LOGIN_FAILURE_LIMIT failures in
+# a row, for LOGIN_LOCKOUT_MINUTES, on the login page and the admin login alike. Attempts are rows in the
+# database (listed and cleared in the admin, or with `manage.py axes_reset`); a success resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "controlplane.clientip.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are not kept: only the failures the lockout counts
+# Masked in the stored request data and axes' log lines (the password always is).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
 
 # Bodies larger than this are refused with 413 before any parsing (bots send small JSON).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 64 * 1024, minimum=1024)
@@ -195,6 +229,7 @@ REST_FRAMEWORK = {
         "alerts": env_rate("API_THROTTLE_ALERTS", "300/minute"),
     },
     "UNAUTHENTICATED_USER": None,
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,  # the throttles read the address with controlplane.clientip, by this rule
 }
 
 SPECTACULAR_SETTINGS = {
@@ -206,6 +241,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "controlplane.api.schema.add_error_responses",
+    ],
     # The schema and its docs page are public so bot authors can read them before holding a token.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],

@@ -18,3 +18,5 @@ urlpatterns = [
     path("", include("runbooks.urls")),
     path("", include("controlplane.web.urls")),
 ]
+
+handler404 = "controlplane.api.errors.not_found"

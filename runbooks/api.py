@@ -69,6 +69,56 @@ def run_data(run: RunbookRun) -> dict[str, Any]:
     }
 
 
+class StepSummarySerializer(serializers.Serializer[Any]):
+    id = serializers.CharField()
+    kind = serializers.CharField()
+    title = serializers.CharField()
+    waits_for = serializers.CharField(allow_null=True)
+
+
+class RunbookSerializer(serializers.Serializer[Any]):
+    """The shape ``_version_data`` answers with (for the OpenAPI schema)."""
+
+    id = serializers.CharField()
+    title = serializers.CharField()
+    version = serializers.IntegerField()
+    applies_to = serializers.DictField()
+    parameters = serializers.ListField(child=serializers.DictField())
+    steps = StepSummarySerializer(many=True)
+
+
+class RunbookDetailSerializer(RunbookSerializer):
+    definition = serializers.DictField(help_text="the runbook as loaded from its YAML")
+
+
+class RunStepSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField()
+    kind = serializers.CharField()
+    state = serializers.CharField()
+    attempt = serializers.IntegerField()
+    result = serializers.JSONField(allow_null=True)
+    error = serializers.CharField(allow_blank=True, allow_null=True)
+    action = serializers.CharField(allow_null=True)
+    by = serializers.CharField(allow_blank=True, allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class RunSerializer(serializers.Serializer[Any]):
+    """The shape ``run_data`` answers with (for the OpenAPI schema)."""
+
+    id = serializers.IntegerField()
+    runbook = serializers.CharField()
+    version = serializers.IntegerField()
+    incident = serializers.IntegerField(allow_null=True)
+    state = serializers.CharField()
+    current_step = serializers.CharField(allow_null=True)
+    params = serializers.DictField()
+    started_by = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    steps = RunStepSerializer(many=True)
+
+
 class RunStartSerializer(StrictSerializer):
     runbook = serializers.CharField(max_length=100)
     incident = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
@@ -95,7 +145,7 @@ class RunbookList(APIView):
 
     access = rules(get=("viewer", "runbooks:read"))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=RunbookSerializer(many=True))
     def get(self, request: Request) -> Response:
         return Response([_version_data(v) for v in selectors.runbook_list()])
 
@@ -103,7 +153,7 @@ class RunbookList(APIView):
 class RunbookDetail(APIView):
     access = rules(get=("viewer", "runbooks:read"))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=RunbookDetailSerializer)
     def get(self, request: Request, slug: str) -> Response:
         return Response(_version_data(selectors.runbook_get(slug), full=True))
 
@@ -113,7 +163,7 @@ class RunCollection(APIView):
 
     access = rules(post=("responder", "runbooks:write"))
 
-    @extend_schema(request=RunStartSerializer, responses={201: dict})
+    @extend_schema(request=RunStartSerializer, responses={201: RunSerializer})
     def post(self, request: Request) -> Response:
         data = _valid(RunStartSerializer, request.data)
         incident = incident_get(data["incident"]) if data["incident"] else None
@@ -124,7 +174,7 @@ class RunCollection(APIView):
 class RunDetail(APIView):
     access = rules(get=("viewer", "runbooks:read"))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=RunSerializer)
     def get(self, request: Request, run_id: int) -> Response:
         return Response(run_data(selectors.run_get(run_id)))
 
@@ -136,7 +186,7 @@ class StepCommand(APIView):
 
     access = rules(post=("responder", "runbooks:write"))
 
-    @extend_schema(request=StepCommandSerializer, responses={200: dict})
+    @extend_schema(request=StepCommandSerializer, responses=RunSerializer)
     def post(self, request: Request, run_id: int, step_id: str, command: str) -> Response:
         data = _valid(StepCommandSerializer, request.data or {})
         user = request.user

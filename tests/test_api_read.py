@@ -163,6 +163,54 @@ def test_anonymous_callers_are_throttled_per_address(db: Any, monkeypatch: Any) 
     assert allowed("10.0.0.8")
 
 
+def test_callers_without_valid_credentials_are_throttled_per_address(db: Any, monkeypatch: Any) -> None:
+    # DRF checks permissions before throttles: without care a refused caller is never counted.
+    from controlplane.api.throttling import FixedWindowThrottle
+    from controlplane.redis import redis_client
+
+    monkeypatch.setattr(FixedWindowThrottle, "THROTTLE_RATES", {"user": "100/minute", "anon": "3/minute"})
+    for key in redis_client().scan_iter("throttle:*"):
+        redis_client().delete(key)
+
+    def status(addr: str, **headers: str) -> int:
+        return Client(REMOTE_ADDR=addr).get("/api/v1/targets", headers=headers or None).status_code
+
+    statuses = [status("10.0.0.7") for _ in range(4)]
+    if statuses != [401, 401, 401, 429]:  # the minute turned
+        statuses = [status("10.0.0.7") for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    throttled = Client(REMOTE_ADDR="10.0.0.7").get("/api/v1/targets", headers={"Authorization": "Bearer forged"})
+    assert throttled.status_code == 429
+    assert "throttled" in throttled.json()["error"]["message"].lower()
+    assert 0 < int(throttled["Retry-After"]) <= 60
+    # A forged X-Forwarded-For does not make a new client; another address has its own count.
+    assert status("10.0.0.7", **{"X-Forwarded-For": "203.0.113.5"}) == 429
+    assert status("10.0.0.8") == 401
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "client"),
+    [
+        (0, "203.0.113.5", "10.0.0.2"),  # no proxy trusted: the header is the caller's word only
+        (1, "203.0.113.5", "203.0.113.5"),
+        (1, "198.51.100.9, 203.0.113.5", "203.0.113.5"),  # the left entry was sent by the client
+        (2, "198.51.100.9, 203.0.113.5, 10.0.0.3", "203.0.113.5"),
+        (2, "203.0.113.5", "203.0.113.5"),  # fewer entries than proxies: the leftmost
+        (1, "", "10.0.0.2"),
+        (1, "not-an-address", "10.0.0.2"),
+    ],
+)
+def test_the_client_address_trusts_only_the_configured_proxies(proxies: int, forwarded: str, client: str) -> None:
+    from django.test import RequestFactory, override_settings
+
+    from controlplane.clientip import client_ip
+
+    headers = {"X-Forwarded-For": forwarded} if forwarded else None
+    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.2", headers=headers)
+    with override_settings(TRUSTED_PROXY_COUNT=proxies):
+        assert client_ip(request) == client
+
+
 def test_the_202_body_is_the_action_as_get_shows_it(catalog: Any, api_for: Any) -> None:
     bot = api_for("responder")
     for target in ("dev.weather.daily_weather_aggregates", "prod.weather.daily_weather_aggregates"):

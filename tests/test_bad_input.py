@@ -117,3 +117,65 @@ def test_consent_is_required_for_a_blocking_refresh(nothing_written: Any, api_fo
     error = resp.json()["error"]
     assert error["details"]["consent_required"] is True
     assert "consent" in error["message"]
+
+
+UUID0 = "00000000-0000-0000-0000-000000000000"
+QUERY_CASES = [
+    ("/api/v1/incidents", {"max_age_hours": "inf"}, "max_age_hours"),
+    ("/api/v1/incidents", {"max_age_hours": "nan"}, "max_age_hours"),
+    ("/api/v1/incidents", {"max_age_hours": "1e400"}, "max_age_hours"),
+    ("/api/v1/incidents", {"max_age_hours": "-3"}, "max_age_hours"),
+    ("/api/v1/incidents", {"max_age_hours": "soon"}, "max_age_hours"),
+    ("/api/v1/incidents", {"status": "sleeping"}, "status"),
+    ("/api/v1/incidents", {"severity": "apocalyptic"}, "severity"),
+    ("/api/v1/incidents", {"open": "perhaps"}, "open"),
+    ("/api/v1/incidents", {"age": "1y"}, "age"),
+    ("/api/v1/incidents", {"limit": "0"}, "limit"),
+    ("/api/v1/incidents", {"limit": "many"}, "limit"),
+    ("/api/v1/incidents", {"limit": "100000"}, "limit"),
+    ("/api/v1/incidents", {"cursor": "garbage"}, "cursor"),
+    ("/api/v1/incidents", {"colour": "red"}, "colour"),
+    ("/api/v1/actions", {"state": "exploded"}, "state"),
+    ("/api/v1/actions", {"channel": "carrier-pigeon"}, "channel"),
+    ("/api/v1/actions", {"incident": "1; DROP TABLE x"}, "incident"),
+    ("/api/v1/actions", {"incident": "99999999999999999999999"}, "incident"),
+    ("/api/v1/actions", {"target": "x\x00y"}, "target"),
+    ("/api/v1/actions", {"cursor": "%%%"}, "cursor"),
+    ("/api/v1/actions", {"stat": "running"}, "stat"),
+    ("/api/v1/audit", {"channel": "carrier-pigeon"}, "channel"),
+    ("/api/v1/audit", {"object_id": "x" * 1000}, "object_id"),
+    ("/api/v1/audit", {"cursor": "cD1hYmM="}, "cursor"),  # p=abc: not a sequence number
+    ("/api/v1/actions", {"cursor": "cD0yMDI0LTEzLTQ1"}, "cursor"),  # p=2024-13-45: not a time
+    ("/api/v1/audit", {"evnt": "x"}, "evnt"),
+    ("/api/v1/targets", {"kind": "x\x00"}, "kind"),
+    ("/api/v1/targets", {"knd": "matview"}, "knd"),
+    (f"/api/v1/actions/{UUID0}", {"wait": "inf"}, "wait"),
+    (f"/api/v1/actions/{UUID0}", {"wait": "-1"}, "wait"),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "field"), QUERY_CASES, ids=[f"{c[0]}?{c[2]}" for c in QUERY_CASES])
+def test_a_bad_query_parameter_is_400_naming_it(
+    nothing_written: Any, api_for: Any, path: str, query: dict[str, str], field: str
+) -> None:
+    resp = api_for("admin").get(path, **query)
+    assert resp.status_code == 400, resp.content
+    error = resp.json()["error"]
+    assert field in error["details"]["fields"], error
+    assert error["message"].startswith(f"{field}: "), error
+
+
+@pytest.mark.parametrize("hours", ["inf", "-inf", "nan", "1e400", "-1", "soon"])
+def test_the_incident_selector_refuses_an_age_it_cannot_count(db: Any, hours: str) -> None:
+    from controlplane.errors import InvalidInput
+    from controlplane.incidents.selectors import incident_list
+
+    with pytest.raises(InvalidInput, match="max_age_hours"):
+        list(incident_list({"max_age_hours": hours}))
+
+
+def test_an_api_path_no_route_matches_is_a_json_404(nothing_written: Any, api_for: Any) -> None:
+    resp = api_for("admin").get("/api/v1/incidents/-1")
+    assert resp.status_code == 404
+    assert resp["Content-Type"] == "application/json"
+    assert resp.json()["error"]["code"] == "not_found"

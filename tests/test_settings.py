@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -39,3 +41,91 @@ def test_good_values_start() -> None:
     done = _start(API_THROTTLE_USER="250/s", API_THROTTLE_ANON="100/hour")
     assert done.returncode == 0, done.stderr
     assert "started" in done.stdout
+
+
+def _settings(*names: str, **env: str) -> dict[str, Any]:
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        f"print(json.dumps({{n: getattr(s, n, 'unset') for n in {list(names)!r}}}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+SECURITY = (
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SECURE_PROXY_SSL_HEADER",
+    "SECURE_SSL_REDIRECT",
+    "TRUSTED_PROXY_COUNT",
+)
+HTTPS_ENV = ("SECURE_COOKIES", "SECURE_HSTS_SECONDS", "TRUST_X_FORWARDED_PROTO", "SECURE_SSL_REDIRECT")
+
+
+def test_with_debug_off_cookies_are_secure_and_https_is_remembered(monkeypatch: Any) -> None:
+    for name in HTTPS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    got = _settings(*SECURITY, DEBUG="false")
+    assert got["SESSION_COOKIE_SECURE"] is True
+    assert got["CSRF_COOKIE_SECURE"] is True
+    assert got["SECURE_HSTS_SECONDS"] == 31_536_000
+    assert got["SECURE_HSTS_INCLUDE_SUBDOMAINS"] is False
+    assert got["SECURE_HSTS_PRELOAD"] is False
+    # Trusting X-Forwarded-Proto or X-Forwarded-For without a proxy would let any client claim HTTPS or an address.
+    assert got["SECURE_PROXY_SSL_HEADER"] is None
+    assert got["SECURE_SSL_REDIRECT"] is False
+    assert got["TRUSTED_PROXY_COUNT"] == 0
+
+
+def test_behind_a_tls_proxy_the_settings_say_so() -> None:
+    got = _settings(
+        *SECURITY,
+        DEBUG="false",
+        TRUST_X_FORWARDED_PROTO="true",
+        SECURE_SSL_REDIRECT="true",
+        SECURE_HSTS_SECONDS="600",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="true",
+        SECURE_HSTS_PRELOAD="true",
+        TRUSTED_PROXY_COUNT="1",
+    )
+    assert got["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert got["SECURE_SSL_REDIRECT"] is True
+    assert got["SECURE_HSTS_SECONDS"] == 600
+    assert got["SECURE_HSTS_INCLUDE_SUBDOMAINS"] is True
+    assert got["SECURE_HSTS_PRELOAD"] is True
+    assert got["TRUSTED_PROXY_COUNT"] == 1
+
+
+def test_plain_http_can_be_chosen_and_debug_is_plain_http(monkeypatch: Any) -> None:
+    for name in HTTPS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    got = _settings(*SECURITY, DEBUG="false", SECURE_COOKIES="false", SECURE_HSTS_SECONDS="0")
+    assert (got["SESSION_COOKIE_SECURE"], got["CSRF_COOKIE_SECURE"], got["SECURE_HSTS_SECONDS"]) == (False, False, 0)
+    got = _settings(*SECURITY, DEBUG="true")
+    assert (got["SESSION_COOKIE_SECURE"], got["SECURE_HSTS_SECONDS"]) == (False, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("TRUSTED_PROXY_COUNT", "-1", "must be >= 0"),
+        ("TRUST_X_FORWARDED_PROTO", "maybe", "is not a boolean"),
+        ("SECURE_HSTS_SECONDS", "a year", "is not an integer"),
+        ("LOGIN_FAILURE_LIMIT", "0", "must be >= 1"),
+    ],
+)
+def test_bad_security_values_stop_start_up(name: str, value: str, says: str) -> None:
+    done = _start(**{name: value})
+    assert done.returncode != 0
+    assert says in done.stderr and name in done.stderr

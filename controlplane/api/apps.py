@@ -6,6 +6,6 @@ class ApiConfig(AppConfig):
     label = "api"
 
     def ready(self) -> None:
-        from controlplane.api import receivers
+        from controlplane.api import receivers, schema  # noqa: F401 (schema: registers its OpenAPI extensions)
 
         receivers.connect()

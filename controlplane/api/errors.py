@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
@@ -29,7 +30,22 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
     return [f"{prefix}: {detail}" if prefix else str(detail)]
 
 
+def _throttle_refused(exc: Exception, context: dict[str, Any]) -> Exception:
+    """DRF checks permissions before throttles, so a caller without valid credentials is refused before any
+    throttle counts it: count it here, against the anonymous rate of its address, and answer 429 past it."""
+    view, request = context.get("view"), context.get("request")
+    if view is None or request is None:
+        return exc
+    try:
+        view.check_throttles(request)
+    except exceptions.Throttled as throttled:
+        return throttled
+    return exc
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        exc = _throttle_refused(exc, context)
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, Http404):
@@ -46,3 +62,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         response.data = error_body(str(code), str(exc.detail))
     return response
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The site's 404 handler: an API path no route matches (``/api/v1/incidents/-1``) answers in the API's
+    JSON error shape, as the schema promises; other paths get Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", "no API endpoint at this path"), status=404)
+    return defaults.page_not_found(request, exception)

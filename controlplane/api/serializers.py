@@ -220,7 +220,7 @@ class TargetSummarySerializer(serializers.ModelSerializer[Target]):
     connector = serializers.CharField(source="connection.kind")
     environment = serializers.CharField(source="connection.environment.name")
     protected = serializers.BooleanField(source="connection.environment.protected")
-    pipeline = serializers.CharField(source="pipeline.name", default=None)
+    pipeline = serializers.CharField(source="pipeline.name", default=None, allow_null=True)
 
     class Meta:
         model = Target
@@ -297,7 +297,7 @@ class IncidentEventSerializer(serializers.ModelSerializer[IncidentEvent]):
 
 
 class IncidentSummarySerializer(serializers.ModelSerializer[Incident]):
-    pipeline = serializers.CharField(source="pipeline.name", default=None)
+    pipeline = serializers.CharField(source="pipeline.name", default=None, allow_null=True)
 
     class Meta:
         model = Incident
@@ -354,3 +354,37 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
         path = reverse("api:incident-timeline", args=[incident.pk])
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else path
+
+
+# Shapes of answers the views build as dicts: declared here so the OpenAPI schema states them.
+
+
+class PickerChoiceSerializer(serializers.Serializer[Any]):
+    value = serializers.JSONField()
+    # A declared field named like Field.label: DRF takes declared fields off the class, so it is a field here.
+    label = serializers.CharField()  # type: ignore[assignment]
+
+
+class TargetChoicesSerializer(serializers.Serializer[Any]):
+    target = serializers.CharField()
+    choices = PickerChoiceSerializer(many=True)
+
+
+class ActionPreviewResultSerializer(serializers.Serializer[Any]):
+    target = serializers.CharField()
+    verb = serializers.CharField()
+    params = serializers.DictField(help_text="the params as the verb's schema reads them, defaults filled in")
+    plan = serializers.DictField(help_text="what the action would touch, count, lock and risk")
+
+
+class IncidentCommentResultSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    message = serializers.CharField()
+
+
+class IncidentIntakeResultSerializer(IncidentSummarySerializer):
+    created = serializers.BooleanField(help_text="true: a new incident; false: added to the open one")
+
+    class Meta(IncidentSummarySerializer.Meta):
+        fields = [*IncidentSummarySerializer.Meta.fields, "created"]

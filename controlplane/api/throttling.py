@@ -15,6 +15,7 @@ from typing import Any
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from controlplane.clientip import client_ip
 from controlplane.redis import redis_client
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,6 +39,10 @@ class FixedWindowThrottle(BaseThrottle):
 
     def get_ident_key(self, request: Any) -> str | None:
         raise NotImplementedError
+
+    def get_ident(self, request: Any) -> str:
+        """The client address, read as the login lockout reads it (``TRUSTED_PROXY_COUNT``)."""
+        return client_ip(request)
 
     def allow_request(self, request: Any, view: Any) -> bool:
         ident = self.get_ident_key(request)

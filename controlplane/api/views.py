@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import pagination, serializers, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import exceptions, pagination, serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,10 +18,11 @@ from rest_framework.views import APIView
 
 from controlplane.actions import selectors as action_selectors
 from controlplane.actions import services as action_services
+from controlplane.api import queries as q
 from controlplane.api import serializers as s
 from controlplane.api.auth import rules
 from controlplane.api.throttling import AlertThrottle
-from controlplane.api.waiting import MAX_WAIT_SECONDS, wait_until_finished
+from controlplane.api.waiting import wait_until_finished
 from controlplane.audit.selectors import audit_list
 from controlplane.catalog.models import Target
 from controlplane.catalog.selectors import target_choices, target_get
@@ -27,11 +30,37 @@ from controlplane.errors import InvalidInput, NotFound
 from controlplane.incidents import selectors as incident_selectors
 from controlplane.incidents import services as incident_services
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
 
 class Cursor(pagination.CursorPagination):
+    """Pages by a cursor; a cursor the API did not issue is a 400 on ``cursor`` (DRF answers 404, or fails
+    on a position that is not a value of the ordering column)."""
+
     page_size = 50
     page_size_query_param = "limit"
-    max_page_size = 200
+    max_page_size = q.PAGE_SIZE_MAX
+
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> Any:
+        self._model = queryset.model
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request: Any) -> Any:
+        invalid = exceptions.ValidationError({"cursor": [self.invalid_cursor_message]})
+        raw = request.query_params.get(self.cursor_query_param)
+        if raw is not None and not _BASE64.fullmatch(raw):  # b64decode would skip the odd characters
+            raise invalid
+        try:
+            cursor = super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise invalid from None
+        if cursor is not None and cursor.position is not None:
+            field = self._model._meta.get_field(self.ordering[0].lstrip("-"))
+            try:
+                field.run_validators(field.to_python(cursor.position))
+            except DjangoValidationError:
+                raise invalid from None
+        return cursor
 
 
 class ActionCursor(Cursor):
@@ -55,6 +84,7 @@ def _valid(serializer_cls: type[s.StrictSerializer], data: Any) -> dict[str, Any
     return dict(serializer.validated_data)
 
 
+@extend_schema_view(get=extend_schema(parameters=[q.TargetListQuery]))
 class TargetList(ListAPIView[Target]):
     """Catalog targets; filter with ``?kind=`` and ``?environment=``."""
 
@@ -63,10 +93,11 @@ class TargetList(ListAPIView[Target]):
     pagination_class = None
 
     def get_queryset(self) -> Any:
+        filters = q.valid_query(q.TargetListQuery, self.request.query_params)
         qs = Target.objects.select_related("connection__environment", "pipeline")
-        if kind := self.request.query_params.get("kind"):
+        if kind := filters.get("kind"):
             qs = qs.filter(kind=kind)
-        if env := self.request.query_params.get("environment"):
+        if env := filters.get("environment"):
             qs = qs.filter(connection__environment__name=env)
         return qs
 
@@ -90,11 +121,12 @@ class TargetChoices(APIView):
 
     access = rules(get=("viewer", "catalog:read"))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=s.TargetChoicesSerializer)
     def get(self, request: Request, key: str, what: str) -> Response:
         return Response({"target": key, "choices": target_choices(target_get(key), what)})
 
 
+@extend_schema_view(get=extend_schema(parameters=[q.ActionListQuery]))
 class ActionCollection(ListAPIView[Any]):
     """List actions (``?state= &verb= &target= &environment= &requested_by=``) or request one."""
 
@@ -103,7 +135,7 @@ class ActionCollection(ListAPIView[Any]):
     pagination_class = ActionCursor
 
     def get_queryset(self) -> Any:
-        return action_selectors.action_list(self.request.query_params)
+        return action_selectors.action_list(q.valid_query(q.ActionListQuery, self.request.query_params))
 
     @extend_schema(
         request=s.ActionRequestSerializer,
@@ -132,7 +164,7 @@ class ActionPreview(APIView):
 
     access = rules(post=("viewer", "actions:write"))
 
-    @extend_schema(request=s.ActionPreviewSerializer, responses={200: dict})
+    @extend_schema(request=s.ActionPreviewSerializer, responses=s.ActionPreviewResultSerializer)
     def post(self, request: Request) -> Response:
         data = _valid(s.ActionPreviewSerializer, request.data)
         prepared = action_services.action_prepare(
@@ -151,33 +183,15 @@ class ActionPreview(APIView):
 class ActionDetail(APIView):
     access = rules(get=("viewer", "actions:read"))
 
-    @extend_schema(
-        responses=s.ActionDetailSerializer,
-        parameters=[
-            OpenApiParameter(
-                "wait",
-                int,
-                description=f"answer once the action has ended, or after this many seconds (0 to {MAX_WAIT_SECONDS})",
-            )
-        ],
-    )
+    @extend_schema(responses=s.ActionDetailSerializer, parameters=[q.ActionReadQuery])
     def get(self, request: Request, action_id: str) -> Response:
-        wait = _wait_seconds(request)
+        wait = q.valid_query(q.ActionReadQuery, request.query_params)["wait"]
         if wait:
             # Returns at once for an action that ended or does not exist (the read below answers 404); the
             # action is read once, after the wait.
             wait_until_finished(action_id, wait)
         action, log = action_selectors.action_get_with_log(action_id, lines=s.LOG_TAIL)
         return Response(s.action_representation(action, approvals=action_selectors.action_approvals(action), log=log))
-
-
-def _wait_seconds(request: Request) -> int:
-    raw = request.query_params.get("wait")
-    if raw is None or raw == "":
-        return 0
-    if not raw.isdigit() or int(raw) > MAX_WAIT_SECONDS:
-        raise InvalidInput(f"'wait' is a number of seconds from 0 to {MAX_WAIT_SECONDS}, not {raw[:20]!r}")
-    return int(raw)
 
 
 class _ActionCommand(APIView):
@@ -246,13 +260,16 @@ class AirflowAlertIntake(APIView):
     def get_throttles(self) -> list[BaseThrottle]:
         return [*super().get_throttles(), AlertThrottle()]
 
-    @extend_schema(request=dict, responses={201: s.IncidentSummarySerializer, 200: s.IncidentSummarySerializer})
+    @extend_schema(
+        request=dict, responses={201: s.IncidentIntakeResultSerializer, 200: s.IncidentIntakeResultSerializer}
+    )
     def post(self, request: Request) -> Response:
         result = incident_services.alert_ingest_airflow(payload=request.data)
         body = {**s.IncidentSummarySerializer(result.incident).data, "created": result.created}
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
+@extend_schema_view(get=extend_schema(parameters=[q.IncidentListQuery]))
 class IncidentList(ListAPIView[Any]):
     """Incidents newest first (``?status= &severity= &pipeline= &open=true &max_age_hours=``)."""
 
@@ -261,7 +278,7 @@ class IncidentList(ListAPIView[Any]):
     pagination_class = IncidentCursor
 
     def get_queryset(self) -> Any:
-        return incident_selectors.incident_list(self.request.query_params)
+        return incident_selectors.incident_list(q.valid_query(q.IncidentListQuery, self.request.query_params))
 
 
 class IncidentDetail(APIView):
@@ -276,6 +293,7 @@ class IncidentDetail(APIView):
         return Response(s.IncidentDetailSerializer(incident, context={"request": request}).data)
 
 
+@extend_schema_view(get=extend_schema(parameters=[q.PageQuery]))
 class IncidentTimeline(ListAPIView[Any]):
     """An incident's whole timeline, newest first, a page at a time (``?cursor=``, ``?limit=`` up to 200)."""
 
@@ -284,6 +302,7 @@ class IncidentTimeline(ListAPIView[Any]):
     pagination_class = TimelineCursor
 
     def get_queryset(self) -> Any:
+        q.valid_query(q.PageQuery, self.request.query_params)
         incident = incident_selectors.incident_get(self.kwargs["incident_id"])
         return incident_selectors.incident_timeline_events(incident)
 
@@ -321,13 +340,14 @@ class IncidentComment(APIView):
 
     access = rules(post=("responder", "incidents:write"))
 
-    @extend_schema(request=IncidentCommentSerializer, responses={201: dict})
+    @extend_schema(request=IncidentCommentSerializer, responses={201: s.IncidentCommentResultSerializer})
     def post(self, request: Request, incident_id: int) -> Response:
         data = _valid(IncidentCommentSerializer, request.data)
         event = incident_services.incident_comment(actor=request.user, incident_id=incident_id, text=data["text"])
         return Response({"id": event.pk, "kind": event.kind, "message": event.message}, status=201)
 
 
+@extend_schema_view(get=extend_schema(parameters=[q.AuditListQuery]))
 class AuditList(ListAPIView[Any]):
     """The audit trail, newest first (``?event= &object_type= &object_id= &actor= &request_id=``)."""
 
@@ -336,7 +356,7 @@ class AuditList(ListAPIView[Any]):
     pagination_class = AuditCursor
 
     def get_queryset(self) -> Any:
-        return audit_list(self.request.query_params)
+        return audit_list(q.valid_query(q.AuditListQuery, self.request.query_params))
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,6 +22,7 @@ _FILTERS = {"status": "status", "severity": "severity", "pipeline": "pipeline__n
 
 # ``age`` presets of the web list, in hours (None: no limit).
 AGE_CHOICES: dict[str, float | None] = {"24h": 24, "7d": 24 * 7, "30d": 24 * 30, "all": None}
+MAX_AGE_HOURS = 24 * 366 * 100  # ``max_age_hours`` up to a century: any incident the product can hold
 OPEN_STATUSES = (Incident.Status.TRIGGERED, Incident.Status.ACKNOWLEDGED, Incident.Status.MITIGATED)
 # Most severe first: the order lists and counts show.
 SEVERITY_ORDER = (Incident.Severity.CRITICAL, Incident.Severity.HIGH, Incident.Severity.MEDIUM, Incident.Severity.LOW)
@@ -45,11 +47,18 @@ def incident_list(filters: Mapping[str, Any] | None = None) -> QuerySet[Incident
             qs = qs.filter(**{field: value})
     if str(filters.get("open", "")).lower() in ("1", "true", "yes"):
         qs = qs.filter(status__in=OPEN_STATUSES)
-    if age := filters.get("max_age_hours"):
+    max_age: Any = filters.get("max_age_hours")
+    if max_age not in (None, ""):
         try:
-            qs = qs.filter(created_at__gte=timezone.now() - timedelta(hours=float(age)))
-        except ValueError:
-            raise InvalidInput("max_age_hours must be a number") from None
+            max_hours = float(max_age)
+        except (TypeError, ValueError):
+            max_hours = math.nan
+        if not 0 <= max_hours <= MAX_AGE_HOURS:  # also refuses nan and inf, which timedelta cannot hold
+            raise InvalidInput(
+                f"max_age_hours must be a number of hours from 0 to {MAX_AGE_HOURS}",
+                details={"fields": {"max_age_hours": ["out of range"]}},
+            )
+        qs = qs.filter(created_at__gte=timezone.now() - timedelta(hours=max_hours))
     if age := filters.get("age"):
         if age not in AGE_CHOICES:
             raise InvalidInput(f"unknown age {age!r}; use one of {list(AGE_CHOICES)}")
