@@ -15,6 +15,7 @@ from django.http import HttpRequest
 
 from controlplane.audit import context
 from controlplane.audit.services import audit_app_role_grant, audit_record
+from controlplane.clientip import client_ip
 
 # The flags that change what a user may do; saved changes of them are audited (with roles, i.e. groups).
 USER_FLAGS = ("is_active", "is_staff", "is_superuser")
@@ -32,7 +33,7 @@ def grant_app_role(sender: Any, using: str = "default", **kwargs: Any) -> None:
 
 
 def _client_ip(request: HttpRequest | None) -> str:
-    return str(request.META.get("REMOTE_ADDR", "")) if request is not None else ""
+    return client_ip(request) if request is not None else ""
 
 
 def logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
