@@ -67,6 +67,18 @@ def _audit_truncate_allowed_for_flush(request: pytest.FixtureRequest) -> Iterato
         cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_no_truncate")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle_windows() -> None:
+    """Each test starts with no request counted against the API's rates: the counters live in the shared
+    Redis for a minute, so calls refused as unauthenticated in one test would otherwise throttle the next."""
+    from controlplane.redis import redis_client
+
+    client = redis_client()
+    keys = list(client.scan_iter(match="throttle:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
 @pytest.fixture(scope="session")
 def weather_db() -> Iterator[dict[str, Any]]:
     """A fresh database on the sandbox Postgres holding the seed 004 warehouse."""

@@ -65,6 +65,8 @@ def make_actions(catalog: Any, user: Any, n: int, *, state: str = ActionState.SU
             requested_by=user,
             request_fingerprint=f"fp-{state}-{i}",
             state=state,
+            # Finished long ago: one that needed attention was resolved (else it would still hold the target).
+            resolved_at=base if state == ActionState.NEEDS_ATTENTION else None,
         )
         for i in range(n)
     )
