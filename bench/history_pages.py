@@ -373,7 +373,7 @@ def fill_history_actions(data: Data, upto: int) -> None:
         "stop": upto - 1,
     }
     with bulk_load():
-        _insert_select(ActionRun, exprs, "generate_series(%(start)s, %(stop)s) AS g", params)
+        _insert_select(ActionRun, exprs, "generate_series(%(start)s::bigint, %(stop)s::bigint) AS g", params)
     data.fill_seconds["actions"] = data.fill_seconds.get("actions", 0.0) + time.perf_counter() - t
     data.actions = upto
 
@@ -452,7 +452,7 @@ def fill_incident(data: Data, actions_upto: int, events_upto: int) -> None:
                 "start": data.incident_actions,
                 "stop": actions_upto - 1,
             }
-            _insert_select(ActionRun, exprs, "generate_series(%(start)s, %(stop)s) AS g", params)
+            _insert_select(ActionRun, exprs, "generate_series(%(start)s::bigint, %(stop)s::bigint) AS g", params)
             new = "(SELECT id, row_number() OVER (ORDER BY requested_at) AS n FROM actions_actionrun "
             new += "WHERE incident_id = %(incident)s AND requires_approval AND NOT EXISTS "
             new += "(SELECT 1 FROM actions_approval ap WHERE ap.action_id = actions_actionrun.id)) AS a"
@@ -524,7 +524,7 @@ def fill_incident(data: Data, actions_upto: int, events_upto: int) -> None:
                 "start": data.events,
                 "stop": events_upto - 1,
             }
-            _insert_select(IncidentEvent, exprs, "generate_series(%(start)s, %(stop)s) AS g", params)
+            _insert_select(IncidentEvent, exprs, "generate_series(%(start)s::bigint, %(stop)s::bigint) AS g", params)
             data.events = events_upto
     data.fill_seconds["incident"] = data.fill_seconds.get("incident", 0.0) + time.perf_counter() - t
 
@@ -680,7 +680,7 @@ def fill_incidents(data: Data, upto: int) -> None:
         "stop": upto - 1,
     }
     with bulk_load():
-        _insert_select(Incident, exprs, "generate_series(%(start)s, %(stop)s) AS g", params)
+        _insert_select(Incident, exprs, "generate_series(%(start)s::bigint, %(stop)s::bigint) AS g", params)
     data.fill_seconds["incidents"] = data.fill_seconds.get("incidents", 0.0) + time.perf_counter() - t
     data.incidents = upto
 
