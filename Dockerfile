@@ -23,16 +23,18 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project --no-cache
 
-# Only what the app needs: never the local .venv, var/ (the demo's database and secret key) or .git.
+# Only what the app needs: never the local .venv, var/ (the demo's state and secret key) or .git.
 COPY manage.py gunicorn.conf.py ./
 COPY controlplane ./controlplane
 COPY connectors ./connectors
 COPY runbooks ./runbooks
 COPY templates ./templates
 COPY static ./static
+# collectstatic reads the settings, which require a DATABASE_URL; it connects to no database.
 RUN uv sync --frozen --no-dev --no-cache \
  && python -m compileall -q controlplane connectors runbooks \
- && SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput >/dev/null \
+ && SECRET_KEY=collectstatic-only DATABASE_URL=postgres://collectstatic@localhost/none \
+    python manage.py collectstatic --noinput >/dev/null \
  && mkdir -p "$DATA_DIR" \
  && chown app:app "$DATA_DIR"
 

@@ -93,51 +93,44 @@ def _prepare_threshold(value: str) -> int | None:
     return threshold
 
 
-def database_from_url(url: str, *, sqlite_default: Path) -> dict[str, Any]:
-    """Django DATABASES entry from ``postgres://user:pass@host:port/name`` or ``sqlite:///path``.
+def database_from_url(url: str) -> dict[str, Any]:
+    """Django DATABASES entry from ``DATABASE_URL``, ``postgres://user:pass@host:port/name``.
 
-    SQLite gets WAL, ``BEGIN IMMEDIATE`` transactions and a busy timeout, without which a Celery worker
-    and the web process writing at once fail with "database is locked".
+    Postgres is the only engine: the demo, the tests and compose all run on it. An empty or other URL stops
+    start-up (naming the scheme only: the URL may hold a password).
     """
     if not url:
-        url = f"sqlite:///{sqlite_default}"
+        raise ImproperlyConfigured(
+            "DATABASE_URL is required: postgres://user:password@host:port/name (the control plane runs on Postgres)"
+        )
     parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        # sqlite:///relative.db and sqlite:////absolute/path.db, as dj-database-url reads them
-        path = unquote(parts.path)[1:] or str(sqlite_default)
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": path,
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
-            },
-        }
-    if parts.scheme in ("postgres", "postgresql"):
-        name = unquote(parts.path.lstrip("/"))
-        if not name:
-            raise ImproperlyConfigured("DATABASE_URL needs a database name: postgres://user@host:port/NAME")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        options: dict[str, object] = {
-            "connect_timeout": _url_int(query.pop("connect_timeout", "5"), "connect_timeout"),
-            # Parameters bound by the server, and a statement prepared on its second use on a connection:
-            # Postgres then parses and plans the launch path's statements once per connection instead of on
-            # every request (about 0.4 ms of its CPU per launch, bench/README.md). Behind a pooler in
-            # transaction mode that cannot keep prepared statements, add ?prepare_threshold=none to the URL.
-            "server_side_binding": True,
-            "prepare_threshold": _prepare_threshold(query.pop("prepare_threshold", "2")),
-        }
-        options.update(query)
-        return {
-            "ENGINE": "controlplane.pgbackend",
-            "NAME": name,
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
-            "CONN_MAX_AGE": 60,
-            "CONN_HEALTH_CHECKS": True,
-            "OPTIONS": options,
-        }
-    raise ImproperlyConfigured(f"DATABASE_URL scheme {parts.scheme!r} is not supported (postgres:// or sqlite://)")
+    if parts.scheme not in ("postgres", "postgresql"):
+        scheme = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must be a postgres:// URL, got {scheme} (the control plane runs on Postgres only)"
+        )
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured("DATABASE_URL needs a database name: postgres://user@host:port/NAME")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    options: dict[str, object] = {
+        "connect_timeout": _url_int(query.pop("connect_timeout", "5"), "connect_timeout"),
+        # Parameters bound by the server, and a statement prepared on its second use on a connection:
+        # Postgres then parses and plans the launch path's statements once per connection instead of on
+        # every request (about 0.4 ms of its CPU per launch, bench/README.md). Behind a pooler in
+        # transaction mode that cannot keep prepared statements, add ?prepare_threshold=none to the URL.
+        "server_side_binding": True,
+        "prepare_threshold": _prepare_threshold(query.pop("prepare_threshold", "2")),
+    }
+    options.update(query)
+    return {
+        "ENGINE": "controlplane.pgbackend",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": options,
+    }

@@ -76,16 +76,13 @@ TEMPLATES = [
     },
 ]
 
+# Collected static files (STATIC_ROOT below).
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
-DATABASES: dict[str, dict[str, Any]] = {
-    "default": database_from_url(env_str("DATABASE_URL", ""), sqlite_default=DATA_DIR / "controlplane.sqlite3")
-}
-# The database role web, worker and beat connect as (Postgres): ``migrate``, run as the tables' owner, grants it
-# only what the app needs after every run (audit.services.audit_app_role_grant). Empty: no grants made.
+# Postgres, required: the demo, the tests and compose run the same engine (controlplane/env.py).
+DATABASES: dict[str, dict[str, Any]] = {"default": database_from_url(env_str("DATABASE_URL", ""))}
+# The database role web, worker and beat connect as: ``migrate``, run as the tables' owner, grants it only what
+# the app needs after every run (audit.services.audit_app_role_grant). Empty: no grants made.
 DATABASE_APP_ROLE = env_str("DATABASE_APP_ROLE", "")
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # The embedded default: the folder is created so a fresh clone runs without set-up.
-    Path(str(DATABASES["default"]["NAME"])).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

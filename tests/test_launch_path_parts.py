@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,14 +123,14 @@ def test_a_failed_statement_takes_away_the_credit() -> None:
 
 
 def test_database_url_prepares_statements_unless_told_not_to() -> None:
-    options = database_from_url("postgres://u@h:5432/db", sqlite_default=Path("x"))["OPTIONS"]
+    options = database_from_url("postgres://u@h:5432/db")["OPTIONS"]
     assert options["server_side_binding"] is True and options["prepare_threshold"] == 2
-    pooled = database_from_url("postgres://u@h:5432/db?prepare_threshold=none", sqlite_default=Path("x"))
+    pooled = database_from_url("postgres://u@h:5432/db?prepare_threshold=none")
     assert pooled["OPTIONS"]["prepare_threshold"] is None
     with pytest.raises(ImproperlyConfigured, match="prepare_threshold must be a whole number"):
-        database_from_url("postgres://u@h/db?prepare_threshold=often", sqlite_default=Path("x"))
+        database_from_url("postgres://u@h/db?prepare_threshold=often")
     with pytest.raises(ImproperlyConfigured, match="connect_timeout must be a whole number"):
-        database_from_url("postgres://u@h/db?connect_timeout=soon", sqlite_default=Path("x"))
+        database_from_url("postgres://u@h/db?connect_timeout=soon")
 
 
 def test_statements_are_prepared_on_the_server(db: Any) -> None:

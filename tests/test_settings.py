@@ -129,3 +129,30 @@ def test_bad_security_values_stop_start_up(name: str, value: str, says: str) -> 
     done = _start(**{name: value})
     assert done.returncode != 0
     assert says in done.stderr and name in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (None, "DATABASE_URL is required: postgres://user:password@host:port/name"),
+        ("", "DATABASE_URL is required: postgres://user:password@host:port/name"),
+        ("mysql://cp:s3cr3t@db/cp", "DATABASE_URL must be a postgres:// URL, got mysql://"),
+        ("var/controlplane.db", "DATABASE_URL must be a postgres:// URL, got no scheme"),
+    ],
+)
+def test_the_database_is_postgres_or_start_up_stops(url: str | None, says: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if url is not None:
+        env["DATABASE_URL"] = url
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "controlplane.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "started" not in done.stdout
+    assert says in done.stderr
+    assert "s3cr3t" not in done.stderr  # the URL, which may hold a password, is not repeated

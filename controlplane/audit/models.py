@@ -12,9 +12,9 @@ class AuditEvent(models.Model):
     """One audited change. Append-only: written in the transaction of the change it records.
 
     ``hash = sha256(prev_hash + canonical_json(fields))`` over every field but ``id`` and ``hash``, with
-    ``seq`` contiguous from 1, so an edited, deleted or reordered row breaks the chain at that row. On
-    Postgres a trigger also rejects UPDATE, DELETE and TRUNCATE. Deleting a user leaves ``actor_id`` as it
-    was (no foreign key constraint, nothing nulled: the id is hashed); ``actor_name`` keeps who it was.
+    ``seq`` contiguous from 1, so an edited, deleted or reordered row breaks the chain at that row. A
+    trigger also rejects UPDATE, DELETE and TRUNCATE (migration 0002). Deleting a user leaves ``actor_id``
+    as it was (no foreign key constraint, nothing nulled: the id is hashed); ``actor_name`` keeps who it was.
     """
 
     seq = models.BigIntegerField(unique=True)
@@ -57,8 +57,8 @@ class AuditEvent(models.Model):
 class AuditChainHead(models.Model):
     """The single row holding the chain's tip. Writers lock it (SELECT ... FOR UPDATE) so concurrent
     transactions append one after another and cannot fork the chain; it also exposes truncation of the
-    tail, since the head must match the last event. On Postgres a trigger lets it move only forward, to an
-    event that exists with that hash (migration 0005)."""
+    tail, since the head must match the last event. A trigger lets it move only forward, to an event that
+    exists with that hash (migration 0005)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     seq = models.BigIntegerField(default=0)

@@ -397,12 +397,10 @@ def audit_app_role_grant(*, role: str, using: str = "default") -> None:
     sequences. It owns nothing, so it cannot ALTER (disable triggers), TRUNCATE or grant; not being a superuser
     it cannot set ``session_replication_role``. Idempotent: everything is revoked and granted again in one
     transaction, so tables added by a migration are covered. Run by the owner after every ``migrate``
-    (``DATABASE_APP_ROLE``). Postgres only; raises ``ImproperlyConfigured`` for a role that would defeat it."""
+    (``DATABASE_APP_ROLE``). Raises ``ImproperlyConfigured`` for a role that would defeat it."""
     if not _ROLE_NAME.match(role):
         raise ImproperlyConfigured(f"DATABASE_APP_ROLE={role!r} is not a role name (lower case letters, digits, _)")
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        raise ImproperlyConfigured("DATABASE_APP_ROLE needs Postgres: SQLite has no roles")
     q = connection.ops.quote_name
     with transaction.atomic(using=using), connection.cursor() as cursor:
         cursor.execute(

@@ -1,4 +1,4 @@
-"""On Postgres, reject UPDATE, DELETE and TRUNCATE of audit rows at the database.
+"""Reject UPDATE, DELETE and TRUNCATE of audit rows at the database.
 
 The hash chain detects tampering after the fact; the trigger stops the application (or a careless
 operator) from doing it in the first place. A superuser can still disable the trigger, which is why the
@@ -31,17 +31,7 @@ DROP FUNCTION IF EXISTS audit_event_append_only();
 """
 
 
-def forwards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE, params=None)
-
-
-def backwards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("audit", "0001_initial")]
 
-    operations = [migrations.RunPython(forwards, backwards)]
+    operations = [migrations.RunSQL([CREATE], [DROP])]

@@ -1,4 +1,4 @@
-"""On Postgres, the audit chain's head may only move forward to an event that exists with that hash.
+"""The audit chain's head may only move forward to an event that exists with that hash.
 
 Appending locks the head (SELECT ... FOR UPDATE, which needs UPDATE privilege) and moves it in the statement
 that inserts the events, so the application's role holds UPDATE on the head. This trigger stops that role
@@ -35,17 +35,7 @@ DROP FUNCTION IF EXISTS audit_head_moves_forward();
 """
 
 
-def forwards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE, params=None)
-
-
-def backwards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("audit", "0004_actor_keeps_historical_id")]
 
-    operations = [migrations.RunPython(forwards, backwards)]
+    operations = [migrations.RunSQL([CREATE], [DROP])]
