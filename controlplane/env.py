@@ -84,15 +84,6 @@ def _url_int(value: str, name: str) -> int:
         raise ImproperlyConfigured(f"DATABASE_URL: {name} must be a whole number, got {value!r}") from None
 
 
-def _prepare_threshold(value: str) -> int | None:
-    if value.lower() in ("none", "off", ""):
-        return None
-    threshold = _url_int(value, "prepare_threshold")
-    if threshold < 0:
-        raise ImproperlyConfigured(f"DATABASE_URL: prepare_threshold must be 0 or more, or none; got {value!r}")
-    return threshold
-
-
 def database_from_url(url: str) -> dict[str, Any]:
     """Django DATABASES entry from ``DATABASE_URL``, ``postgres://user:pass@host:port/name``.
 
@@ -113,14 +104,12 @@ def database_from_url(url: str) -> dict[str, Any]:
     if not name:
         raise ImproperlyConfigured("DATABASE_URL needs a database name: postgres://user@host:port/NAME")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    # Parameters are bound by the client and nothing is prepared on the server (Django's defaults): a prepared
+    # statement is planned generically after a few runs, without its values, and such a plan cannot use a
+    # partial index (open incidents) or tell a rare filter value from a common one, which made history pages
+    # at 1 M rows 10-40x slower (bench/history_pages.py).
     options: dict[str, object] = {
         "connect_timeout": _url_int(query.pop("connect_timeout", "5"), "connect_timeout"),
-        # Parameters bound by the server, and a statement prepared on its second use on a connection:
-        # Postgres then parses and plans the launch path's statements once per connection instead of on
-        # every request (about 0.4 ms of its CPU per launch, bench/README.md). Behind a pooler in
-        # transaction mode that cannot keep prepared statements, add ?prepare_threshold=none to the URL.
-        "server_side_binding": True,
-        "prepare_threshold": _prepare_threshold(query.pop("prepare_threshold", "2")),
     }
     options.update(query)
     return {
