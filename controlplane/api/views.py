@@ -109,10 +109,7 @@ class TargetDetail(APIView):
 
     @extend_schema(responses=s.TargetDetailSerializer)
     def get(self, request: Request, key: str) -> Response:
-        target = Target.objects.select_related("connection__environment", "pipeline").filter(key=key).first()
-        if target is None:
-            raise NotFound(f"no catalog target with key {key!r}")
-        return Response(s.TargetDetailSerializer(target).data)
+        return Response(s.TargetDetailSerializer(target_get(key)).data)
 
 
 class TargetChoices(APIView):

@@ -1,4 +1,4 @@
-"""Reads of the catalog that ask the external system (live choices for pickers)."""
+"""Reads of the catalog: a target by its key, and what a target's system lists for pickers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from controlplane.errors import InvalidInput, NotFound, Unavailable
 
 
 def target_get(key: str) -> Target:
+    """The target with this key, its connection, environment and pipeline loaded; NotFound naming the key.
+
+    The one lookup of a target by key: the API, the web pages, checks, runbook parameters and the action
+    path (behind its per-process cache) all call it."""
     target = Target.objects.select_related("connection__environment", "pipeline").filter(key=key).first()
     if target is None:
         raise NotFound(f"no catalog target with key {key!r}")
