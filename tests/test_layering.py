@@ -83,6 +83,20 @@ def test_the_lower_layers_import_only_what_is_below_them(package: str, may_impor
     assert wrong == [], f"{package} may import only {sorted(may_import)} of the apps"
 
 
+def test_the_action_path_does_not_know_who_follows_it() -> None:
+    """actions/ imports no interface and no follower (runbooks, the API, the web): they subscribe to
+    ``controlplane/actions/signals.py``. Of incidents it takes only the Incident model, which an action
+    row points at; the timeline notes are written by incidents' receivers."""
+    wrong = []
+    for app, imp in _arrows("controlplane.actions"):
+        allowed = app in {"access", "audit", "catalog"} or (
+            imp.module == "controlplane.incidents.models" and imp.names == ("Incident",)
+        )
+        if not allowed:
+            wrong.append(f"{imp.where}: {imp.module} {list(imp.names)}")
+    assert wrong == []
+
+
 def _target_lookups_by_key(path: Path) -> list[str]:
     """``Target.objects ... .filter(key=...)`` / ``.get(key=...)`` calls in a file: a lookup of a target by
     key (an ``.exists()`` test is not one: nothing is read)."""

@@ -1,7 +1,8 @@
 """The action path: request, approve, reject, cancel. One path for every channel.
 
 Web views, DRF views, Slack handlers and the runbook runner all call these functions; none of them knows
-which interface called. Every state change writes its AuditEvent in the same transaction.
+which interface called. Every state change writes its AuditEvent in the same transaction. Whoever follows
+actions (incident timelines, runbook steps) subscribes to ``controlplane/actions/signals.py``.
 """
 
 from __future__ import annotations
@@ -245,28 +246,12 @@ def action_request(
                 },
             )
             audit_record_many([requested, planned])
-            if incident is not None:
-                _incident_note(incident, action, approval.reason)
+            signals.action_requested.send(sender=ActionRun, action=action, requester=ctx.actor_name)
             if not approval.required:
                 dispatch_on_commit(action)
     except IntegrityError:
         return _replay_or_conflict(actor, idempotency_key, fingerprint, target)
     return ActionRequestResult(action, created=True)
-
-
-def _incident_note(incident: Incident, action: ActionRun, approval_reason: str) -> None:
-    from controlplane.incidents.models import IncidentEvent
-
-    ctx = context.current()
-    waiting = f"; waiting for approval ({approval_reason})" if approval_reason else ""
-    IncidentEvent.objects.create(
-        incident=incident,
-        kind=IncidentEvent.Kind.ACTION,
-        message=f"{ctx.actor_name} requested {action.verb} on {action.target.key}{waiting}",
-        actor_id=action.requested_by_id,
-        actor_name=ctx.actor_name,
-        data={"action": str(action.id), "state": action.state, "verb": action.verb},
-    )
 
 
 def _replay_or_conflict(actor: User, key: str | None, fingerprint: str, target: Target) -> ActionRequestResult:
