@@ -1,19 +1,17 @@
 """Catalog reads and read-only checks for the web UI.
 
-What the pages show of the catalog (lists, filters, the verbs and checks a target offers, the freshness
-overview). A target by key comes from ``controlplane/catalog/selectors.py:target_get``, checks run through
-``controlplane/catalog/checks.py``: the same as for every other interface.
+What the pages show of the catalog besides its rows (filter pickers, the verbs and checks a target offers,
+the freshness overview). Targets themselves (the list, one by key) come from
+``controlplane/catalog/selectors.py`` and checks run through ``controlplane/catalog/checks.py``, as for every
+other interface.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-
-from django.db.models import QuerySet
 
 from connectors.base import Check, ConnectorError, Verb
 from connectors.registry import connector_classes, get_connector_class
@@ -33,20 +31,6 @@ class Offer:
     description: str
     schema: dict[str, Any]
     idempotent: bool = True
-
-
-def target_list(filters: Mapping[str, Any] | None = None) -> QuerySet[Target]:
-    """Catalog targets by key, with connection and environment loaded (``environment`` and ``kind``
-    filter by exact value, ``q`` by a substring of the key)."""
-    qs = Target.objects.select_related("connection__environment", "pipeline").order_by("key")
-    filters = filters or {}
-    if env := filters.get("environment"):
-        qs = qs.filter(connection__environment__name=env)
-    if kind := filters.get("kind"):
-        qs = qs.filter(kind=kind)
-    if q := filters.get("q"):
-        qs = qs.filter(key__icontains=q)
-    return qs
 
 
 def environment_names() -> list[str]:

@@ -41,6 +41,7 @@ from controlplane.actions import services as action_services
 from controlplane.actions.models import ActionRun, ActionState
 from controlplane.audit import selectors as audit
 from controlplane.audit.services import audit_chain_status
+from controlplane.catalog import selectors as catalog_selectors
 from controlplane.catalog.models import Target
 from controlplane.catalog.selectors import target_choices, target_get
 from controlplane.errors import InvalidInput, NotFound, ServiceError
@@ -163,7 +164,7 @@ def dashboard_freshness(request: HttpRequest) -> HttpResponse:
 def target_list(request: HttpRequest) -> HttpResponse:
     """``/targets/``: the catalog's targets (key, kind, environment, connector), filterable."""
     filters = _filters(request, ("q", "environment", "kind"))
-    context: dict[str, Any] = {"targets": list(catalog.target_list(filters)), "filters": filters}
+    context: dict[str, Any] = {"targets": list(catalog_selectors.target_list(filters)), "filters": filters}
     if not is_htmx(request):  # the filter form's choices: not part of the partial
         context.update(environments=catalog.environment_names(), kinds=catalog.target_kinds())
     return _render(request, "web/targets.html", "web/partials/targets_table.html", context)
