@@ -1293,9 +1293,8 @@ def plan_variants(world: World, n: int = 100) -> None:
     from connectors.postgres import PostgresConnector
     from connectors.postgres.catalog import inspect_matview
     from connectors.postgres.config import parse_locator
-    from controlplane.actions.services import target_ref
     from controlplane.catalog.models import Target
-    from controlplane.catalog.services import connector_for
+    from controlplane.catalog.services import connector_for, target_ref
 
     target = Target.objects.select_related("connection").filter(key__startswith=TARGET_PREFIX).first()
     assert target is not None
@@ -1345,7 +1344,7 @@ def profile_launch(world: World, token: str, targets: list[str], cprofile_target
     from rest_framework.renderers import JSONRenderer
 
     import connectors.postgres.refresh as refresh_mod
-    from controlplane.actions import policy
+    from controlplane import access
     from controlplane.actions import services as action_services
     from controlplane.actions.models import ActionRun
     from controlplane.actions.tasks import execute_action
@@ -1370,7 +1369,7 @@ def profile_launch(world: World, token: str, targets: list[str], cprofile_target
     seg.patch(api_auth, "api_token_resolve", "auth: token (cached per process; generation GET)")
     seg.patch(FixedWindowThrottle, "allow_request", "throttle (Redis INCR + EXPIRE)")
     seg.patch(api_views, "_valid", "parse + validate body")
-    seg.patch(policy, "role_of", "role check (cached with the token)")
+    seg.patch(access, "role_of", "role check (cached with the token)")
     seg.patch(action_services, "_get_target", "target lookup (cached; a miss here: fresh target)")
     seg.patch(action_services, "_verb_for", "verb + connector build")
     seg.patch(action_services, "_plan", "connector plan()")

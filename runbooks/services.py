@@ -20,14 +20,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from connectors.base import ConnectorError
-from controlplane.actions import policy
+from controlplane import access
 from controlplane.actions import services as action_services
 from controlplane.actions.models import ACTIVE_STATES, TERMINAL_STATES, ActionRun, ActionState
 from controlplane.audit import context
 from controlplane.audit.context import Channel
 from controlplane.audit.services import audit_record
 from controlplane.catalog.checks import check_run
-from controlplane.catalog.models import Target
+from controlplane.catalog.selectors import target_get
 from controlplane.errors import Conflict, InvalidInput, NotFound, ServiceError
 from controlplane.incidents.models import Incident, IncidentEvent
 from controlplane.incidents.services import incident_event_record
@@ -154,9 +154,10 @@ def _typed_param(param: Any, raw: Any) -> Any:
     if kind == "choice" and value not in param.choices:
         raise InvalidInput(f"parameter {name!r} must be one of {param.choices}, not {value[:50]!r}")
     if kind == "target":
-        target = Target.objects.filter(key=value).first()
-        if target is None:
-            raise InvalidInput(f"parameter {name!r}: no catalog target {value[:200]!r}")
+        try:
+            target = target_get(value)
+        except NotFound:
+            raise InvalidInput(f"parameter {name!r}: no catalog target {value[:200]!r}") from None
         if param.target_kinds and target.kind not in param.target_kinds:
             wanted = " or ".join(param.target_kinds)
             raise InvalidInput(f"parameter {name!r}: {value} is a {target.kind}, not a {wanted}")
@@ -178,7 +179,7 @@ def run_defaults(*, version: RunbookVersion, incident: Incident | None) -> dict[
 
 def run_start(*, actor: User, runbook: str, params: Mapping[str, Any], incident: Incident | None = None) -> RunbookRun:
     """Start following the latest version of a runbook; parameters are checked against their types."""
-    policy.require_role(actor, "responder", "starting a runbook")
+    access.require_role(actor, "responder", "starting a runbook")
     found = Runbook.objects.select_related("latest__runbook").filter(slug=runbook).first()
     version = found.latest if found is not None else None
     if version is None:
@@ -500,7 +501,7 @@ def step_complete(
     *, actor: User, run_id: Any, step_id: str, checked: list[str] | None = None, choice: str = "", note: str = ""
 ) -> RunbookRun:
     """A person says a manual step (or one waiting for its connector, done by hand) is done."""
-    policy.require_role(actor, "responder", "completing a runbook step")
+    access.require_role(actor, "responder", "completing a runbook step")
     if len(note) > MAX_NOTE:
         raise InvalidInput(f"the note is longer than {MAX_NOTE} characters")
     with transaction.atomic():
@@ -545,9 +546,9 @@ def step_approve(*, actor: User, run_id: Any, step_id: str, comment: str = "") -
         row, step = _current_step(run, step_id, Step.WAITING)
         if step.kind != "approval":
             raise Conflict(f"step {step_id!r} is a {step.kind} step, not an approval")
-        policy.require_role(actor, step.role, "approving a runbook step", scope="actions:approve")
+        access.require_role(actor, step.role, "approving a runbook step", scope="actions:approve")
         if run.started_by_id == actor.pk:
-            raise policy.PolicyError("you started this run: a different person must approve this step")
+            raise access.PolicyError("you started this run: a different person must approve this step")
         if len(comment) > MAX_NOTE:
             raise InvalidInput(f"the comment is longer than {MAX_NOTE} characters")
         _by(row, actor)
@@ -562,7 +563,7 @@ def step_approve(*, actor: User, run_id: Any, step_id: str, comment: str = "") -
 
 def step_skip(*, actor: User, run_id: Any, step_id: str, reason: str) -> RunbookRun:
     """Skip the current step (not an approval gate) with a reason; a running action is not stopped."""
-    policy.require_role(actor, "responder", "skipping a runbook step")
+    access.require_role(actor, "responder", "skipping a runbook step")
     if not reason.strip():
         raise InvalidInput("say why the step is skipped (it goes into the audit trail)")
     if len(reason) > MAX_NOTE:
@@ -586,7 +587,7 @@ def step_skip(*, actor: User, run_id: Any, step_id: str, reason: str) -> Runbook
 
 def step_retry(*, actor: User, run_id: Any, step_id: str) -> RunbookRun:
     """Try a failed step again: a check runs again; an action step waits for a new request."""
-    policy.require_role(actor, "responder", "retrying a runbook step")
+    access.require_role(actor, "responder", "retrying a runbook step")
     with transaction.atomic():
         run = _lock(run_id)
         row, step = _current_step(run, step_id, Step.FAILED)
@@ -601,7 +602,7 @@ def step_retry(*, actor: User, run_id: Any, step_id: str) -> RunbookRun:
 def step_act(*, actor: User, run_id: Any, step_id: str, params: Mapping[str, Any] | None = None) -> ActionRun:
     """Request the action of the current action step (params from the form, else the runbook's rendered
     ones). The same path as every channel: policy, plan, approval, audit. Once per step attempt."""
-    policy.require_role(actor, "responder", "running a runbook step's action", scope="actions:write")
+    access.require_role(actor, "responder", "running a runbook step's action", scope="actions:write")
     with transaction.atomic():
         run = _lock(run_id)
         row, step = _current_step(run, step_id, Step.WAITING)
@@ -679,7 +680,7 @@ def step_action_finished(*, action_id: Any) -> None:
 
 
 def run_abandon(*, actor: User, run_id: Any, reason: str) -> RunbookRun:
-    policy.require_role(actor, "responder", "abandoning a runbook run")
+    access.require_role(actor, "responder", "abandoning a runbook run")
     if not reason.strip():
         raise InvalidInput("say why the run is abandoned")
     with transaction.atomic():

@@ -16,11 +16,11 @@ from django.views.decorators.vary import vary_on_headers
 
 from connectors.base import ConnectorError
 from connectors.registry import get_connector_class
-from controlplane.actions import policy
+from controlplane import access
 from controlplane.actions import services as action_services
 from controlplane.actions.models import ACTIVE_STATES
 from controlplane.catalog.models import Target
-from controlplane.catalog.selectors import target_choices
+from controlplane.catalog.selectors import target_choices, target_get
 from controlplane.errors import NotFound, ServiceError
 from controlplane.incidents.models import Incident
 from controlplane.web.forms import FormField, choice_sources, fields_from_schema, params_from_post
@@ -103,7 +103,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         "values": values,
         "targets": targets,
         "error": error,
-        "can_start": policy.has_role(request.user, "responder"),
+        "can_start": access.has_role(request.user, "responder"),
         "section": "runbooks",
     }
     return render(request, "runbooks/run_new.html", context, status=status)
@@ -152,8 +152,9 @@ def _initial(schema: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, 
 
 
 def _verb_schema(target_key: str, verb: str) -> tuple[Target | None, dict[str, Any]]:
-    target = Target.objects.select_related("connection__environment").filter(key=target_key).first()
-    if target is None:
+    try:
+        target = target_get(target_key)
+    except NotFound:
         return None, {}
     try:
         verb_cls = get_connector_class(target.connection.kind).verb_class(verb)
@@ -195,7 +196,7 @@ def _run_context(request: HttpRequest, run: RunbookRun, *, post: Any = None, **e
                     submitted=post if post is not None else _initial(schema, card.rendered.get("params") or {}),
                     choices=_live_choices(target, schema),
                 )
-                card.can_act = policy.has_role(request.user, "responder")
+                card.can_act = access.has_role(request.user, "responder")
             else:
                 card.form_error = f"the step's target {card.rendered.get('target')!r} is not a catalog target"
         cards.append(card)
@@ -212,8 +213,8 @@ def _run_context(request: HttpRequest, run: RunbookRun, *, post: Any = None, **e
         "cards": cards,
         "polling": polling,
         "unheard": unheard,
-        "is_responder": policy.has_role(request.user, "responder"),
-        "is_approver": policy.has_role(request.user, "approver"),
+        "is_responder": access.has_role(request.user, "responder"),
+        "is_approver": access.has_role(request.user, "approver"),
         "section": "runbooks",
     }
     context.update(extra)

@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from controlplane.actions.policy import ROLES
+from controlplane.access import ROLES
 from controlplane.api.models import SCOPES
 from controlplane.api.services import api_token_create
 from tests.conftest import ROOT

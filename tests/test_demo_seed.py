@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from controlplane.actions.policy import role_of
+from controlplane.access import role_of
 from controlplane.audit.models import AuditEvent
 from controlplane.audit.services import audit_verify_chain
 from controlplane.catalog.models import Connection, Environment, Pipeline, Source, Target

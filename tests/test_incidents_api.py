@@ -159,6 +159,45 @@ def test_action_for_an_incident_appears_on_its_timeline(
 
 
 @pytest.mark.django_db
+def test_a_request_and_its_timeline_note_are_written_together(catalog: Any, actors: Any, airflow_bot: Any) -> None:
+    """The request reaches its incident's timeline through ``action_requested``, inside the request's
+    transaction: when a subscriber fails, the request is refused and neither the action, its audit events
+    nor the note stay written."""
+    from controlplane.actions.models import ActionRun
+    from controlplane.actions.services import action_request
+    from controlplane.actions.signals import action_requested
+    from controlplane.audit.context import Channel, change_context
+
+    incident = Incident.objects.get(pk=airflow_bot.post("/api/v1/alerts/airflow", ALERT).json()["id"])
+    before = (IncidentEvent.objects.count(), AuditEvent.objects.count())
+    seen: list[str] = []
+
+    def fail_after_the_note(sender: Any, action: Any, requester: str, **kwargs: Any) -> None:
+        seen.extend(IncidentEvent.objects.filter(incident=incident, kind="action").values_list("message", flat=True))
+        raise RuntimeError("a subscriber failed")
+
+    action_requested.connect(fail_after_the_note, dispatch_uid="test-fail-after-the-note")
+    try:
+        with change_context(channel=Channel.API, user=actors["responder"]), pytest.raises(RuntimeError):
+            action_request(
+                actor=actors["responder"],
+                verb="refresh-mart",
+                target_key="prod.weather.daily_weather_aggregates",
+                params={},
+                reason="mart stale after the failed load",
+                incident=incident,
+            )
+    finally:
+        action_requested.disconnect(dispatch_uid="test-fail-after-the-note")
+    assert seen == [
+        "rita requested refresh-mart on prod.weather.daily_weather_aggregates; "
+        "waiting for approval (prod is a protected environment)"
+    ]
+    assert not ActionRun.objects.exists()
+    assert (IncidentEvent.objects.count(), AuditEvent.objects.count()) == before
+
+
+@pytest.mark.django_db
 def test_finished_action_outcome_joins_the_incident_timeline(
     catalog: Any, actors: Any, airflow_bot: Any, api_for: Any
 ) -> None:

@@ -17,9 +17,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from controlplane.access import PolicyError
 from controlplane.actions import services as action_services
 from controlplane.actions.models import ActionRun, ActionState, Approval
-from controlplane.actions.policy import PolicyError
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Environment, Pipeline

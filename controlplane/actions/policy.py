@@ -1,9 +1,8 @@
-"""Who may do what: roles, protected environments, risk thresholds and the two-person rule.
+"""The action path's rules: protected environments, risk thresholds, the two-person rule, and who may
+cancel or resolve an action.
 
-Roles are Django groups named after them (viewer < responder < approver < admin); a superuser is an
-admin. API tokens narrow a user's role by scopes; they never widen it: a check names the role and the
-scope together, and the scope counts when the actor acts through a token (the change context holds its
-scopes; a person in a session has none to narrow).
+Built on the roles and token scopes of ``controlplane/access.py`` (which every app shares); what is
+particular to actions stays here.
 """
 
 from __future__ import annotations
@@ -14,51 +13,13 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from connectors.base import Plan, Risk
-from controlplane.audit import context
-from controlplane.errors import Forbidden
+from controlplane.access import PolicyError, has_role, require_role, role_of
 
 if TYPE_CHECKING:
     from controlplane.actions.models import ActionRun
     from controlplane.catalog.models import Environment
 
-ROLES = ("viewer", "responder", "approver", "admin")
-_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
 _RISK_RANK = {Risk.LOW: 1, Risk.MEDIUM: 2, Risk.HIGH: 3}
-
-
-class PolicyError(Forbidden):
-    """The actor may not do this. ``message`` says why, in words for the person refused."""
-
-
-def role_of(user: Any) -> str | None:
-    """The highest role the user holds, or None."""
-    if user is None or not user.is_authenticated or not user.is_active:
-        return None
-    if getattr(user, "is_superuser", False):
-        return "admin"
-    cached: str | None = getattr(user, "_controlplane_role", "")
-    if cached != "":
-        return cached
-    names = set(user.groups.values_list("name", flat=True))
-    held = [r for r in ROLES if r in names]
-    role = max(held, key=_RANK.__getitem__) if held else None
-    user._controlplane_role = role
-    return role
-
-
-def has_role(user: Any, minimum: str) -> bool:
-    role = role_of(user)
-    return role is not None and _RANK[role] >= _RANK[minimum]
-
-
-def require_role(user: Any, minimum: str, doing: str, *, scope: str | None = None) -> None:
-    """The user holds ``minimum`` or higher and, acting through an API token, the token grants ``scope``."""
-    if not has_role(user, minimum):
-        held = role_of(user) or "no role"
-        raise PolicyError(f"{doing} needs the {minimum} role or higher; you have {held}")
-    granted = context.current().scopes
-    if scope is not None and granted is not None and scope not in granted:
-        raise PolicyError(f"{doing} needs an API token with the '{scope}' scope; this one has {sorted(granted)}")
 
 
 @dataclass(frozen=True)

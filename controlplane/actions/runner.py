@@ -35,13 +35,12 @@ from controlplane.actions.services import (
     announce_finished_on_commit,
     dispatch_on_commit,
     redispatch_due,
-    target_ref,
 )
 from controlplane.audit import context
 from controlplane.audit.context import Channel
 from controlplane.audit.models import AuditEvent
 from controlplane.audit.services import CENSORED, audit_head_lock, audit_record
-from controlplane.catalog.services import connector_for
+from controlplane.catalog.services import connector_for, target_ref
 from controlplane.sqlparts import insert_sql, update_sql
 
 log = logging.getLogger(__name__)

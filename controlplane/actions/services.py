@@ -1,7 +1,8 @@
 """The action path: request, approve, reject, cancel. One path for every channel.
 
 Web views, DRF views, Slack handlers and the runbook runner all call these functions; none of them knows
-which interface called. Every state change writes its AuditEvent in the same transaction.
+which interface called. Every state change writes its AuditEvent in the same transaction. Whoever follows
+actions (incident timelines, runbook steps) subscribes to ``controlplane/actions/signals.py``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
-from connectors.base import ConnectorError, Plan, TargetRef, Verb
+from connectors.base import ConnectorError, Plan, Verb
 from connectors.registry import get_connector_class
+from controlplane import access
 from controlplane.actions import notices, policy, signals
 from controlplane.actions.models import HOLDS_TARGET, ActionRun, ActionState, Approval
 from controlplane.audit import context
 from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
 from controlplane.catalog.models import Target
 from controlplane.catalog.rowload import target_with_connection
-from controlplane.catalog.services import connector_for, pydantic_message
+from controlplane.catalog.services import connector_for, pydantic_message, target_ref
 from controlplane.configcache import ConfigCache
 from controlplane.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, Unavailable
 
@@ -63,10 +65,6 @@ class PreparedRequest:
 def request_fingerprint(*, verb: str, target_key: str, params: dict[str, Any], reason: str) -> str:
     body = {"verb": verb, "target": target_key, "params": params, "reason": reason}
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
-
-
-def target_ref(target: Target) -> TargetRef:
-    return TargetRef(key=target.key, kind=target.kind, locator=dict(target.locator))
 
 
 def _get_target(target_key: str) -> Target:
@@ -122,7 +120,7 @@ def _plan(verb: Verb[Any, Any], target: Target, params: BaseModel) -> Plan:
 
 def action_prepare(*, actor: User, verb: str, target_key: str, params: Any) -> PreparedRequest:
     """Validate a request and compute its plan without writing anything (the Preview button)."""
-    policy.require_role(actor, "viewer", "previewing an action")
+    access.require_role(actor, "viewer", "previewing an action")
     target = _get_target(target_key)
     verb_obj = _verb_for(target, verb)
     typed = _validate_params(verb_obj, params)
@@ -172,7 +170,7 @@ def action_request(
     Same idempotency key and same body returns the earlier action (``created`` False); the same key with
     another body is an IdempotencyMismatch; an active action on the target is a Conflict naming it.
     """
-    policy.require_role(actor, "responder", "requesting an action", scope="actions:write")
+    access.require_role(actor, "responder", "requesting an action", scope="actions:write")
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInput("'reason' is required: say why this action is needed (it goes into the audit trail)")
     if len(reason) > MAX_REASON:
@@ -248,28 +246,12 @@ def action_request(
                 },
             )
             audit_record_many([requested, planned])
-            if incident is not None:
-                _incident_note(incident, action, approval.reason)
+            signals.action_requested.send(sender=ActionRun, action=action, requester=ctx.actor_name)
             if not approval.required:
                 dispatch_on_commit(action)
     except IntegrityError:
         return _replay_or_conflict(actor, idempotency_key, fingerprint, target)
     return ActionRequestResult(action, created=True)
-
-
-def _incident_note(incident: Incident, action: ActionRun, approval_reason: str) -> None:
-    from controlplane.incidents.models import IncidentEvent
-
-    ctx = context.current()
-    waiting = f"; waiting for approval ({approval_reason})" if approval_reason else ""
-    IncidentEvent.objects.create(
-        incident=incident,
-        kind=IncidentEvent.Kind.ACTION,
-        message=f"{ctx.actor_name} requested {action.verb} on {action.target.key}{waiting}",
-        actor_id=action.requested_by_id,
-        actor_name=ctx.actor_name,
-        data={"action": str(action.id), "state": action.state, "verb": action.verb},
-    )
 
 
 def _replay_or_conflict(actor: User, key: str | None, fingerprint: str, target: Target) -> ActionRequestResult:

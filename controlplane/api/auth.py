@@ -8,7 +8,7 @@ from typing import Any
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
-from controlplane.actions import policy
+from controlplane import access
 from controlplane.api.models import ApiToken
 from controlplane.api.services import api_token_resolve
 from controlplane.audit import context
@@ -84,8 +84,8 @@ class RoleAndScope(permissions.BasePermission):
         rule = table.get(request.method or "")
         if rule is None:
             raise exceptions.MethodNotAllowed(request.method or "")
-        if not policy.has_role(user, rule.role):
-            held = policy.role_of(user) or "no role"
+        if not access.has_role(user, rule.role):
+            held = access.role_of(user) or "no role"
             self.message = f"{request.method} {request.path} needs the {rule.role} role or higher; you have {held}"
             return False
         token = request.auth

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from controlplane.actions import policy
+from controlplane import access
 from controlplane.api.models import SCOPES, ApiToken
 from controlplane.audit.services import audit_record
 from controlplane.configcache import ConfigCache
@@ -66,7 +66,7 @@ _tokens: ConfigCache[ApiToken] = ConfigCache()
 def api_token_resolve(raw: str) -> ApiToken | None:
     """The live token for a clear token, or None (unknown, expired, revoked or inactive user).
 
-    The token comes with its user and the user's role resolved (``policy.role_of`` is answered from it).
+    The token comes with its user and the user's role resolved (``access.role_of`` is answered from it).
     """
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
@@ -75,7 +75,7 @@ def api_token_resolve(raw: str) -> ApiToken | None:
     def load() -> ApiToken | None:
         found = ApiToken.objects.select_related("user").filter(token_hash=digest).first()
         if found is not None:
-            policy.role_of(found.user)  # resolved once, kept with the cached user
+            access.role_of(found.user)  # resolved once, kept with the cached user
         return found
 
     token = _tokens.get(digest, load)

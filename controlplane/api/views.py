@@ -25,7 +25,7 @@ from controlplane.api.throttling import AlertThrottle
 from controlplane.api.waiting import wait_until_finished
 from controlplane.audit.selectors import audit_list
 from controlplane.catalog.models import Target
-from controlplane.catalog.selectors import target_choices, target_get
+from controlplane.catalog.selectors import target_choices, target_get, target_list
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.incidents import selectors as incident_selectors
 from controlplane.incidents import services as incident_services
@@ -93,13 +93,7 @@ class TargetList(ListAPIView[Target]):
     pagination_class = None
 
     def get_queryset(self) -> Any:
-        filters = q.valid_query(q.TargetListQuery, self.request.query_params)
-        qs = Target.objects.select_related("connection__environment", "pipeline")
-        if kind := filters.get("kind"):
-            qs = qs.filter(kind=kind)
-        if env := filters.get("environment"):
-            qs = qs.filter(connection__environment__name=env)
-        return qs
+        return target_list(q.valid_query(q.TargetListQuery, self.request.query_params))
 
 
 class TargetDetail(APIView):
@@ -109,10 +103,7 @@ class TargetDetail(APIView):
 
     @extend_schema(responses=s.TargetDetailSerializer)
     def get(self, request: Request, key: str) -> Response:
-        target = Target.objects.select_related("connection__environment", "pipeline").filter(key=key).first()
-        if target is None:
-            raise NotFound(f"no catalog target with key {key!r}")
-        return Response(s.TargetDetailSerializer(target).data)
+        return Response(s.TargetDetailSerializer(target_get(key)).data)
 
 
 class TargetChoices(APIView):

@@ -9,10 +9,9 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorError, Findings
 from connectors.registry import get_connector_class
-from controlplane.actions import policy
-from controlplane.actions.services import target_ref
+from controlplane import access
 from controlplane.catalog.selectors import target_get
-from controlplane.catalog.services import connector_for, pydantic_message
+from controlplane.catalog.services import connector_for, pydantic_message, target_ref
 from controlplane.errors import InvalidInput, Unavailable
 
 
@@ -22,7 +21,7 @@ def check_run(*, actor: Any, target_key: str, check: str, params: Mapping[str, A
     Checks never change the external system (the connector runs them in read-only sessions), so every
     role from viewer up may run them. Errors come back as ServiceErrors with the connector's message.
     """
-    policy.require_role(actor, "viewer", "running a check")
+    access.require_role(actor, "viewer", "running a check")
     target = target_get(target_key)
     try:
         connector_cls = get_connector_class(target.connection.kind)

@@ -1,8 +1,11 @@
-"""Reads of the catalog that ask the external system (live choices for pickers)."""
+"""Reads of the catalog: targets (a list, one by its key), and what a target's system lists for pickers."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from django.db.models import QuerySet
 
 from connectors.base import ConnectorError
 from controlplane.catalog.models import Target
@@ -10,7 +13,25 @@ from controlplane.catalog.services import connector_for
 from controlplane.errors import InvalidInput, NotFound, Unavailable
 
 
+def target_list(filters: Mapping[str, Any] | None = None) -> QuerySet[Target]:
+    """Catalog targets in key order, with connection and environment loaded (``environment`` and ``kind``
+    filter by exact value, ``q`` by a substring of the key)."""
+    qs = Target.objects.select_related("connection__environment", "pipeline").order_by("key")
+    filters = filters or {}
+    if env := filters.get("environment"):
+        qs = qs.filter(connection__environment__name=env)
+    if kind := filters.get("kind"):
+        qs = qs.filter(kind=kind)
+    if q := filters.get("q"):
+        qs = qs.filter(key__icontains=q)
+    return qs
+
+
 def target_get(key: str) -> Target:
+    """The target with this key, its connection, environment and pipeline loaded; NotFound naming the key.
+
+    The one lookup of a target by key: the API, the web pages, checks, runbook parameters and the action
+    path (behind its per-process cache) all call it."""
     target = Target.objects.select_related("connection__environment", "pipeline").filter(key=key).first()
     if target is None:
         raise NotFound(f"no catalog target with key {key!r}")

@@ -1,4 +1,5 @@
-"""Writes to the catalog, each audited in the same transaction."""
+"""Writes to the catalog, each audited in the same transaction; and what a connector takes from a catalog
+row: the connector built for a connection (``connector_for``), a target as a ``TargetRef`` (``target_ref``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from connectors.base import Connector, ConnectorError
+from connectors.base import Connector, ConnectorError, TargetRef
 from connectors.registry import get_connector_class
 from connectors.secrets import resolve_secret_ref, validate_secret_ref
 from controlplane.audit.services import audit_record
@@ -165,6 +166,11 @@ def connector_for(connection: Connection) -> Connector:
     config = connector_cls.validate_config(connection.config)
     secrets = {name: resolve_secret_ref(ref) for name, ref in connection.secret_refs.items()}
     return connector_cls(config, secrets)
+
+
+def target_ref(target: Target) -> TargetRef:
+    """The target as connectors see it: key, kind and locator, nothing of Django."""
+    return TargetRef(key=target.key, kind=target.kind, locator=dict(target.locator))
 
 
 def connection_check_health(*, connection: Connection) -> Connection:

@@ -1,27 +1,24 @@
 """Catalog reads and read-only checks for the web UI.
 
-These belong in ``controlplane/catalog/selectors.py`` (reads); they live here until it grows them, so the
-views stay thin either way. ``check_run`` lives in ``controlplane/catalog/checks.py``.
+What the pages show of the catalog besides its rows (filter pickers, the verbs and checks a target offers,
+the freshness overview). Targets themselves (the list, one by key) come from
+``controlplane/catalog/selectors.py`` and checks run through ``controlplane/catalog/checks.py``, as for every
+other interface.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
-
 from connectors.base import Check, ConnectorError, Verb
 from connectors.registry import connector_classes, get_connector_class
-from controlplane.actions import policy
-from controlplane.actions.services import target_ref
+from controlplane import access
 from controlplane.catalog import checks
 from controlplane.catalog.models import Environment, Target
-from controlplane.catalog.services import connector_for
-from controlplane.errors import NotFound
+from controlplane.catalog.services import connector_for, target_ref
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +31,6 @@ class Offer:
     description: str
     schema: dict[str, Any]
     idempotent: bool = True
-
-
-def target_list(filters: Mapping[str, Any] | None = None) -> QuerySet[Target]:
-    """Catalog targets by key, with connection and environment loaded (``environment`` and ``kind``
-    filter by exact value, ``q`` by a substring of the key)."""
-    qs = Target.objects.select_related("connection__environment", "pipeline").order_by("key")
-    filters = filters or {}
-    if env := filters.get("environment"):
-        qs = qs.filter(connection__environment__name=env)
-    if kind := filters.get("kind"):
-        qs = qs.filter(kind=kind)
-    if q := filters.get("q"):
-        qs = qs.filter(key__icontains=q)
-    return qs
-
-
-def target_get(key: str) -> Target:
-    """One target with its connection and environment, or NotFound."""
-    target = Target.objects.select_related("connection__environment", "pipeline").filter(key=key).first()
-    if target is None:
-        raise NotFound(f"no catalog target with key {key!r}")
-    return target
 
 
 def environment_names() -> list[str]:
@@ -154,7 +129,7 @@ def freshness_overview(*, actor: Any, sla_hours: float = FRESHNESS_SLA_HOURS) ->
     """Freshness of every catalog table that names its ``timestamp_column`` (at most
     FRESHNESS_MAX_TARGETS, by key), checked in parallel through each connector's read-only
     ``freshness`` check. A warehouse that does not answer gives its rows an error, never an exception."""
-    policy.require_role(actor, "viewer", "running a check")
+    access.require_role(actor, "viewer", "running a check")
     targets = list(
         Target.objects.select_related("connection__environment", "pipeline")
         .filter(kind="table", locator__has_key="timestamp_column")

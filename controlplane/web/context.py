@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from controlplane.actions.policy import has_role, role_of
+from controlplane.access import has_role, role_of
 from controlplane.actions.selectors import awaiting_approval_for
 
 

@@ -34,14 +34,16 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from connectors.base import ConnectorError
+from controlplane import access
 from controlplane.actions import policy
 from controlplane.actions import selectors as actions
 from controlplane.actions import services as action_services
 from controlplane.actions.models import ActionRun, ActionState
 from controlplane.audit import selectors as audit
 from controlplane.audit.services import audit_chain_status
+from controlplane.catalog import selectors as catalog_selectors
 from controlplane.catalog.models import Target
-from controlplane.catalog.selectors import target_choices
+from controlplane.catalog.selectors import target_choices, target_get
 from controlplane.errors import InvalidInput, NotFound, ServiceError
 from controlplane.incidents import selectors as incidents
 from controlplane.incidents import services as incident_services
@@ -71,7 +73,7 @@ def web_login_required(view: Callable[..., HttpResponseBase]) -> Callable[..., H
     and that shows nothing to an account holding no role yet (viewer is the least role that reads)."""
 
     def with_role(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not policy.has_role(request.user, "viewer"):
+        if not access.has_role(request.user, "viewer"):
             return render(request, "web/no_role.html", status=403)
         return view(request, *args, **kwargs)
 
@@ -125,7 +127,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     partial); pipeline freshness is a section of its own (``dashboard_freshness``) that loads after the
     page and refreshes every minute, so a slow or unreachable warehouse never holds up the page."""
     user = request.user
-    can_decide = policy.has_role(user, "approver")
+    can_decide = access.has_role(user, "approver")
     incident_counts = incidents.incident_open_counts()
     context = {
         "incident_counts": incident_counts,
@@ -162,7 +164,7 @@ def dashboard_freshness(request: HttpRequest) -> HttpResponse:
 def target_list(request: HttpRequest) -> HttpResponse:
     """``/targets/``: the catalog's targets (key, kind, environment, connector), filterable."""
     filters = _filters(request, ("q", "environment", "kind"))
-    context: dict[str, Any] = {"targets": list(catalog.target_list(filters)), "filters": filters}
+    context: dict[str, Any] = {"targets": list(catalog_selectors.target_list(filters)), "filters": filters}
     if not is_htmx(request):  # the filter form's choices: not part of the partial
         context.update(environments=catalog.environment_names(), kinds=catalog.target_kinds())
     return _render(request, "web/targets.html", "web/partials/targets_table.html", context)
@@ -240,7 +242,7 @@ def _target_context(request: HttpRequest, target: Target, *, active: OfferForm |
         "target": target,
         "verb_forms": verb_forms,
         "check_forms": check_forms,
-        "can_request": policy.has_role(request.user, "responder"),
+        "can_request": access.has_role(request.user, "responder"),
         "recent": list(actions.action_list({"target": target.key})[:RECENT]),
         "incident": _incident_for_request(request),
     }
@@ -248,7 +250,7 @@ def _target_context(request: HttpRequest, target: Target, *, active: OfferForm |
 
 def _target_or_404(key: str) -> Target:
     try:
-        return catalog.target_get(key)
+        return target_get(key)
     except NotFound as exc:
         raise Http404(exc.message) from None
 
@@ -325,7 +327,7 @@ def target_request(request: HttpRequest, key: str, verb: str) -> HttpResponse:
             context = {
                 "form": form,
                 "target": target,
-                "can_request": policy.has_role(request.user, "responder"),
+                "can_request": access.has_role(request.user, "responder"),
                 "incident": incident,
             }
             return render(request, "web/partials/verb_form.html", context, status=status)
@@ -400,7 +402,7 @@ def _refusal(check: Any, user: Any, action: ActionRun) -> str:
     """The policy's reason ``user`` may not do ``check`` on ``action``; empty when allowed."""
     try:
         check(user, action)
-    except policy.PolicyError as exc:
+    except access.PolicyError as exc:
         return exc.message
     return ""
 
@@ -525,7 +527,7 @@ def approvals(request: HttpRequest) -> HttpResponse:
     """``/approvals/``: actions awaiting a decision I may give (never my own), each with its plan summary,
     risk, requester and reason, and Approve / Reject; plus my own requests waiting for someone else."""
     user = request.user
-    can_decide = policy.has_role(user, "approver")
+    can_decide = access.has_role(user, "approver")
     waiting = actions.action_list({"state": ActionState.AWAITING_APPROVAL})
     context = {
         "can_decide": can_decide,
@@ -609,7 +611,7 @@ def _incident_context(
     """The incident page: header, alert, status controls, the actions, the runbooks and the timeline (a
     keyset page of it: the newest entries, ``?cursor=`` for older ones, shown oldest first)."""
     timeline = _page(request, incidents.incident_timeline_events(incident), incidents.TIMELINE_ORDER)
-    can_respond = policy.has_role(request.user, "responder")
+    can_respond = access.has_role(request.user, "responder")
     recent = incidents.incident_actions_recent(incident, limit=INCIDENT_ACTIONS_LIMIT)
     return {
         "incident": incident,
