@@ -1293,9 +1293,8 @@ def plan_variants(world: World, n: int = 100) -> None:
     from connectors.postgres import PostgresConnector
     from connectors.postgres.catalog import inspect_matview
     from connectors.postgres.config import parse_locator
-    from controlplane.actions.services import target_ref
     from controlplane.catalog.models import Target
-    from controlplane.catalog.services import connector_for
+    from controlplane.catalog.services import connector_for, target_ref
 
     target = Target.objects.select_related("connection").filter(key__startswith=TARGET_PREFIX).first()
     assert target is not None
@@ -1380,7 +1379,7 @@ def profile_launch(world: World, token: str, targets: list[str], cprofile_target
     seg.patch(action_services, "audit_record_many", "audit write, 2 events (chain head lock)")
     seg.patch(type(connections["default"]), "_commit", "COMMIT")
     seg.patch(execute_action, "apply_async", "dispatch: broker publish (on_commit)")
-    seg.patch(api_serializers.ActionDetailSerializer, "to_representation", "202 body (built directly)")
+    seg.patch(api_serializers.ActionDetailSerializer, "to_representation", "202 body (serializer)")
     seg.patch(JSONRenderer, "render", "render JSON")
     nested = {"    new Postgres connection (pool empty)", "    inspect_matview (state + count)"}
     totals: list[float] = []

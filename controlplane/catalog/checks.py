@@ -10,9 +10,8 @@ from pydantic import ValidationError
 from connectors.base import ConnectorError, Findings
 from connectors.registry import get_connector_class
 from controlplane.actions import policy
-from controlplane.actions.services import target_ref
 from controlplane.catalog.selectors import target_get
-from controlplane.catalog.services import connector_for, pydantic_message
+from controlplane.catalog.services import connector_for, pydantic_message, target_ref
 from controlplane.errors import InvalidInput, Unavailable
 
 

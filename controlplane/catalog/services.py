@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from connectors.base import Connector, ConnectorError
+from connectors.base import Connector, ConnectorError, TargetRef
 from connectors.registry import get_connector_class
 from connectors.secrets import resolve_secret_ref, validate_secret_ref
 from controlplane.audit.services import audit_record
@@ -165,6 +165,11 @@ def connector_for(connection: Connection) -> Connector:
     config = connector_cls.validate_config(connection.config)
     secrets = {name: resolve_secret_ref(ref) for name, ref in connection.secret_refs.items()}
     return connector_cls(config, secrets)
+
+
+def target_ref(target: Target) -> TargetRef:
+    """What a connector is told about a catalog target: its key, kind and locator."""
+    return TargetRef(key=target.key, kind=target.kind, locator=dict(target.locator))
 
 
 def connection_check_health(*, connection: Connection) -> Connection:

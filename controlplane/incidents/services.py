@@ -13,11 +13,10 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorError
 from controlplane.actions.policy import require_role
-from controlplane.actions.services import target_ref
 from controlplane.audit import context
 from controlplane.audit.services import audit_record
 from controlplane.catalog.models import Pipeline, Target
-from controlplane.catalog.services import connector_for, pydantic_message
+from controlplane.catalog.services import connector_for, pydantic_message, target_ref
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents.alerts import AirflowFailureAlert, log_url_allowed, url_origin
 from controlplane.incidents.models import Incident, IncidentEvent

@@ -17,10 +17,9 @@ from django.db.models import QuerySet
 from connectors.base import Check, ConnectorError, Verb
 from connectors.registry import connector_classes, get_connector_class
 from controlplane.actions import policy
-from controlplane.actions.services import target_ref
 from controlplane.catalog import checks
 from controlplane.catalog.models import Environment, Target
-from controlplane.catalog.services import connector_for
+from controlplane.catalog.services import connector_for, target_ref
 from controlplane.errors import NotFound
 
 log = logging.getLogger(__name__)
