@@ -1833,7 +1833,7 @@ def report(
             fmt(d.p(100, lambda s: s.t_claim - s.t_commit)),
         ],
         [
-            "  claim starts -> audit stamped (UPDATE ... RETURNING with the head lock)",
+            "  claim starts -> audit stamped (conditional UPDATE, read back, head lock)",
             fmt(d.p(50, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(95, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(99, lambda s: s.t_audit - s.t_claim)),
