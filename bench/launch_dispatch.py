@@ -1379,7 +1379,7 @@ def profile_launch(world: World, token: str, targets: list[str], cprofile_target
     seg.patch(action_services, "audit_record_many", "audit write, 2 events (chain head lock)")
     seg.patch(type(connections["default"]), "_commit", "COMMIT")
     seg.patch(execute_action, "apply_async", "dispatch: broker publish (on_commit)")
-    seg.patch(api_serializers.ActionDetailSerializer, "to_representation", "202 body (built directly)")
+    seg.patch(api_serializers.ActionDetailSerializer, "to_representation", "202 body (serializer)")
     seg.patch(JSONRenderer, "render", "render JSON")
     nested = {"    new Postgres connection (pool empty)", "    inspect_matview (state + count)"}
     totals: list[float] = []
@@ -1833,7 +1833,7 @@ def report(
             fmt(d.p(100, lambda s: s.t_claim - s.t_commit)),
         ],
         [
-            "  claim starts -> audit stamped (UPDATE ... RETURNING with the head lock)",
+            "  claim starts -> audit stamped (conditional UPDATE, read back, head lock)",
             fmt(d.p(50, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(95, lambda s: s.t_audit - s.t_claim)),
             fmt(d.p(99, lambda s: s.t_audit - s.t_claim)),

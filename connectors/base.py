@@ -11,7 +11,6 @@ knows whether to retry. Every network call has a timeout.
 from __future__ import annotations
 
 import enum
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -161,10 +160,8 @@ class ExecutionContext:
     when ``execute`` returns. ``details`` names what now exists (ids, a link to it in the system's UI): from
     then on the runner owns it, and a failure of what follows ends the action ``needs_attention`` naming it
     (or retried, where the verb finds its own effect again) instead of ``failed`` with the target released.
-    ``pause(seconds)`` is the wait between two polls (use it instead of ``time.sleep``): the runner
-    stores the log lines and progress of the turn meanwhile, on the attempt's own connection. ``plan`` is
-    the plan as it was shown (and approved) when the action was requested: a verb whose filter could match
-    more by now (a clear) acts on what the plan lists, not on what the filter finds at execution.
+    ``plan`` is the plan as it was shown (and approved) when the action was requested: a verb whose filter
+    could match more by now (a clear) acts on what the plan lists, not on what the filter finds at execution.
     """
 
     action_id: str
@@ -175,7 +172,6 @@ class ExecutionContext:
     cancel_requested: Callable[[], bool] = field(default=lambda: False)
     progress: Callable[[int, int], None] = field(default=lambda _done, _total: None)
     executed: ExecutedHook = field(default=_no_executed)
-    pause: Callable[[float], None] = field(default=time.sleep)
     plan: Plan | None = None
 
 

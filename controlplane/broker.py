@@ -1,14 +1,14 @@
 """The Celery broker transport: kombu's Redis transport, with one Redis client per channel for publishing.
 
 kombu's Redis channel builds a new ``redis.Redis`` client object for every command it sends outside the
-consumer's event loop (``Channel.conn_or_acquire``): for each task published, once to look up the
-exchange's bindings and once to push the message. Building one costs ~0.1 ms of CPU (redis-py fills a
-table of ~160 response callbacks), a fifth of what a publish costs; the web process publishes on every
-launch. The clients all share the channel's connection pool, and a redis-py client is safe to share, so
-this channel keeps one and builds a new one only when the channel replaces its pool (after a connection
-error). Consuming (the worker's asynchronous client) is unchanged.
+consumer's event loop (``Channel.conn_or_acquire``), so for every task the web process publishes; building
+one fills a table of response callbacks. The clients all share the channel's connection pool, and a
+redis-py client is safe to share, so this channel keeps one and builds a new one only when the channel
+replaces its pool (after a connection error). Consuming (the worker's asynchronous client) is unchanged.
 
-Selected by ``CELERY_BROKER_TRANSPORT`` in the settings; the broker URL stays ``redis://...``.
+Selected by ``CELERY_BROKER_TRANSPORT`` in the settings; the broker URL stays ``redis://...``. It overrides
+kombu's private ``Channel._create_client`` and reads ``Channel.pool``: kombu is pinned to one minor version
+in pyproject.toml, and tests/test_launch_path_parts.py fails if those move.
 """
 
 from __future__ import annotations

@@ -11,13 +11,10 @@ from connectors.registry import connector_classes
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 application = get_wsgi_application()
 
-# Import every view now instead of on the first request, then move what start-up built (Django, DRF, the
-# connectors: about 200,000 objects that live as long as the process) out of the garbage collector's sight.
-# Otherwise each full collection walks all of them, about 100 ms in the middle of whatever request triggered
-# it: the incident page's p99 at 1,000 timeline entries was 190 ms against a 64 ms median
-# (bench/history_pages.py). https://docs.python.org/3/library/gc.html#gc.freeze
-# The connectors too: importing them (the Airflow client's models above all) is about 0.9 s of CPU that the
-# first launch of each process would otherwise pay while its other threads wait (bench/launch_dispatch.py).
+# Import every view and the connectors now instead of on the first request (that request would pay for
+# importing them while the process's other threads wait), then move what start-up built (Django, DRF, the
+# connectors: objects that live as long as the process) out of the garbage collector's sight, so a full
+# collection does not walk them in the middle of a request. https://docs.python.org/3/library/gc.html#gc.freeze
 _ = get_resolver().url_patterns
 connector_classes()
 gc.freeze()

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from controlplane.actions import services
 from controlplane.actions.models import ActionRun
-from controlplane.actions.runner import actions_reap
+from controlplane.actions.reaper import actions_reap
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditEvent
 from controlplane.errors import Conflict, Forbidden

@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection, transaction
 
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditChainHead, AuditEvent
-from controlplane.audit.services import audit_app_role_grant, audit_head_lock, audit_record, audit_verify_chain
+from controlplane.audit.services import audit_app_role_grant, audit_record, audit_verify_chain
 
 
 def _create_role(name: str) -> None:
@@ -82,10 +82,6 @@ def _record(n: int) -> list[AuditEvent]:
 def test_the_app_role_appends_through_request_claim_and_finish_and_the_chain_verifies(
     app_role: str, catalog: dict[str, Any], actors: Any
 ) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     from controlplane.actions import runner
     from controlplane.actions.models import ActionState
     from controlplane.actions.services import action_request
@@ -98,14 +94,11 @@ def test_the_app_role_appends_through_request_claim_and_finish_and_the_chain_ver
         with change_context(channel=Channel.API, user=rita):
             target = "dev.weather.daily_weather_aggregates"
             action = action_request(actor=rita, verb="refresh-mart", target_key=target, params={}, reason="r").action
-        with runner.transaction.atomic():  # the worker's claim: its hand-built statement locks the head
-            claimed = runner.action_claim_queued(
-                action.id, now=timezone.now(), lease_until=timezone.now() + timedelta(seconds=60), worker="w"
-            )
-            assert claimed is not None and claimed.audit_head is not None
-            audit_record(event="action.started", obj=claimed.action, locked_head=claimed.audit_head)
-        journal = runner._Journal(claimed.action, [])
-        assert runner._finish(claimed.action, 1, state=ActionState.SUCCEEDED, event="action.succeeded", journal=journal)
+        with change_context(channel=Channel.SYSTEM, actor_name=runner.WORKER_NAME):
+            claimed = runner._claim(str(action.id))  # the worker's claim, audited under the head's lock
+            assert claimed is not None
+            journal = runner._Journal(claimed, [])
+            assert runner._finish(claimed, 1, state=ActionState.SUCCEEDED, event="action.succeeded", journal=journal)
         events = AuditEvent.objects.filter(object_id=str(action.id)).order_by("seq").values_list("event", flat=True)
         assert list(events) == ["action.requested", "action.planned", "action.started", "action.succeeded"]
         verdict = audit_verify_chain()
@@ -211,10 +204,8 @@ def test_the_head_moves_only_forward_even_for_the_owner() -> None:
     events = _record(2)
     with pytest.raises(DatabaseError, match="only moves forward"), transaction.atomic():
         AuditChainHead.objects.filter(id=1).update(seq=1, hash=events[0].hash)
-    with connection.cursor() as cursor:  # a head lock in a hand-built statement, as the claim's, still works
-        lock = audit_head_lock(connection, once="once")
-        cursor.execute(f"WITH once AS (SELECT 1), {lock} SELECT seq FROM audit_head")
-        assert cursor.fetchone() == (2,)
+    head = AuditChainHead.objects.get(id=1)
+    assert (head.seq, head.hash) == (2, events[-1].hash)
     assert audit_verify_chain().ok
 
 

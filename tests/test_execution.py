@@ -181,7 +181,7 @@ def test_queued_action_lost_by_the_broker_is_dispatched_again(
 
 @pytest.mark.worker
 def test_lease_lost_on_a_non_idempotent_verb_needs_attention(catalog: Any, actors: Any, worker_factory: Any) -> None:
-    from controlplane.actions.runner import actions_reap
+    from controlplane.actions.reaper import actions_reap
 
     action = request(actors["responder"])
     ActionRun.objects.filter(id=action.id).update(
@@ -320,7 +320,7 @@ def test_lock_timeout_is_retried_and_succeeds_once_the_lock_is_gone(
 def test_reaped_action_that_had_made_its_effect_names_it_and_keeps_the_target(
     catalog: Any, actors: Any, api_for: Any
 ) -> None:
-    from controlplane.actions.runner import actions_reap
+    from controlplane.actions.reaper import actions_reap
     from controlplane.audit.services import audit_record
 
     action = request(actors["responder"])
@@ -341,3 +341,21 @@ def test_reaped_action_that_had_made_its_effect_names_it_and_keeps_the_target(
         "/api/v1/actions", {"verb": "refresh-mart", "target": DEV_MART, "params": {}, "reason": "again"}
     )
     assert again.status_code == 409 and again.json()["error"]["details"]["active_action"] == str(action.id)
+
+
+def test_the_worker_and_the_reaper_import_nothing_from_the_request_side_services() -> None:
+    """The worker's modules share what they need with ``actions/services.py`` through modules both import
+    (``actions/lifecycle.py``, ``catalog/services.py``), so a change to the request path cannot break them."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "controlplane" / "actions"
+    for name in ("runner.py", "reaper.py", "lifecycle.py", "tasks.py"):
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                names = {alias.name for alias in node.names}
+            else:
+                continue
+            assert "controlplane.actions.services" not in names, f"{name}:{node.lineno} imports it"

@@ -147,7 +147,7 @@ class AirflowConnector(Connector):
                 )
             # One read per interval, however long the reads and the bookkeeping took.
             rest = max(0.0, self.cfg.poll_interval_s - (time.monotonic() - turn_started))
-            ctx.pause(rest) if ctx is not None else time.sleep(rest)
+            time.sleep(rest)
 
     def metadata(self, what: str, **filters: Any) -> list[dict[str, Any]]:
         """Choices for forms: ``dags``, ``tasks`` (dag_id=...), ``failed_runs`` (dag_id=...); each row has

@@ -443,7 +443,7 @@ class Backfill(Verb[AirflowConnector, BackfillParams]):
                 raise ConnectorError(f"cancelled on request: backfill {backfill.id} stopped after {done} runs")
             deadline.check(f"backfill {backfill.id} of {dag_id} ({done} of {planned} runs finished)")
             ctx.heartbeat()
-            ctx.pause(self.connector.cfg.poll_interval_s)
+            time.sleep(self.connector.cfg.poll_interval_s)
         ctx.log(f"backfill {backfill.id} completed: {done} runs")
         return Outcome(
             summary=f"backfill {backfill.id} of {dag_id}: {done} runs finished",

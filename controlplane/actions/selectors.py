@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connections, router
 from django.db.models import Count, Prefetch, QuerySet, Subquery
 from django.utils import timezone
 
-from controlplane.actions import detail
 from controlplane.actions.models import ACTIVE_STATES, ActionLogLine, ActionRun, ActionState, Approval
 from controlplane.errors import InvalidInput, NotFound
 
@@ -66,28 +63,6 @@ def action_get(action_id: Any) -> ActionRun:
     if action is None:
         raise NotFound(f"no action {action_id}")
     return action
-
-
-def action_get_with_log(action_id: Any, *, lines: int) -> tuple[ActionRun, list[ActionLogLine]]:
-    """One action with what its API answer names (target, environment, requester; not the connection, whose
-    config the answer does not show) and its last ``lines`` log lines, oldest first: one statement on Postgres
-    (``controlplane/actions/detail.py``). Approvals are read by ``action_approvals`` when there can be any.
-    NotFound for an unknown id."""
-    try:
-        key = action_id if isinstance(action_id, uuid.UUID) else uuid.UUID(str(action_id))
-    except ValueError:
-        raise NotFound(f"no action {action_id}") from None
-    if connections[router.db_for_read(ActionRun)].vendor == "postgresql":
-        return detail.action_with_log(key, lines=lines)
-    return _action_with_log_by_orm(key, lines=lines)
-
-
-def _action_with_log_by_orm(action_id: uuid.UUID, *, lines: int) -> tuple[ActionRun, list[ActionLogLine]]:
-    """``action_get_with_log`` in the ORM's two queries (any database)."""
-    action = ActionRun.objects.select_related("target", "environment", "requested_by").filter(id=action_id).first()
-    if action is None:
-        raise NotFound(f"no action {action_id}")
-    return action, action_log_tail(action_id, lines)
 
 
 def action_approvals(action: ActionRun) -> list[Approval]:

@@ -8,7 +8,6 @@ actions (incident timelines, runbook steps) subscribes to ``controlplane/actions
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,12 +20,13 @@ from pydantic import BaseModel, ValidationError
 from connectors.base import ConnectorError, Plan, Verb
 from connectors.registry import get_connector_class
 from controlplane import access
-from controlplane.actions import notices, policy, signals
+from controlplane.actions import policy, signals
+from controlplane.actions.lifecycle import action_expire, announce_finished_on_commit, dispatch_on_commit
 from controlplane.actions.models import HOLDS_TARGET, ActionRun, ActionState, Approval
 from controlplane.audit import context
 from controlplane.audit.services import AuditEntry, audit_record, audit_record_many, canonical_json
 from controlplane.catalog.models import Target
-from controlplane.catalog.rowload import target_with_connection
+from controlplane.catalog.selectors import target_get
 from controlplane.catalog.services import connector_for, pydantic_message, target_ref
 from controlplane.configcache import ConfigCache
 from controlplane.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound, Unavailable
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
 # The authenticated person (or bot's user) acting: request.user from any interface.
 User = Any
-
-log = logging.getLogger(__name__)
 
 MAX_REASON = 2000
 
@@ -70,9 +68,8 @@ def request_fingerprint(*, verb: str, target_key: str, params: dict[str, Any], r
 def _get_target(target_key: str) -> Target:
     if not isinstance(target_key, str) or not target_key:
         raise InvalidInput("'target' must be a catalog target key")
-    target = _targets.get(target_key, lambda: target_with_connection(target_key))
-    if target is None:
-        raise NotFound(f"no catalog target with key {target_key!r}")
+    target = _targets.get(target_key, lambda: target_get(target_key))  # NotFound from the loader is not cached
+    assert target is not None  # target_get raises rather than answer None
     return target
 
 
@@ -264,22 +261,6 @@ def _replay_or_conflict(actor: User, key: str | None, fingerprint: str, target: 
     raise _active_conflict(target)
 
 
-def dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:
-    action_id, request_id = str(action.id), action.request_id
-
-    def send() -> None:
-        from controlplane.actions.tasks import execute_action
-
-        try:
-            execute_action.apply_async(args=(action_id, request_id), countdown=countdown)
-        except Exception:
-            # The row says queued with dispatched_at set: the reaper dispatches it again after the grace
-            # period, so a broker outage delays the action instead of losing it.
-            log.exception("could not dispatch action %s; the reaper will retry", action_id)
-
-    transaction.on_commit(send)
-
-
 def _announce_decision_on_commit(action: ActionRun, decision: str, comment: str) -> None:
     action_id, approver = action.id, context.current().actor_name
 
@@ -287,18 +268,6 @@ def _announce_decision_on_commit(action: ActionRun, decision: str, comment: str)
         signals.action_decided.send(
             sender=ActionRun, action_id=action_id, decision=decision, approver=approver, comment=comment
         )
-
-    transaction.on_commit(send)
-
-
-def announce_finished_on_commit(action: ActionRun) -> None:
-    """Once the transaction that ended the action commits, announce the end on Redis (API waiters), then
-    tell the subscribers of ``action_finished`` (incident timelines, runbook steps)."""
-    action_id, incident_id, channel = action.id, action.incident_id, action.channel
-
-    def send() -> None:
-        notices.finished_publish(action_id=action_id)  # first: a waiting bot need not wait for the receivers
-        signals.action_finished.send(sender=ActionRun, action_id=action_id, incident_id=incident_id, channel=channel)
 
     transaction.on_commit(send)
 
@@ -315,35 +284,6 @@ def approval_deadline(action: ActionRun) -> Any:
     return action.requested_at + timedelta(hours=settings.CONTROLPLANE["APPROVAL_TTL_HOURS"])
 
 
-def _expire(action: ActionRun, now: Any) -> None:
-    """End an action that awaited approval too long, in the caller's transaction (row locked)."""
-    hours = settings.CONTROLPLANE["APPROVAL_TTL_HOURS"]
-    action.state, action.finished_at = ActionState.EXPIRED, now
-    action.error = f"nobody approved it within {hours} h of the request; request it again if it is still needed"
-    action.save(update_fields=["state", "finished_at", "error"])
-    audit_record(
-        event="action.expired",
-        obj=action,
-        before={"state": "awaiting_approval"},
-        after={"state": action.state},
-        reason=action.error,
-    )
-    announce_finished_on_commit(action)
-
-
-def actions_expire_due(now: Any) -> list[str]:
-    """The reaper's part: actions awaiting approval past their deadline end ``expired``."""
-    cutoff = now - timedelta(hours=settings.CONTROLPLANE["APPROVAL_TTL_HOURS"])
-    due = ActionRun.objects.select_for_update(skip_locked=True).filter(
-        state=ActionState.AWAITING_APPROVAL, requested_at__lt=cutoff
-    )
-    ids: list[str] = []
-    for action in due[:500]:
-        _expire(action, now)
-        ids.append(str(action.id))
-    return ids
-
-
 def action_approve(*, actor: User, action_id: Any, comment: str = "") -> ActionRun:
     """A different approver lets an awaiting action run; it is queued and dispatched on commit.
 
@@ -357,7 +297,7 @@ def action_approve(*, actor: User, action_id: Any, comment: str = "") -> ActionR
         now = timezone.now()
         expired = now >= approval_deadline(action)
         if expired:
-            _expire(action, now)
+            action_expire(action, now=now)
         else:
             policy.check_requester_still_may(action)
             Approval.objects.create(
@@ -469,20 +409,3 @@ def action_resolve(*, actor: User, action_id: Any, note: str) -> ActionRun:
             reason=note.strip(),
         )
     return action
-
-
-def redispatch_due(now: Any, grace: timedelta) -> list[str]:
-    """Queued actions whose dispatch is older than ``grace`` (the broker lost them): dispatch again."""
-    ids: list[str] = []
-    stale = (
-        ActionRun.objects.select_for_update(skip_locked=True)
-        .filter(state=ActionState.QUEUED, dispatched_at__lt=now - grace)
-        .exclude(not_before__gt=now - grace)
-    )
-    for action in stale[:500]:
-        action.dispatched_at = now
-        action.save(update_fields=["dispatched_at"])
-        audit_record(event="action.redispatched", obj=action, after={"state": action.state})
-        dispatch_on_commit(action)
-        ids.append(str(action.id))
-    return ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from controlplane.actions import runner
+from controlplane.actions import reaper, runner
 
 _LIMIT = settings.CONTROLPLANE["EXECUTE_TIMEOUT_SECONDS"]
 
@@ -21,4 +21,4 @@ def execute_action(action_id: str, request_id: str = "") -> None:
 
 @shared_task(ignore_result=True)
 def reap_actions() -> None:
-    runner.actions_reap()
+    reaper.actions_reap()

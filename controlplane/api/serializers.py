@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from django.urls import reverse
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -104,6 +101,9 @@ class ActionSummarySerializer(serializers.ModelSerializer[ActionRun]):
 
 
 class ActionDetailSerializer(ActionSummarySerializer):
+    """An action with its decisions and the last ``LOG_TAIL`` lines of its log, oldest first. With
+    ``context={"fresh": True}`` (an action this very request created) both are empty, without a query."""
+
     approvals = serializers.SerializerMethodField()
     log = serializers.SerializerMethodField()
 
@@ -128,19 +128,6 @@ class ActionDetailSerializer(ActionSummarySerializer):
             "log",
         ]
 
-    # The body is built directly (``action_representation``): DRF builds a ModelSerializer's ~30 fields anew
-    # for every instance, which cost more than the rest of the answer on the launch path and on ``?wait``.
-    # DRF's own path (the method fields below) stays for the schema and as the reference the direct build
-    # is held equal to (tests/test_api_read.py). ``fresh``: an action created by this very request has no
-    # approvals or log yet, so no query is needed.
-
-    def to_representation(self, instance: ActionRun) -> dict[str, Any]:
-        if self.context.get("fresh"):
-            return action_representation(instance)
-        return action_representation(
-            instance, approvals=action_approvals(instance), log=action_log_tail(instance.id, LOG_TAIL)
-        )
-
     @extend_schema_field(ApprovalSerializer(many=True))
     def get_approvals(self, action: ActionRun) -> list[dict[str, Any]]:
         if self.context.get("fresh"):
@@ -152,67 +139,6 @@ class ActionDetailSerializer(ActionSummarySerializer):
         if self.context.get("fresh"):
             return []
         return LogLineSerializer(action_log_tail(action.id, LOG_TAIL), many=True).data  # type: ignore[return-value]
-
-
-def _when(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    text = timezone.localtime(value).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text  # as DRF's DateTimeField renders it
-
-
-def action_representation(
-    action: ActionRun, *, approvals: Sequence[Approval] = (), log: Sequence[ActionLogLine] = ()
-) -> dict[str, Any]:
-    """``ActionDetailSerializer``'s output, built directly: the action (target, environment and requester
-    loaded), its decisions and the tail of its log."""
-    return {
-        "id": str(action.id),
-        "verb": action.verb,
-        "target": action.target.key,
-        "environment": action.environment.name,
-        "state": action.state,
-        "risk": action.risk,
-        "requires_approval": action.requires_approval,
-        "approval_reason": action.approval_reason,
-        "channel": action.channel,
-        "requested_by": action.requested_by.get_username(),
-        "requested_at": _when(action.requested_at),
-        "incident": action.incident_id,
-        "reason": action.reason,
-        "attempts": action.attempts,
-        "started_at": _when(action.started_at),
-        "finished_at": _when(action.finished_at),
-        "error": action.error,
-        "params": action.params,
-        "plan": action.plan,
-        "approvals": [
-            {
-                "approver": a.approver.get_username(),
-                "decision": a.decision,
-                "comment": a.comment,
-                "channel": a.channel,
-                "decided_at": _when(a.decided_at),
-            }
-            for a in approvals
-        ],
-        "outcome": action.outcome,
-        "verification": action.verification,
-        "cancel_requested": action.cancel_requested,
-        "resolved_at": _when(action.resolved_at),
-        "progress_done": action.progress_done,
-        "progress_total": action.progress_total,
-        "max_attempts": action.max_attempts,
-        "queued_at": _when(action.queued_at),
-        "heartbeat_at": _when(action.heartbeat_at),
-        "lease_expires_at": _when(action.lease_expires_at),
-        "worker": action.worker,
-        "request_id": action.request_id,
-        "log": [
-            {"id": line.id, "at": _when(line.at), "attempt": line.attempt, "level": line.level, "message": line.message}
-            for line in log
-        ],
-    }
 
 
 class TargetSummarySerializer(serializers.ModelSerializer[Target]):

@@ -181,8 +181,7 @@ class ActionDetail(APIView):
             # Returns at once for an action that ended or does not exist (the read below answers 404); the
             # action is read once, after the wait.
             wait_until_finished(action_id, wait)
-        action, log = action_selectors.action_get_with_log(action_id, lines=s.LOG_TAIL)
-        return Response(s.action_representation(action, approvals=action_selectors.action_approvals(action), log=log))
+        return Response(s.ActionDetailSerializer(action_selectors.action_get(action_id)).data)
 
 
 class _ActionCommand(APIView):

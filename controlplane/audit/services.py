@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, models, router, transaction
+from django.db import connections, models, transaction
 from django.utils import timezone
 
 from connectors.secrets import validate_secret_ref
@@ -118,7 +118,6 @@ def audit_record(
     before: Any = None,
     after: Any = None,
     reason: str = "",
-    locked_head: tuple[int, str] | None = None,
 ) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction (opening one if there is none).
 
@@ -127,37 +126,23 @@ def audit_record(
     audit row and the change it records land together or not at all.
     """
     entry = AuditEntry(event, obj, object_type, object_id, object_repr, before, after, reason)
-    return audit_record_many([entry], locked_head=locked_head)[0]
+    return audit_record_many([entry])[0]
 
 
-def audit_head_lock(connection: Any, *, once: str) -> str:
-    """A WITH-clause member, ``audit_head AS (...)``, for a caller's own statement: it locks the chain head
-    and reads its (seq, hash) once the WITH query named ``once`` (the change being recorded, an UPDATE ...
-    RETURNING) returned a row, after that change took its row locks, as ``audit_record`` would. Pass what it
-    read as ``locked_head``: one round trip less while the head is locked. Postgres only."""
-    return (
-        f"audit_head AS (SELECT {connection.ops.quote_name('seq')}, {connection.ops.quote_name('hash')}"
-        f" FROM {connection.ops.quote_name(_HEAD_TABLE)} WHERE id = 1 AND EXISTS (SELECT 1 FROM {once}) FOR UPDATE)"
-    )
-
-
-def audit_record_many(entries: list[AuditEntry], *, locked_head: tuple[int, str] | None = None) -> list[AuditEvent]:
-    """Append several events under one lock of the chain head, in one INSERT (see ``audit_record``).
-    ``locked_head``: the head as the caller's statement in this transaction locked and read it
-    (``audit_head_lock``); None to lock it here."""
+def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
+    """Append several events under one lock of the chain head (see ``audit_record``): the head is read
+    with ``SELECT ... FOR UPDATE``, the events are inserted with one ``bulk_create``, and the head moves
+    to the last of them."""
     if not entries:
         return []
     ctx = context.current()
     user = ctx.user if ctx.user is not None and ctx.user.is_authenticated else None
-    connection = connections[router.db_for_write(AuditEvent)]
     # No savepoint: the caller's transaction is the unit; a failure here must roll the change back too.
-    with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
-        # Plain SQL, three statements: this runs inside every audited change while it holds the chain
-        # head's lock, so the ORM's per-statement compiling is worth skipping (bench/launch_dispatch.py).
-        head = locked_head if locked_head is not None else _lock_head(connection, cursor)
-        rows: list[AuditEvent] = []
-        seq, prev_hash = head
+    with transaction.atomic(savepoint=False):
+        head = _locked_head()
+        seq, prev_hash = head.seq, head.hash
         now = _utc_now()
+        rows: list[AuditEvent] = []
         for entry in entries:
             obj = entry.obj
             seq += 1
@@ -179,54 +164,22 @@ def audit_record_many(entries: list[AuditEntry], *, locked_head: tuple[int, str]
             )
             row.hash = prev_hash = compute_hash(row)
             rows.append(row)
-        _append(connection, cursor, rows)
+        AuditEvent.objects.bulk_create(rows)
+        AuditChainHead.objects.filter(id=1).update(seq=rows[-1].seq, hash=rows[-1].hash)
     return rows
 
 
-_HEAD_TABLE = AuditChainHead._meta.db_table
-_EVENT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-
-
-def _lock_head(connection: Any, cursor: Any) -> tuple[int, str]:
-    """The chain's tip, locked until the transaction ends (SQLite: the IMMEDIATE transaction locks)."""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = f"SELECT seq, hash FROM {_HEAD_TABLE} WHERE id = 1{lock}"
-    cursor.execute(sql)
-    row = cursor.fetchone()
-    if row is None:  # the first event ever: create the head, then lock it like every other writer
-        AuditChainHead.objects.using(connection.alias).get_or_create(id=1)
-        cursor.execute(sql)
-        row = cursor.fetchone()
-    return int(row[0]), str(row[1])
-
-
-def _append(connection: Any, cursor: Any, rows: list[AuditEvent]) -> None:
-    """Insert the events and move the head to the last one; on Postgres in one statement (one round trip
-    less while the head is locked)."""
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in _EVENT_FIELDS)
-    one = "(" + ", ".join(["%s"] * len(_EVENT_FIELDS)) + ")"
-    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in _EVENT_FIELDS]
-    # RETURNING: Postgres, and SQLite since 3.35 (Python 3.11 ships 3.40 or newer).
-    values = ", ".join([one] * len(rows))
-    insert = f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({columns}) VALUES {values} RETURNING id"
-    move_head = f"UPDATE {_HEAD_TABLE} SET seq = %s, hash = %s WHERE id = 1"
-    head = [rows[-1].seq, rows[-1].hash]
-    if connection.vendor == "postgresql":
-        cursor.execute(f"WITH head AS ({move_head}) {insert}", head + params)
-        ids = cursor.fetchall()
-    else:
-        cursor.execute(insert, params)
-        ids = cursor.fetchall()
-        cursor.execute(move_head, head)
-    for row, (pk,) in zip(rows, ids, strict=True):
-        row.pk = pk
-    for row in rows:
-        row._state.adding, row._state.db = False, connection.alias
+def _locked_head() -> AuditChainHead:
+    """The chain's tip, locked until the transaction ends."""
+    head = AuditChainHead.objects.select_for_update().filter(id=1).first()
+    if head is None:  # the first event ever (migration 0005 makes the row): create it, then lock it
+        AuditChainHead.objects.get_or_create(id=1)
+        head = AuditChainHead.objects.select_for_update().get(id=1)
+    return head
 
 
 def _utc_now() -> datetime:
-    # Microsecond precision is what both Postgres and SQLite keep, so the hashed value survives a read.
+    # Microsecond precision is what Postgres keeps, so the hashed value survives a read.
     return timezone.now()
 
 
@@ -434,7 +387,7 @@ def audit_app_role_grant(*, role: str, using: str = "default") -> None:
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {where} TO {who}",
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {where} TO {who}",
             f"REVOKE UPDATE, DELETE ON {q(AuditEvent._meta.db_table)} FROM {who}",
-            f"REVOKE INSERT, DELETE ON {q(_HEAD_TABLE)} FROM {who}",
+            f"REVOKE INSERT, DELETE ON {q(AuditChainHead._meta.db_table)} FROM {who}",
             f"REVOKE INSERT, UPDATE, DELETE ON {q('django_migrations')} FROM {who}",
         ):
             cursor.execute(statement)

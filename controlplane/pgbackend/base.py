@@ -1,13 +1,17 @@
 """Django's PostgreSQL backend, with a health check that skips the ping for a connection in recent use.
 
-``CONN_HEALTH_CHECKS`` makes Django send ``SELECT 1`` before the first query of every request (and every
-Celery task) on a persistent connection. That round trip was about 0.5 ms of the ~8 ms of CPU an API launch
-costs (bench/README.md). What it guards against is a connection that died while it sat idle: Postgres
-restarted or failed over, an idle timeout, a firewall dropping the socket. A connection that served a
-request without error a moment ago is not in that state, so here the ping is sent only when the connection
-has not been used successfully for ``HEALTH_CHECK_AFTER_IDLE`` seconds. A connection that breaks inside that
-window fails one request (nothing is written: the transaction never commits) and is closed and reopened by
-Django's usual error handling, as it would be without health checks.
+``CONN_HEALTH_CHECKS`` makes Django send a ping before the first query of every request (and every Celery
+task) on a persistent connection: a round trip on every request. What it guards against is a connection
+that died while it sat idle: Postgres restarted or failed over, an idle timeout, a firewall dropping the
+socket. A connection that served a request without error a moment ago is not in that state, so here the
+ping is sent only when the connection has not been used successfully for ``HEALTH_CHECK_AFTER_IDLE``
+seconds. A connection that breaks inside that window fails one request (nothing is written: the transaction
+never commits) and is closed and reopened by Django's usual error handling, as without health checks.
+
+Selected by ``ENGINE`` (``controlplane.env.database_from_url``). It overrides two methods of Django's
+``BaseDatabaseWrapper`` that are not public API (``close_if_health_check_failed``,
+``close_if_unusable_or_obsolete``) and reads ``health_check_enabled``/``health_check_done``: Django is pinned
+to one minor version in pyproject.toml, and tests/test_launch_path_parts.py fails if those move.
 """
 
 from __future__ import annotations
