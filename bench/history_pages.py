@@ -352,6 +352,9 @@ def fill_history_actions(data: Data, upto: int) -> None:
         "queued_at": "%(t0)s::timestamptz - g * %(step)s * interval '1 second'",
         "started_at": "%(t0)s::timestamptz - g * %(step)s * interval '1 second' + interval '1 second'",
         "finished_at": "%(t0)s::timestamptz - g * %(step)s * interval '1 second' + interval '9 seconds'",
+        # History: an action that needed attention was resolved long ago (else it would still hold its target).
+        "resolved_at": "CASE WHEN (%(states)s::text[])[1 + (g * 7) %% %(n_states)s] = 'needs_attention' "
+        "THEN %(t0)s::timestamptz - g * %(step)s * interval '1 second' + interval '1 hour' END",
         "worker": "'celery@bench'",
         "cancel_requested": "false",
         "outcome": '\'{"summary": "done"}\'::jsonb',
