@@ -7,7 +7,8 @@ control-plane DB with an airflow connection and a dag target, gunicorn and a Cel
 direct clears (apache-airflow-client: the dry run as the preview, then the clear) and control-plane clears
 (POST /api/v1/actions) of finished runs of retail_transformation_pipeline (direct: polled at 0.2 s; control
 plane: GET /api/v1/actions/<id>?wait=30, answered at the end). Prints what the control plane adds against
-the budget (<= 30 ms added) and where the time goes. See bench/README.md.
+the DESIGN.md section 9 budget (median added <= 50 ms and <= 2% of the direct median) and where the time
+goes. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ DAG = "retail_transformation_pipeline"
 TARGET = f"dev.airflow.{DAG}"
 SECRET_ENV = "BENCH_AIRFLOW_PASSWORD"
 POLL_S = 0.2  # both paths poll at this interval, and so does the connector (poll_interval_s)
-BUDGET_ADDED_MS = 30.0
-N_RUNS = 4  # runs triggered up front, then cleared in turn
+# DESIGN.md section 9: the median added per pair <= 50 ms and <= 2% of the direct path's median end to end.
+BUDGET_ADDED_MS = 50.0
+BUDGET_ADDED_SHARE = 0.02
+N_RUNS = 4  # runs triggered up front (fewer for fewer pairs), then cleared in turn
 WAIT_S = 120.0
 RUN_DONE = {"success", "failed"}
 
@@ -354,8 +357,13 @@ def report(pairs: list[tuple[Sample, Sample]], dry_runs: list[float], opts: argp
     lo, hi = (f(added(d, c, TOTAL) * 1000 for d, c in pairs) for f in (min, max))
     print(f"  median added per pair  {fmt(total, 0):>6} ms   (info; per-pair spread {lo:.0f} .. {hi:.0f} ms:")
     print("    the scheduler's pick-up, the tasks and the polls' phases; at this scale it says nothing about us)")
-    ok = verdict(by_cp <= BUDGET_ADDED_MS)
-    print(f"  median added by the control plane per pair {fmt(by_cp, 0)} ms   budget <= {BUDGET_ADDED_MS:.0f} ms: {ok}")
+    direct_med = med([s.span(*TOTAL[0]) for s in direct])
+    share = by_cp / direct_med if direct_med else math.nan
+    ok = verdict(by_cp <= BUDGET_ADDED_MS and share <= BUDGET_ADDED_SHARE)
+    print(
+        f"  median added by the control plane per pair {fmt(by_cp, 0)} ms = {fmt(100 * share, 1)}% of the direct"
+        f" median   budget <= {BUDGET_ADDED_MS:.0f} ms and <= {100 * BUDGET_ADDED_SHARE:.0f}%: {ok}"
+    )
     print("    against the same clear done directly: preview (Airflow's dry run), clear, wait for the run")
     print(f"  against a bare clear (no preview on the direct side) {fmt(bare, 0)} ms (info: the preview, Airflow's")
     print(f"    dry run, costs {fmt(med(dry_runs), 0)} ms; the control plane never clears without showing it first)")
@@ -377,15 +385,17 @@ def report(pairs: list[tuple[Sample, Sample]], dry_runs: list[float], opts: argp
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/airflow_clear.py", description=(__doc__ or "").strip().splitlines()[0])
-    parser.add_argument("--samples", type=int, default=None, help="measured samples per path (20; quick 3)")
+    parser.add_argument("--samples", type=int, default=None, help="measured pairs (20; quick 3)")
     parser.add_argument("--warmup", type=int, default=None, help="unmeasured pairs first (3; quick 2)")
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
     opts = parser.parse_args(argv)
-    # 20 pairs: a pair's added time spreads over 15-70 ms (two cores shared with Airflow); the median of 10
-    # moved by up to 15 ms from run to run, of 20 by less.
-    opts.samples = opts.samples or (3 if opts.quick else 20)
+    # 20 pairs by default: one pair's added time spreads widely (two cores shared with Airflow's four
+    # processes), and the median of 20 moves much less from run to run than that of 10.
+    opts.samples = opts.samples if opts.samples is not None else (3 if opts.quick else 20)
     opts.warmup = opts.warmup if opts.warmup is not None else (2 if opts.quick else 3)
+    if opts.samples < 1 or opts.warmup < 0:
+        parser.error("--samples must be >= 1 and --warmup >= 0")
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="cp-bench-airflow-"))
@@ -396,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server, token = bring_up(world)
         d = Direct(server)
-        runs = trigger_runs(server, d, N_RUNS)
+        n_runs = min(N_RUNS, 2 * (opts.warmup + opts.samples))
+        runs = trigger_runs(server, d, n_runs)
         port = free_port()
         step(f"starting gunicorn (--workers 2 --threads 4) on :{port} and the Celery worker")
         cmd = [sys.executable, "-m", "gunicorn", "controlplane.wsgi", "-b", f"127.0.0.1:{port}"]
@@ -410,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i in range(opts.warmup + opts.samples):
             n, of = (i + 1 - opts.warmup, opts.samples) if i >= opts.warmup else (i + 1, opts.warmup)
             step(f"pair {n}/{of}" + ("" if i >= opts.warmup else " (warm-up)"))
-            run_d, run_c = runs[(2 * i) % N_RUNS], runs[(2 * i + 1) % N_RUNS]
+            run_d, run_c = runs[(2 * i) % n_runs], runs[(2 * i + 1) % n_runs]
             if i % 2 == 0:
                 ds, cs = direct_sample(d, run_d), cp_sample(port, token, d, run_c)
             else:

@@ -1,6 +1,6 @@
 """Benchmark: API launch latency/throughput and dispatch latency (commit -> connector call).
 
-    uv run python bench/launch_dispatch.py [--requests N] [--concurrency 8] [--rate 250] [--quick] [--profile auto]
+    uv run python bench/launch_dispatch.py [--requests N] [--concurrency 8] [--rate 150] [--quick] [--profile auto]
 
 Starts everything it needs in a temp dir and stops it at the end (also on Ctrl-C / SIGTERM): sandbox
 Postgres + Redis, a fresh control-plane database (migrated), the seed-004 weather warehouse, a catalog with
@@ -9,15 +9,16 @@ one matview target per launch, gunicorn, and a real Celery worker. Then, in one 
 1. API launch: ``POST /api/v1/actions`` against the web tier as shipped, nginx in front of gunicorn (no
    worker runs, so actions stay queued and the figure is the launch itself), for each gunicorn layout tried
    (the shipped 2x4 by default): first a closed loop of 8 keep-alive client threads (the highest rate the
-   server sustains), then an open loop on the same web tier that offers
-   launches at a fixed rate (``--rate``, 250/s = the budget) from a pool of 32 keep-alive clients, with each
-   latency counted from the request's scheduled send time (no coordinated omission): the p99 at that load.
+   server sustains), then an open loop on the same web tier that offers launches at a fixed rate
+   (``--rate``, 150/s = the budget's) from a pool of 32 keep-alive clients, with each latency counted from
+   the request's scheduled send time (no coordinated omission): the p99 at that load.
 2. Dispatch latency: action_request in a Django-configured process (this one), commit -> the first
    ActionLogLine the worker writes right before calling the connector's execute.
 3. Baseline: a bare Celery round trip (``celery.accumulate``) with the same worker and broker.
 
-The DESIGN.md section 9 budgets are printed beside the figures: launches/s from the closed loop, launch
-p99 from the open loop at the offered rate (informational: the exit status is 0 unless something broke).
+The DESIGN.md section 9 budgets are printed beside the figures with PASS/OVER: >= 250 launches/s in the
+closed loop, p99 <= 50 ms at 150 launches/s offered, dispatch p50 <= 2x the bare round trip's p50 of the
+same run (informational: the exit status is 0 unless something broke).
 With ``--profile auto`` (the default) a budget that is OVER triggers a breakdown of where the time goes:
 one launch in-process step by step, the connector plan as launched vs on one held connection,
 pg_stat_activity under load, and the worker's path timed inside a worker (bench/worker_probe.py). See
@@ -65,10 +66,12 @@ from sandbox import nginx as sandbox_nginx  # noqa: E402 (needs the repo root on
 from sandbox import services as sandbox  # noqa: E402
 from sandbox.weather import load_weather  # noqa: E402
 
-# DESIGN.md section 9.
-BUDGET_LAUNCH_P99_MS = 30.0
+# DESIGN.md section 9: >= 250 launches/s closed loop; p99 <= 50 ms at 150 launches/s offered; dispatch p50
+# <= 2x a bare Celery round trip's p50, both measured in the same run.
 BUDGET_LAUNCH_RATE = 250.0
-BUDGET_DISPATCH_P50_MS = 10.0
+BUDGET_OPEN_RATE = 150.0
+BUDGET_LAUNCH_P99_MS = 50.0
+BUDGET_DISPATCH_RATIO = 2.0
 
 CP_DB = "cp_bench"
 WEATHER_DB = "weather_bench"
@@ -141,8 +144,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--rate",
         type=float,
-        default=BUDGET_LAUNCH_RATE,
-        help=f"open loop: launches/s offered ({BUDGET_LAUNCH_RATE:.0f}, the budget)",
+        default=BUDGET_OPEN_RATE,
+        help=f"open loop: launches/s offered ({BUDGET_OPEN_RATE:.0f}, the budget's; e.g. 250 to load it harder)",
     )
     parser.add_argument(
         "--open-requests", type=int, default=None, help="open loop: measured launches per layout (= --requests)"
@@ -162,6 +165,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         choices=("auto", "always", "never"),
         default="auto",
         help="in-process breakdown of a launch and a dispatch: when a budget is OVER (auto), always, never",
+    )
+    parser.add_argument(
+        "--profile-requests",
+        type=int,
+        default=None,
+        help="profile: launches timed in-process (200; quick 50); the other profiles take as many, up to 300",
     )
     parser.add_argument("--quick", action="store_true", help="fewer requests and samples (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
@@ -190,8 +199,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     requests = args.requests if args.requests is not None else (300 if quick else 2000)
     samples = args.samples if args.samples is not None else (30 if quick else 100)
     open_requests = args.open_requests if args.open_requests is not None else requests
-    if requests < 1 or samples < 1 or open_requests < 1:
-        parser.error("--requests, --open-requests and --samples must be >= 1")
+    profile_requests = args.profile_requests if args.profile_requests is not None else (50 if quick else 200)
+    if requests < 1 or samples < 1 or open_requests < 1 or profile_requests < 1:
+        parser.error("--requests, --open-requests, --samples and --profile-requests must be >= 1")
     return Options(
         requests=requests,
         concurrency=args.concurrency,
@@ -203,7 +213,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         bare_samples=samples,
         layouts=layouts,
         profile=args.profile,
-        profile_requests=50 if quick else 200,
+        profile_requests=profile_requests,
         keep=bool(args.keep),
         quick=quick,
         wait_quiet=max(0.0, float(args.wait_quiet)),
@@ -1501,12 +1511,14 @@ def activity_sampler(pg_url: str, tally: Counter[tuple[str, str]], interval: flo
         thread.join(timeout=5)
 
 
-def profile_under_load(world: World, layout: tuple[int, int], token: str, targets: list[str], opts: Options) -> None:
+def profile_under_load(
+    world: World, layout: tuple[int, int], token: str, targets: list[str], warmup: int, opts: Options
+) -> None:
     """Another short load run on the chosen layout with pg_stat_activity sampled: where the concurrent
     launches wait (kept out of the measured runs, since sampling costs a little)."""
     tally: Counter[tuple[str, str]] = Counter()
     result = run_launch(
-        world, layout, token, targets, opts, warmup=50, during=lambda: activity_sampler(world.pg_url, tally)
+        world, layout, token, targets, opts, warmup=warmup, during=lambda: activity_sampler(world.pg_url, tally)
     )
     rows = []
     for db in (CP_DB, WEATHER_DB):
@@ -1601,7 +1613,7 @@ def _worker_tables(name: str, records: list[dict[str, Any]], commits: dict[str, 
             wrapped_cpu += sum(c) / len(c)
     rows.append(
         [
-            "other (verb/params, first log INSERT, ...)",
+            "other (verb/params, the first log line, ...)",
             "",
             fmt(ms(sum(totals) / len(totals) - wrapped_wall), 2),
             fmt(ms(sum(total_cpu) / len(total_cpu) - wrapped_cpu), 2),
@@ -1865,27 +1877,27 @@ def report(
     if d.cpu is not None:
         print(f"    during phases 2-3: {d.cpu.background()}")
     bare_p50 = ms(pct(bare, 50))
-    print(
-        f"\n  ratio dispatch p50 / bare round-trip p50 = {fmt(d.p(50))} / {fmt(bare_p50, 1)} = "
-        f"{fmt(d.p(50) / bare_p50, 2) if bare_p50 else 'n/a'}x"
-    )
+    ratio = d.p(50) / bare_p50 if bare_p50 else math.nan
+    print(f"\n  ratio dispatch p50 / bare round-trip p50 = {fmt(d.p(50))} / {fmt(bare_p50, 1)} = {fmt(ratio, 2)}x")
 
-    # The budget means "sustain 250 launches/s, and at that load p99 <= 30 ms": the rate is the closed loop's
-    # (the most the server sustains), the p99 the open loop's at the offered rate. The closed loop's p99 is
-    # mostly queueing (clients / rate) and is shown for information only.
+    # The rate is the closed loop's (the most the server sustains); the p99 is the open loop's at the offered
+    # rate, a budget figure only at the budget's rate. The closed loop's p99 is mostly queueing (clients /
+    # rate) and is shown for information only. The dispatch is judged against Celery itself in this run.
     open_p99 = best.open.p(99) if best.open is not None else math.nan
+    at_budget_rate = opts.rate == BUDGET_OPEN_RATE
     checks = {
-        "launch p99": open_p99 <= BUDGET_LAUNCH_P99_MS,
         "launch rate": best.rate >= BUDGET_LAUNCH_RATE,
-        "dispatch p50": d.p(50) <= BUDGET_DISPATCH_P50_MS,
+        "dispatch p50": ratio <= BUDGET_DISPATCH_RATIO,
     }
+    if at_budget_rate:
+        checks["launch p99"] = open_p99 <= BUDGET_LAUNCH_P99_MS
     offered = f"{opts.rate:g}/s"
     rows = [
         [
             f"API launch p99 at {offered} offered (open loop)",
             f"{fmt(open_p99)} ms",
-            f"<= {BUDGET_LAUNCH_P99_MS:.0f} ms",
-            verdict(checks["launch p99"]) + (" (below the budget rate)" if opts.rate < BUDGET_LAUNCH_RATE else ""),
+            f"<= {BUDGET_LAUNCH_P99_MS:.0f} ms at {BUDGET_OPEN_RATE:.0f}/s",
+            verdict(checks["launch p99"]) if at_budget_rate else f"info (not at {BUDGET_OPEN_RATE:.0f}/s)",
         ],
         [
             "API launches/s (closed loop, the most sustained)",
@@ -1899,7 +1911,12 @@ def report(
             "",
             "info",
         ],
-        ["dispatch p50", f"{fmt(d.p(50))} ms", f"<= {BUDGET_DISPATCH_P50_MS:.0f} ms", verdict(checks["dispatch p50"])],
+        [
+            f"dispatch p50 / bare Celery round trip p50 ({fmt(d.p(50))} / {fmt(bare_p50)} ms)",
+            f"{fmt(ratio, 2)}x",
+            f"<= {BUDGET_DISPATCH_RATIO:g}x",
+            verdict(checks["dispatch p50"]),
+        ],
     ]
     print_table(
         f"Budgets (DESIGN.md section 9; launch figures from the chosen layout: {best.label})",
@@ -1943,9 +1960,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     open_per_layout = opts.open_clients + opts.open_requests  # connection warm-up + measured
     dispatch_warmup = 5
     n_profile = opts.profile_requests + 10
-    n_cprofile = 20 if opts.quick else 50
-    n_worker_profile = 32 if opts.quick else 102  # the first 2 (one per pool process) are left out
-    n_under_load = 350
+    n_cprofile = min(opts.profile_requests, 20 if opts.quick else 50)
+    n_worker_profile = min(opts.profile_requests, 30 if opts.quick else 100) + 2  # the first 2 are left out
+    under_load_warmup = min(opts.warmup, 50)
+    n_under_load = under_load_warmup + min(opts.profile_requests, 300)
     n_targets = (
         (per_layout + open_per_layout) * len(opts.layouts)
         + dispatch_warmup
@@ -1997,7 +2015,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             step("profiling (in-process, no worker running)")
             profiles: list[tuple[str, Callable[[], None]]] = [
                 ("launch, in-process", lambda: profile_launch(world, token, take(n_profile), take(n_cprofile))),
-                ("launch under load", lambda: profile_under_load(world, best.layout, token, take(n_under_load), opts)),
+                (
+                    "launch under load",
+                    lambda: profile_under_load(world, best.layout, token, take(n_under_load), under_load_warmup, opts),
+                ),
                 ("worker path", lambda: profile_worker(world, user, take(n_worker_profile))),
             ]
             for name, run in profiles:

@@ -4,7 +4,8 @@
 
 Used by ``bench/launch_dispatch.py`` (``--profile``); not a product entry point. Each prefork child wraps,
 in its own memory only, the steps of ``controlplane.actions.runner`` between the task's start and the first
-log line (the moment right before the connector is called), and every SQL statement of Django's
+log line the attempt writes (``attempt N: ...``, right before the connector is called; the line is stamped
+then and stored later, so the span ends at the write), and every SQL statement of Django's
 connection in that span (and the connection set-up: Celery's Django fixup closes the database connections
 before and after every task); one JSON line per action goes to ``BENCH_PROBE_FILE``::
 
@@ -61,7 +62,6 @@ def install() -> None:
     from django.db import connections
 
     from controlplane.actions import runner
-    from controlplane.actions.models import ActionLogLine
 
     out_path = Path(os.environ["BENCH_PROBE_FILE"])
     original_execute = runner.action_execute
@@ -86,17 +86,16 @@ def install() -> None:
                 with out_path.open("a") as out:
                     out.write(json.dumps(rec) + "\n")
 
-    manager = ActionLogLine.objects
-    original_create = manager.create
+    journal_cls: Any = runner._Journal
+    original_write = journal_cls.write
 
-    def create(*args: Any, **kwargs: Any) -> Any:
-        row = original_create(*args, **kwargs)
+    def write(self: Any, *args: Any, **kwargs: Any) -> None:
         rec = _record()
-        if rec is not None and not rec.get("done"):
+        if rec is not None and not rec.get("done"):  # the attempt's first line: the connector is next
             t0, c0 = rec["start"]
             rec["total"] = [time.perf_counter() - t0, time.process_time() - c0]
             rec["done"] = True
-        return row
+        original_write(self, *args, **kwargs)
 
     def sql_wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
         t = time.perf_counter()
@@ -108,7 +107,7 @@ def install() -> None:
                 rec["sql"].append([sql, time.perf_counter() - t])
 
     runner.action_execute = action_execute  # the task looks it up on the module at call time
-    manager.create = create  # type: ignore[method-assign]
+    journal_cls.write = write
     runner.close_old_connections = _timed("close_old_connections", runner.close_old_connections)
     runner._claim = _timed("claim (whole transaction)", runner._claim)
     runner.audit_record = _timed("    audit_record action.started", runner.audit_record)

@@ -56,8 +56,8 @@ def runbooks_for_incident(incident: Incident) -> list[RunbookVersion]:
     and pipeline pattern rank higher; a runbook naming layers or pipelines that do not match is left out).
 
     Scores each latest version on its ``applies_to`` alone (read out of the JSON by the database), then
-    loads the versions that fit: the incident page does not decode the whole library's steps on every view
-    (46 definitions: about 5 ms)."""
+    loads the versions that fit: the incident page does not decode the whole library's steps on every
+    view."""
     rows = Runbook.objects.filter(latest__isnull=False).values_list(
         "latest_id", "slug", "latest__definition__applies_to"
     )

@@ -129,8 +129,8 @@ def test_cursor_links_keep_the_filters(catalog: Any, actors: dict[str, Any]) -> 
 
 
 def test_name_filters_compare_the_key_with_a_subquery_not_a_join(catalog: Any, actors: dict[str, Any]) -> None:
-    """A join on the target's key let Postgres walk the whole history looking for a rare target's few old
-    actions (131 ms at 300,000 rows); ``target_id = (SELECT ...)`` reads (target, requested_at, id)."""
+    """A join on the target's key lets Postgres walk the whole history looking for a rare target's few old
+    actions; ``target_id = (SELECT ...)`` reads the index (target, requested_at, id)."""
     make_actions(catalog, actors["responder"], 3)
     client = client_for(actors["viewer"])
     with CaptureQueriesContext(connection) as captured:

@@ -177,7 +177,7 @@ class Clear(Verb[AirflowConnector, ClearParams]):
             if touch.kind == "task_instance":
                 detail = touch.detail
                 planned.setdefault(detail["dag_run_id"], []).append((detail["task_id"], detail.get("map_index", -1)))
-        # Only a repeated attempt can find its own earlier clear; the first skips the reads (~30 ms a run).
+        # Only a repeated attempt can find its own earlier clear; the first skips the reads (a call per run).
         done = self._already_cleared(dag_id, sorted(planned), ctx.action_id) if ctx.attempt > 1 else []
         for run in done:
             ctx.log(f"run {run} was already cleared by this action; not clearing again")

@@ -99,9 +99,9 @@ def translate(
     return ConnectorError(f"{config.where}: error while {doing}: {detail}{code} ({kind})", transient=transient)
 
 
-# Read-only sessions (plans, checks, verification) reuse idle connections: opening one costs more than
-# the queries a plan runs (about 7 ms of server CPU per connect against 0.3 ms of queries, measured by
-# bench/launch_dispatch.py). Sessions that change things always get a fresh connection of their own.
+# Read-only sessions (plans, checks, verification) reuse idle connections: opening one (a new Postgres
+# backend process) costs the server far more than the queries a plan runs. Sessions that change things
+# always get a fresh connection of their own.
 _IDLE_PER_KEY = 4
 _idle: dict[tuple[Any, ...], list[Conn]] = {}
 _idle_lock = threading.Lock()
