@@ -33,6 +33,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -188,6 +189,11 @@ class ChaosWorld:
         except Exception as exc:
             print(f"warning: could not stop the warehouse's Postgres: {exc}", file=sys.stderr)
         self.base.close()
+        # A cluster the postgres user could not keep under the temp dir lives in the system temp dir instead
+        # (sandbox.services): outside what --keep keeps, so it goes in any case.
+        for root in (self.base.sandbox_root, self.warehouse_root):
+            for candidate in sandbox._pg_root_candidates(root)[1:]:
+                shutil.rmtree(candidate.parent, ignore_errors=True)
 
 
 def bring_up(tmp: Path, *, n_marts: int, n_slow: int, slow_s: float, airflow: bool, keep: bool = False) -> ChaosWorld:
@@ -918,8 +924,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if world is not None:
             world.close()
         elif not opts.keep:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
         if opts.keep:
             step(f"kept {tmp}")
