@@ -5,6 +5,8 @@ consumer's event loop (``Channel.conn_or_acquire``), so for every task the web p
 one fills a table of response callbacks. The clients all share the channel's connection pool, and a
 redis-py client is safe to share, so this channel keeps one and builds a new one only when the channel
 replaces its pool (after a connection error). Consuming (the worker's asynchronous client) is unchanged.
+A channel whose connection is closing answers with a connection error instead of kombu's AttributeError
+(see ``_create_client``).
 
 Selected by ``CELERY_BROKER_TRANSPORT`` in the settings; the broker URL stays ``redis://...``. It overrides
 kombu's private ``Channel._create_client`` and reads ``Channel.pool``: kombu is pinned to one minor version
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 _RedisChannel: Any = kombu_redis.Channel  # untyped: kombu's stubs do not know its private methods
@@ -24,6 +27,12 @@ class Channel(_RedisChannel):
     _publish_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
+        if getattr(self.connection, "client", None) is None:
+            # The broker connection was lost and is being closed: kombu then still acknowledges finished tasks
+            # through this channel, and building a client for it fails with an AttributeError that stops the
+            # worker for good ("Unrecoverable error"). As a connection error, the worker logs it and reconnects
+            # (the message stays unacknowledged; a redelivery finds the action already claimed).
+            raise redis.ConnectionError("the broker connection is closed")
         if asynchronous:
             return super()._create_client(asynchronous=True)
         client = self._publish_client

@@ -1,17 +1,33 @@
-"""Every API error as JSON with a human message: ``{"error": {"code", "message", "details"}}``."""
+"""Every API error as JSON with a human message: ``{"error": {"code", "message", "details"}}``.
+
+The control plane's own Postgres or Redis being unreachable (a restart, a failover) is a 503 saying which
+one, not a 500: the client may try again once ``/readyz`` answers 200. A launch refused this way left no
+action behind (the request's transaction rolled back); one answered 202 is in the database and is run once,
+dispatched again by the reaper if its message was lost (README, "Reliability").
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
-from controlplane.errors import ServiceError
+from controlplane.errors import ServiceError, Unavailable
+
+log = logging.getLogger(__name__)
+
+_DOWN = (
+    "is unreachable, so this request was not carried out; try again in a moment "
+    "(GET /readyz answers 200 when it is back)"
+)
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,7 +59,32 @@ def _throttle_refused(exc: Exception, context: dict[str, Any]) -> Exception:
     return exc
 
 
+# SQLSTATEs of a server that went away or is starting (class 08: connection exception; 57P01-57P03: shut down,
+# crashed, starting up). A statement or lock timeout (57014, 55P03) is an OperationalError too, but no outage.
+_GONE = ("08", "57P01", "57P02", "57P03")
+
+
+def _connection_lost(exc: OperationalError) -> bool:
+    """Whether the database error is the server being unreachable (no SQLSTATE: the client could not talk
+    to it at all) rather than a statement that failed."""
+    state = getattr(exc.__cause__, "sqlstate", None)
+    return state is None or state.startswith(_GONE)
+
+
+def _unavailable(exc: Exception) -> Exception:
+    """An outage of the control plane's own database or Redis as a 503 naming it; other errors unchanged."""
+    if isinstance(exc, InterfaceError) or (isinstance(exc, OperationalError) and _connection_lost(exc)):
+        what = "the control plane's database"
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):  # not a command's own error
+        what = "the control plane's Redis (rate limits, task queue)"
+    else:
+        return exc
+    log.warning("answering 503: %s: %s: %s", what, type(exc).__name__, exc)
+    return Unavailable(f"{what} {_DOWN}")
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    exc = _unavailable(exc)
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         exc = _throttle_refused(exc, context)
     if isinstance(exc, ServiceError):
