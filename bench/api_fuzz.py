@@ -36,7 +36,7 @@ from bench.launch_dispatch import (  # noqa: E402 (needs the repo root on sys.pa
     step,
     wait_http_ok,
 )
-from tests.fuzzing import fuzz_api  # noqa: E402
+from tests.fuzzing import fuzz_api, fuzz_world  # noqa: E402
 
 N_TARGETS = 20
 
@@ -46,58 +46,19 @@ def seed_objects(targets: list[str]) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
-    from controlplane.actions import services as action_services
-    from controlplane.api.models import SCOPES
-    from controlplane.api.services import api_token_create
-    from controlplane.audit.context import Channel, change_context
-    from controlplane.incidents.services import alert_ingest_airflow
-    from runbooks import services as runbook_services
-    from runbooks.loader import LIBRARY, parse_file
-
     users = get_user_model().objects
     admin = users.create_user(username="fuzz-admin", password=None)
     admin.groups.add(Group.objects.get_or_create(name="admin")[0])
     responder = users.create_user(username="fuzz-responder", password=None)
     responder.groups.add(Group.objects.get_or_create(name="responder")[0])
-    with change_context(channel=Channel.SYSTEM, actor_name="fuzz-setup"):
-        runbook_services.runbooks_load(parsed=[parse_file(LIBRARY / "004-rehydrate-mart.yaml")])
-        incident = alert_ingest_airflow(
-            payload={
-                "source": "airflow",
-                "dag_id": "data_ingestion_bronze",
-                "task_id": "ingest_orders",
-                "run_id": "scheduled__2026-11-20T00:00:00+00:00",
-                "try_number": 1,
-                "state": "failed",
-                "exception": "orders API answered HTTP 503",
-            }
-        ).incident
-    action = action_services.action_request(
-        actor=responder, verb="refresh-mart", target_key=targets[0], params={}, reason="fuzz", idempotency_key=None
-    ).action
-    run = runbook_services.run_start(actor=responder, runbook="004-rehydrate-mart", params={"mart": targets[1]})
-    _, token = api_token_create(user=admin, name="fuzz", scopes=sorted(SCOPES))
-    return {
-        "token": token,
-        "known": {
-            "incident_id": [incident.pk],
-            "move": ["acknowledge", "mitigate", "resolve"],
-            "action_id": [str(action.id)],
-            "key": targets[:3],
-            "what": ["tasks", "failed_runs"],
-            "slug": ["004-rehydrate-mart"],
-            "run_id": [run.pk],
-            "step_id": [s.step_id for s in run.steps.all()],
-            "command": ["complete", "approve", "act", "skip", "retry"],
-        },
-        "bodies": {
-            "POST /api/v1/actions": [
-                {"verb": "refresh-mart", "target": key, "params": {}, "reason": "fuzz"} for key in targets[2:]
-            ],
-            "POST /api/v1/actions/preview": [{"verb": "refresh-mart", "target": targets[2], "params": {}}],
-        },
-        "known_query": {"GET /api/v1/actions/{action_id}": {"wait": 0}},
-    }
+    return fuzz_world(
+        admin=admin,
+        responder=responder,
+        action_target=targets[0],
+        run_mart=targets[1],
+        keys=targets[:3],
+        launch_targets=targets[2:],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,3 +120,59 @@ def fuzz_api(
         run()
     result.seconds = time.monotonic() - started
     return result
+
+
+def fuzz_world(
+    *, admin: Any, responder: Any, action_target: str, run_mart: str, keys: Sequence[str], launch_targets: Sequence[str]
+) -> dict[str, Any]:
+    """What ``fuzz_api`` needs beside the schema: an admin's all-scopes token, one real object of each kind
+    whose ids are mixed into paths (an incident, an action ``responder`` requested on ``action_target``, a run
+    of 004-rehydrate-mart on ``run_mart``) and real launch and preview bodies on ``launch_targets`` (dev
+    targets only). Runs in a configured Django process."""
+    from controlplane.actions import services as action_services
+    from controlplane.api.models import SCOPES
+    from controlplane.api.services import api_token_create
+    from controlplane.audit.context import Channel, change_context
+    from controlplane.incidents.services import alert_ingest_airflow
+    from runbooks import services as runbook_services
+    from runbooks.loader import LIBRARY, parse_file
+
+    with change_context(channel=Channel.SYSTEM, actor_name="fuzz-setup"):
+        runbook_services.runbooks_load(parsed=[parse_file(LIBRARY / "004-rehydrate-mart.yaml")])
+        incident = alert_ingest_airflow(
+            payload={
+                "source": "airflow",
+                "dag_id": "data_ingestion_bronze",
+                "task_id": "ingest_orders",
+                "run_id": "scheduled__2026-11-20T00:00:00+00:00",
+                "try_number": 1,
+                "state": "failed",
+                "exception": "orders API answered HTTP 503",
+            }
+        ).incident
+    action = action_services.action_request(
+        actor=responder, verb="refresh-mart", target_key=action_target, params={}, reason="fuzz", idempotency_key=None
+    ).action
+    run = runbook_services.run_start(actor=responder, runbook="004-rehydrate-mart", params={"mart": run_mart})
+    _, token = api_token_create(user=admin, name="fuzz", scopes=sorted(SCOPES))
+    return {
+        "token": token,
+        "known": {
+            "incident_id": [incident.pk],
+            "move": ["acknowledge", "mitigate", "resolve"],
+            "action_id": [str(action.id)],
+            "key": list(keys),
+            "what": ["tasks", "failed_runs"],
+            "slug": ["004-rehydrate-mart"],
+            "run_id": [run.pk],
+            "step_id": [s.step_id for s in run.steps.all()],
+            "command": ["complete", "approve", "act", "skip", "retry"],
+        },
+        "bodies": {
+            "POST /api/v1/actions": [
+                {"verb": "refresh-mart", "target": key, "params": {}, "reason": "fuzz"} for key in launch_targets
+            ],
+            "POST /api/v1/actions/preview": [{"verb": "refresh-mart", "target": launch_targets[0], "params": {}}],
+        },
+        "known_query": {"GET /api/v1/actions/{action_id}": {"wait": 0}},
+    }
