@@ -357,23 +357,7 @@ def test_airflow_going_away_mid_action_leaves_the_triggered_run_owned_with_a_cle
     from urllib.parse import urlsplit
 
     proxy = _Proxy(urlsplit(airflow.url).port or 80)
-    with change_context(channel=Channel.SYSTEM):
-        conn = cs.connection_create(
-            name="airflow-via-proxy",
-            kind="airflow",
-            environment=airflow_catalog["env"],
-            config={
-                "base_url": f"http://127.0.0.1:{proxy.port}",
-                "username": airflow.username,
-                "poll_interval_s": 0.5,
-                "connect_timeout_s": 1,
-                "timeout_s": 3,
-            },
-            secret_refs={"password": f"env:{AIRFLOW_SECRET_ENV}"},
-        )
-        cs.target_create(
-            key="dev.airflow.stuck", kind="dag", connection=conn, locator={"dag_id": "stuck_report_pipeline"}
-        )
+    _proxied_target(airflow, airflow_catalog, proxy, "dev.airflow.stuck", dag_id="stuck_report_pipeline")
     with change_context(channel=Channel.API, user=actors["responder"]):
         action = services.action_request(
             actor=actors["responder"], verb="rerun", target_key="dev.airflow.stuck", params={}, reason="hangs"
@@ -592,7 +576,8 @@ def test_airflow_refusing_a_naive_date_is_permanent_and_a_proxy_5xx_is_transient
         server.shutdown()
 
 
-def _proxied_target(airflow: Any, airflow_catalog: Any, proxy: _Proxy, key: str) -> None:
+def _proxied_target(airflow: Any, airflow_catalog: Any, proxy: _Proxy, key: str, *, dag_id: str = RETAIL) -> None:
+    """A catalog target ``key`` on ``dag_id`` whose Airflow connection goes through ``proxy``."""
     with change_context(channel=Channel.SYSTEM):
         conn = cs.connection_create(
             name=f"airflow-via-proxy-{proxy.port}",
@@ -607,7 +592,7 @@ def _proxied_target(airflow: Any, airflow_catalog: Any, proxy: _Proxy, key: str)
             },
             secret_refs={"password": f"env:{AIRFLOW_SECRET_ENV}"},
         )
-        cs.target_create(key=key, kind="dag", connection=conn, locator={"dag_id": RETAIL})
+        cs.target_create(key=key, kind="dag", connection=conn, locator={"dag_id": dag_id})
 
 
 def executed_event(action: ActionRun) -> Any:

@@ -171,12 +171,8 @@ def test_the_kombu_internals_the_transport_overrides_are_still_there() -> None:
         assert channel._create_client(asynchronous=True) is not client  # the consumer's own
 
 
-def test_a_process_started_from_the_settings_publishes_through_the_reusing_transport() -> None:
-    code = (
-        "import django; django.setup();"
-        "from controlplane.celery import app;"
-        "c = app.connection_for_write(); print(type(c.transport).__module__, type(c.transport).__name__)"
-    )
+def _print_in_a_new_process(code: str) -> list[str]:
+    """What ``code`` prints, run by a fresh interpreter with the project's settings (a process as started)."""
     done = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings"},
@@ -186,7 +182,16 @@ def test_a_process_started_from_the_settings_publishes_through_the_reusing_trans
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["controlplane.broker", "Transport"]
+    return done.stdout.split()
+
+
+def test_a_process_started_from_the_settings_publishes_through_the_reusing_transport() -> None:
+    code = (
+        "import django; django.setup();"
+        "from controlplane.celery import app;"
+        "c = app.connection_for_write(); print(type(c.transport).__module__, type(c.transport).__name__)"
+    )
+    assert _print_in_a_new_process(code) == ["controlplane.broker", "Transport"]
 
 
 # ------------------------------------------------------------------------------- gc.freeze
@@ -197,16 +202,7 @@ def test_the_wsgi_application_starts_with_views_and_connectors_loaded_and_frozen
         "import gc, sys; import controlplane.wsgi;"
         "print(gc.get_freeze_count() > 0, 'connectors.airflow' in sys.modules, 'controlplane.api.views' in sys.modules)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "True", "True"]
+    assert _print_in_a_new_process(code) == ["True", "True", "True"]
 
 
 # ------------------------------------------------------------------------------- the worker's claim
