@@ -110,12 +110,15 @@ def test_duplicate_delivery_claims_once_and_refreshes_once(
 
 @pytest.fixture
 def slow_mart(catalog: Any, weather_db: Any) -> Any:
-    """A mart whose refresh takes seconds, so a worker can be killed in the middle of it."""
+    """A mart whose refresh takes as many seconds as ``mart.slow_mart_sleep`` says (3 to begin with), so a
+    worker can be killed, or the refresh cancelled, in the middle of it."""
     weather_sql(weather_db, "DROP MATERIALIZED VIEW IF EXISTS mart.slow_mart")
+    weather_sql(weather_db, "DROP TABLE IF EXISTS mart.slow_mart_sleep")
+    weather_sql(weather_db, "CREATE TABLE mart.slow_mart_sleep AS SELECT 3 AS seconds")
     weather_sql(
         weather_db,
-        "CREATE MATERIALIZED VIEW mart.slow_mart AS SELECT x AS id, pg_sleep(3) IS NULL AS slept "
-        "FROM generate_series(1, 1) AS x",
+        "CREATE MATERIALIZED VIEW mart.slow_mart AS SELECT x AS id, "
+        "pg_sleep((SELECT seconds FROM mart.slow_mart_sleep)) IS NULL AS slept FROM generate_series(1, 1) AS x",
     )
     weather_sql(weather_db, "CREATE UNIQUE INDEX slow_mart_id ON mart.slow_mart (id)")
     with change_context(channel=Channel.SYSTEM):
@@ -273,6 +276,7 @@ def test_secret_never_reaches_database_api_logs_or_audit(
 def test_cancel_stops_a_running_refresh_and_nothing_is_recorded(
     slow_mart: Any, actors: Any, api_for: Any, worker_factory: Any, weather_db: Any
 ) -> None:
+    weather_sql(weather_db, "UPDATE mart.slow_mart_sleep SET seconds = 600")  # only a cancel can end it
     worker_factory()
     action = request(actors["responder"], target=slow_mart.key)
     wait_for(

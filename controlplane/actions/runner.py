@@ -48,6 +48,9 @@ WORKER_NAME = f"worker@{socket.gethostname()}"
 # How often the attempt's thread stores the journal's pending lines and progress: the live log lags the
 # attempt by at most this.
 LOG_FLUSH_SECONDS = 0.5
+# How often the attempt's thread reads the cancel flag: a cancel reaches the connector within about this
+# (the lease renewal, every third of the lease, would make an operator wait up to 20 s).
+CANCEL_CHECK_SECONDS = 1.0
 
 
 def _conf(name: str) -> Any:
@@ -59,9 +62,9 @@ class LeaseLost(Exception):
 
 
 class _Lease:
-    """The attempt's thread: renews the lease every third of its length (and reads the cancel flag), and
-    stores the journal's pending lines and progress every ``LOG_FLUSH_SECONDS``. It is stopped after the
-    finish, which took what was still pending."""
+    """The attempt's thread: renews the lease every third of its length, reads the cancel flag every
+    ``CANCEL_CHECK_SECONDS`` and stores the journal's pending lines and progress every ``LOG_FLUSH_SECONDS``.
+    It is stopped after the finish, which took what was still pending."""
 
     def __init__(self, action_id: Any, attempt: int, journal: _Journal) -> None:
         self.action_id, self.attempt, self.journal = action_id, attempt, journal
@@ -84,13 +87,15 @@ class _Lease:
         rows = ActionRun.objects.filter(id=self.action_id, state=ActionState.RUNNING, attempts=self.attempt)
         if rows.update(heartbeat_at=now, lease_expires_at=now + lease) != 1:
             self.lost.set()
-            return
-        if rows.filter(cancel_requested=True).exists():
+
+    def check_cancel(self) -> None:
+        if ActionRun.objects.filter(id=self.action_id, cancel_requested=True).exists():
             self.cancel.set()
 
     def _run(self) -> None:
         interval = max(_conf("LEASE_SECONDS") / 3, 0.5)
         renew_at = time.monotonic() + interval
+        check_at = time.monotonic() + CANCEL_CHECK_SECONDS
         try:
             while not self._stop.wait(LOG_FLUSH_SECONDS):
                 if self.lost.is_set():
@@ -99,12 +104,16 @@ class _Lease:
                     self.journal.flush()
                 except Exception:
                     log.exception("could not store log lines of action %s; the finish takes them", self.action_id)
-                if time.monotonic() >= renew_at:
-                    renew_at = time.monotonic() + interval
-                    try:
+                now = time.monotonic()
+                try:
+                    if now >= renew_at:
+                        renew_at = now + interval
                         self.renew()
-                    except Exception:
-                        log.exception("heartbeat failed for action %s", self.action_id)
+                    if now >= check_at and not self.cancel.is_set():
+                        check_at = now + CANCEL_CHECK_SECONDS
+                        self.check_cancel()
+                except Exception:
+                    log.exception("heartbeat failed for action %s", self.action_id)
         finally:
             connection.close()
 
