@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "controlplane.api",
     "controlplane.web",
     "runbooks",
+    "controlplane.slack",
 ]
 
 MIDDLEWARE = [
@@ -185,6 +186,23 @@ CONTROLPLANE: dict[str, Any] = {
     # An action awaiting approval longer than this can no longer be approved: it ends expired.
     "APPROVAL_TTL_HOURS": env_int("ACTION_APPROVAL_TTL_HOURS", 24, minimum=1),
     "API_TOKEN_DEFAULT_DAYS": env_int("API_TOKEN_DEFAULT_DAYS", 90, minimum=1),
+}
+
+# Slack as a channel (controlplane/slack/, docs/slack.md). Off until a bot token reference is set: nothing is
+# posted and /slack/* answers 404. The token and the signing secret are references (env:NAME, file:/path),
+# resolved where they are used and never stored.
+SLACK: dict[str, Any] = {
+    "BOT_TOKEN_REF": env_str("SLACK_BOT_TOKEN_REF", ""),
+    "SIGNING_SECRET_REF": env_str("SLACK_SIGNING_SECRET_REF", ""),
+    # Slack's Web API; the demo points it at its stand-in (sandbox/slack.py).
+    "API_URL": env_str("SLACK_API_URL", "https://slack.com/api/"),
+    # Where an incident is posted when neither its pipeline nor its environment names a channel.
+    "DEFAULT_CHANNEL": env_str("SLACK_DEFAULT_CHANNEL", "#data-incidents"),
+    # Approval requests go to this channel; empty: a direct message to each approver who has a Slack link.
+    "APPROVALS_CHANNEL": env_str("SLACK_APPROVALS_CHANNEL", ""),
+    # The control plane's address as people reach it, for the links in messages.
+    "PUBLIC_URL": env_str("PUBLIC_URL", "http://127.0.0.1:8000"),
+    "TIMEOUT_SECONDS": env_int("SLACK_TIMEOUT_SECONDS", 5, minimum=1),
 }
 
 CELERY_BEAT_SCHEDULE = {

@@ -19,6 +19,8 @@ class Environment(models.Model):
     name = models.SlugField(max_length=40, unique=True)
     protected = models.BooleanField(default=False)
     description = models.TextField(blank=True)
+    # Where this environment's incidents are posted in Slack when their pipeline names no channel.
+    slack_channel = models.CharField(max_length=80, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -87,6 +89,8 @@ class Pipeline(models.Model):
     source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="pipelines")
     layer = models.CharField(max_length=16, choices=Layer.choices, default=Layer.OTHER)
     description = models.TextField(blank=True)
+    # The Slack channel for this pipeline's incidents (its environment's, then SLACK_DEFAULT_CHANNEL, if blank).
+    slack_channel = models.CharField(max_length=80, blank=True)
 
     class Meta:
         ordering = ["name"]
