@@ -104,7 +104,7 @@ def parse_run(args: list[str]) -> tuple[str, str, dict[str, Any], str]:
 
 def _unknown_target(key: str) -> InvalidInput:
     keys = list(Target.objects.values_list("key", flat=True))
-    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.7)
     hint = f"; did you mean {', '.join(f'`{k}`' for k in close)}?" if close else "; see the Targets page"
     return InvalidInput(f"no catalog target `{key}`{hint}")
 

@@ -151,7 +151,7 @@ def _decide(decide: Callable[..., ActionRun], verb: str) -> Callable[[Any, Press
 
 def _preview(press: Press, value: dict[str, Any]) -> SlackPost:
     post = (
-        SlackPost.objects.select_for_update()
+        SlackPost.objects.select_for_update(of=("self",))
         .filter(pk=_int(value, "preview"), kind=SlackPost.Kind.PREVIEW)
         .select_related("action__target")
         .first()
