@@ -307,3 +307,27 @@ def test_approving_from_slack_and_the_web_at_once_gives_one_decision(
         assert answer["text"].startswith("You approved") and statuses == [409]
     else:  # the web won (its form redirects to the action): the Slack press hears who decided, and where
         assert statuses == [302] and answer["text"].startswith("Already approved by arthur (web)"), answer["text"]
+
+
+@pytest.mark.worker
+def test_start_runbook_button_starts_the_run_for_the_incident_as_the_user(
+    slack: SlackWorld, catalog: Any, actors: Any, worker_factory: Any
+) -> None:
+    from runbooks import services as runbook_services
+    from runbooks.loader import LIBRARY, parse_file
+    from runbooks.models import RunbookRun
+
+    with change_context(channel=Channel.SYSTEM, actor_name="test-setup"):
+        runbook_services.runbooks_load(parsed=[parse_file(LIBRARY / "004-rehydrate-mart.yaml")])
+    rita = actors["responder"]
+    link(rita, "U0RITA")
+    case = incident()
+    case.targets.set([catalog["mart_dev"]])
+    worker_factory(**slack.worker_env)
+    _, answer_to = slack.press("runbook.start", {"incident": case.pk, "runbook": "004-rehydrate-mart"}, user="U0RITA")
+    [answer] = slack.wait_answer(answer_to)
+    run = RunbookRun.objects.get()
+    assert answer["text"] == f"Started runbook 004-rehydrate-mart: <http://cp.test/runs/{run.pk}/|follow it here>."
+    assert (run.incident, run.started_by, run.channel, run.params["mart"]) == (case, rita, Channel.SLACK, DEV_MART)
+    started = AuditEvent.objects.get(event="runbook_run.started")
+    assert (started.channel, started.actor_id) == (Channel.SLACK, rita.pk)

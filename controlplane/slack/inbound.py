@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ from controlplane.audit.services import audit_record
 from controlplane.clientip import client_ip
 from controlplane.redis import redis_client
 from controlplane.slack.client import signing_secret
+
+log = logging.getLogger(__name__)
 
 MAX_AGE_SECONDS = 60 * 5  # Slack's recommendation, and what SignatureVerifier enforces
 # Slack's retries of one delivery carry the same trigger_id; a double click is a second delivery of the same
@@ -89,6 +92,7 @@ def verify(request: HttpRequest) -> None:
     try:
         secret = signing_secret()
     except (ConnectorError, ValueError):
+        log.error("SLACK_SIGNING_SECRET_REF is not set or cannot be read: every Slack request is refused")
         raise Refused("no signing secret configured") from None
     try:
         valid = SignatureVerifier(secret).is_valid(body=request.body, timestamp=timestamp, signature=signature)
