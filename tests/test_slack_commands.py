@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 
 from controlplane.actions import services as action_services
 from controlplane.actions.models import ActionRun
@@ -142,6 +144,14 @@ def test_cancel_runs_nothing_and_the_preview_cannot_be_confirmed_after(
     [late] = slack.wait_answer(late_to)
     assert late["text"] == "Refused: this preview was cancelled; run `/runbook run ...` again"
     assert not ActionRun.objects.exists() and not SlackPost.objects.exists()
+
+    _, old_to = slack.command(f"run refresh-mart {DEV_MART}", user="U0RITA")
+    [old] = slack.wait_answer(old_to)
+    SlackPost.objects.update(created_at=timezone.now() - timedelta(minutes=16))
+    _, stale_to = slack.press("preview.confirm", button(old, "preview.confirm"), user="U0RITA")
+    [stale] = slack.wait_answer(stale_to)
+    assert stale["text"] == "Refused: this preview is more than 15 minutes old; run `/runbook run ...` again"
+    assert not ActionRun.objects.exists()
 
 
 @pytest.mark.worker

@@ -331,3 +331,21 @@ def test_start_runbook_button_starts_the_run_for_the_incident_as_the_user(
     assert (run.incident, run.started_by, run.channel, run.params["mart"]) == (case, rita, Channel.SLACK, DEV_MART)
     started = AuditEvent.objects.get(event="runbook_run.started")
     assert (started.channel, started.actor_id) == (Channel.SLACK, rita.pk)
+
+
+@pytest.mark.worker
+def test_a_press_after_the_web_decided_hears_who_decided_and_where(
+    slack: SlackWorld, catalog: Any, actors: Any, worker_factory: Any
+) -> None:
+    link(actors["approver"], "U0ALICE")
+    action = awaiting(actors)
+    web = Client()
+    web.force_login(actors["approver2"])
+    assert web.post(f"/actions/{action.id}/approve/").status_code == 302
+    worker_factory(**slack.worker_env)
+    _, approve_to = slack.press("action.approve", {"action": str(action.id)}, user="U0ALICE")
+    _, reject_to = slack.press("action.reject", {"action": str(action.id)}, user="U0ALICE")
+    for name in (approve_to, reject_to):
+        [answer] = slack.wait_answer(name)
+        assert answer["text"].startswith("Already approved by arthur (web); <http://cp.test/actions/"), answer["text"]
+    assert Approval.objects.count() == 1
