@@ -42,6 +42,9 @@ class SlackPost(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     channel = models.CharField(max_length=80)
     ts = models.CharField(max_length=32, blank=True)
+    # A preview's pending request (who asked from which Slack user, verb, target, params, reason): what its
+    # Confirm button requests. Empty for the other kinds.
+    request = models.JSONField(default=dict, blank=True)
     incident = models.ForeignKey(
         "incidents.Incident", null=True, blank=True, on_delete=models.CASCADE, related_name="slack_posts"
     )
