@@ -876,26 +876,11 @@ def flush_redis(url: str) -> None:
         client.close()
 
 
-def run_launch(
-    world: World,
-    layout: tuple[int, int],
-    token: str,
-    targets: list[str],
-    opts: Options,
-    warmup: int | None = None,
-    during: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
-    open_targets: Sequence[str] = (),
-) -> LaunchResult:
-    """The closed loop on a fresh web tier, nginx in front of gunicorn with ``layout`` (``targets``:
-    warm-up, then measured); then, with ``open_targets`` (``opts.open_clients`` to open the connections,
-    then the measured ones), the open loop at ``opts.rate`` on the same web tier."""
+def start_web_tier(world: World, layout: tuple[int, int] = (2, 4)) -> tuple[Child, Child, int]:
+    """The web tier as shipped: gunicorn (``layout`` = workers x threads) behind nginx, both answering
+    /healthz; returns the two and nginx's port."""
     workers, threads = layout
-    warmup = opts.warmup if warmup is None else warmup
-    warm, measured = targets[:warmup], targets[warmup:]
     port, gunicorn_port = free_port(), free_port()
-    step(f"API launch: nginx on :{port}, gunicorn --workers {workers} --threads {threads} on :{gunicorn_port}")
-    # A clean broker/cache per layout: no queued messages or throttle history carried over.
-    flush_redis(world.redis_url)
     gunicorn = world.start(
         f"gunicorn-{workers}x{threads}",
         [
@@ -922,6 +907,34 @@ def run_launch(
     try:
         wait_http_ok(gunicorn, gunicorn_port, "/healthz")
         wait_http_ok(nginx, port, "/healthz")
+    except BaseException:
+        world.stop_child(nginx)
+        world.stop_child(gunicorn)
+        raise
+    return gunicorn, nginx, port
+
+
+def run_launch(
+    world: World,
+    layout: tuple[int, int],
+    token: str,
+    targets: list[str],
+    opts: Options,
+    warmup: int | None = None,
+    during: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    open_targets: Sequence[str] = (),
+) -> LaunchResult:
+    """The closed loop on a fresh web tier, nginx in front of gunicorn with ``layout`` (``targets``:
+    warm-up, then measured); then, with ``open_targets`` (``opts.open_clients`` to open the connections,
+    then the measured ones), the open loop at ``opts.rate`` on the same web tier."""
+    workers, threads = layout
+    warmup = opts.warmup if warmup is None else warmup
+    warm, measured = targets[:warmup], targets[warmup:]
+    step(f"API launch: nginx in front of gunicorn --workers {workers} --threads {threads}")
+    # A clean broker/cache per layout: no queued messages or throttle history carried over.
+    flush_redis(world.redis_url)
+    gunicorn, nginx, port = start_web_tier(world, layout)
+    try:
         if warm:
             warm_up(gunicorn, port, token, warm, opts.concurrency)
         if during is None:
