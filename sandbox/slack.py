@@ -421,6 +421,8 @@ def press(
                 }
             ],
         }
+        if message.get("thread_ts"):
+            payload["container"]["thread_ts"] = message["thread_ts"]
         if not ephemeral:  # Slack leaves the message out of a press on an ephemeral one
             payload["message"] = _as_slack_message(message, blocks)
         url, secret = state.interactions_url, state.signing_secret
@@ -562,7 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and (path == "" or path.startswith("/channels/")):
             self._page(urllib.parse.unquote(path.removeprefix("/channels/")) if path else "", args)
             return
-        if path in ("/_standin/press", "/_standin/command"):
+        if path in ("/_standin/press", "/_standin/command") and self.command == "POST":
             self._send_to_app(path.removeprefix("/_standin/"), args)
             return
         if path.startswith("/_standin/"):
@@ -662,6 +664,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _control(self, what: str, args: dict[str, Any]) -> None:
         state = self.server.state
+        if self.command != "POST" and what not in ("messages", "presses"):
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"ok": False, "error": "method_not_allowed"})
+            return
         with state.lock:
             if what == "messages":
                 self._send(HTTPStatus.OK, {"ok": True, "messages": state.messages, "calls": state.calls})

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -13,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +25,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
 from sandbox import slack as standin
+from sandbox.services import free_port
 
+ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "xoxb-test-token"
 
 
@@ -436,3 +442,37 @@ def test_the_channel_page_renders_blocks_threads_and_ephemerals_for_their_user_o
     assert "you are not linked" in as_bob and "Only visible to you" in as_bob
     assert "DU0RITA" not in as_bob  # not bob's DM
     assert 'name="user" value="U0BOB"' in as_bob  # his presses are his
+
+
+def test_the_command_line_stand_in_takes_its_secrets_from_the_environment_and_its_users_from_a_file(
+    tmp_path: Path,
+) -> None:
+    users_file = tmp_path / "users.json"
+    users_file.write_text(json.dumps({"users": [RITA]}))
+    port = free_port()
+    env = {**os.environ, "SLACK_STANDIN_TOKEN": TOKEN, "SLACK_STANDIN_SIGNING_SECRET": SECRET}
+    argv = [sys.executable, "-m", "sandbox.slack", "--port", str(port), "--users-file", str(users_file)]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert process.stdout is not None
+        assert f"http://127.0.0.1:{port}/api/" in process.stdout.readline()
+        client = WebClient(token=TOKEN, base_url=f"http://127.0.0.1:{port}/api/", timeout=5)
+        assert client.users_info(user="U0RITA")["user"]["profile"]["email"] == "rita@example.com"
+        assert TOKEN not in " ".join(argv) and SECRET not in " ".join(argv)  # nothing secret in the process list
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    users_file.write_text(json.dumps({"users": [{"id": "rita", "name": "rita"}]}))
+    refused = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert refused.returncode == 2 and "users[0]: needs an id like U0RITA and a name" in refused.stderr
+
+
+def test_bad_demo_users_are_refused_and_change_nothing(slack: standin.SlackStandIn) -> None:
+    control(slack, "users", {"users": [RITA]})
+    status, answer = post_json(f"{slack.base_url}/_standin/users", {"users": [BOB, {"id": "U0X"}]})
+    assert status == 400 and answer["error"] == "invalid_users" and "users[1]" in answer["detail"]
+    assert list(slack.state.users) == ["U0RITA"]
+    # Presses need a configured app: this stand-in has no request URLs.
+    status, answer = post_json(f"{slack.base_url}/_standin/press", {"user": "U0RITA", "channel": "#x", "ts": "1.1"})
+    assert (status, answer["error"]) == (400, "no_interactions_url")
