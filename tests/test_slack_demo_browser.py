@@ -11,13 +11,20 @@ slack_sdk's SignatureVerifier as the control plane's ``/slack/interactions`` and
 
 from __future__ import annotations
 
+import os
+
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
+
 import json
 import urllib.request
 from typing import Any
 
 import pytest
+from django.urls import Resolver404, resolve
 from playwright.sync_api import expect
+from slack_sdk import WebClient
 
+from controlplane.slack.models import SlackUserLink
 from sandbox import slack as standin
 from tests.test_browser_runbooks import chromium
 from tests.test_slack_standin import (  # noqa: F401 (fixtures)
@@ -41,8 +48,6 @@ def test_the_channel_page_confirms_a_danger_button_and_sends_the_signed_press(
     receiver: Receiver,  # noqa: F811
     request: pytest.FixtureRequest,
 ) -> None:
-    from slack_sdk import WebClient
-
     client = WebClient(token=TOKEN, base_url=app_slack.api_url, timeout=5)
     parent = client.chat_postMessage(channel="#data-incidents", text="INC-12", blocks=INCIDENT_BLOCKS)
     client.chat_postMessage(channel="#data-incidents", text="clear requested by *bob*", thread_ts=parent["ts"])
@@ -111,3 +116,64 @@ def test_the_channel_page_confirms_a_danger_button_and_sends_the_signed_press(
             "status",
             "U0RITA",
         )
+
+
+def slack_endpoints_routed() -> bool:
+    try:
+        resolve("/slack/interactions")
+    except Resolver404:
+        return False
+    return True
+
+
+@pytest.mark.browser
+def test_a_press_on_the_channel_page_is_accepted_by_the_control_planes_signature_check(
+    live_server: Any,
+    actors: dict[str, Any],
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The same loop against the control plane's own ``/slack/interactions`` (slackin's branch): a press
+    signed with the app's signing secret is answered 200, one signed with another secret is refused."""
+    if not slack_endpoints_routed():
+        pytest.skip("POST /slack/interactions arrives with the slackin branch of issue 14")
+
+    monkeypatch.setenv("CP_TEST_SLACK_TOKEN", TOKEN)
+    monkeypatch.setenv("CP_TEST_SLACK_SECRET", "demo-signing-secret")
+    slack = standin.start(
+        token=TOKEN,
+        signing_secret="demo-signing-secret",
+        interactions_url=f"{live_server.url}/slack/interactions",
+        commands_url=f"{live_server.url}/slack/commands",
+        users=[{"id": "U0RITA", "name": "rita", "email": "rita@example.com"}],
+    )
+    try:
+        settings.SLACK = {
+            **settings.SLACK,
+            "BOT_TOKEN_REF": "env:CP_TEST_SLACK_TOKEN",
+            "SIGNING_SECRET_REF": "env:CP_TEST_SLACK_SECRET",
+            "API_URL": slack.api_url,
+            "PUBLIC_URL": live_server.url,
+        }
+        SlackUserLink.objects.create(slack_user_id="U0RITA", user=actors["responder"], via=SlackUserLink.Via.ADMIN)
+        client = WebClient(token=TOKEN, base_url=slack.api_url, timeout=5)
+        posted = client.chat_postMessage(channel="#data-incidents", text="INC", blocks=INCIDENT_BLOCKS)
+        with chromium(request) as (_, page):
+            page.goto(f"{slack.channel_url('#data-incidents')}?as=U0RITA")
+            page.get_by_role("button", name="Acknowledge").click()
+            expect(page.get_by_test_id("press-status").first).to_contain_text(
+                "Acknowledge (incident.ack): answered 200"
+            )
+        slack.state.signing_secret = "not-the-apps-secret"
+        press = {"user": "U0RITA", "channel": "#data-incidents", "ts": posted["ts"], "action_id": "incident.ack"}
+        req = urllib.request.Request(
+            f"{slack.base_url}/_standin/press",
+            data=json.dumps(press).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as answered:
+            refused = json.loads(answered.read())["press"]
+        assert refused["status"] in (401, 403), refused
+    finally:
+        slack.stop()
