@@ -2,7 +2,8 @@
 
 Slack's side of both directions:
 - the Web API the control plane calls, answered the way Slack does (bearer token, form, query or JSON bodies,
-  HTTP 200 with ``{"ok": false, "error": ...}`` for errors); every message is recorded, and a method can be
+  HTTP 200 with ``{"ok": false, "error": ...}`` for errors; a channel named in a post answers with its id,
+  ``C...``, which is what ``chat.update`` takes); every message is recorded, and a method can be
   told to fail a number of times: with an ``ok: false`` error, or with HTTP 429 and ``Retry-After`` as Slack's
   rate limiter answers. slack_sdk's ``WebClient`` talks to it over HTTP with ``base_url`` pointed here;
 - what Slack sends the app: a button press becomes a ``block_actions`` interaction and a ``/command`` a slash
@@ -67,6 +68,12 @@ DELIVERY_TIMEOUT_SECONDS = 3.0
 # Slack's verification token is deprecated in favour of signatures but still sent; apps must not rely on it.
 VERIFICATION_TOKEN = "standin-verification-token"
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,31}$")
+CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{2,31}$")
+
+
+def channel_id(name: str) -> str:
+    """The id of channel ``name`` (with or without ``#``): stable, so a page or a test can name it too."""
+    return "C" + hashlib.sha1(name.lstrip("#").lower().encode()).hexdigest()[:10].upper()
 
 
 @dataclass
@@ -89,6 +96,7 @@ class SlackState:
     commands_url: str = ""
     messages: list[dict[str, Any]] = field(default_factory=list)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    channels: dict[str, str] = field(default_factory=dict)  # id -> name, for the channels posted to by name
     faults: dict[str, Fault] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -99,6 +107,21 @@ class SlackState:
     def next_ts(self) -> str:
         # Slack's ts is "<unix seconds>.<6 digits>", unique per channel; a counter keeps them ordered.
         return f"{int(time.time())}.{next(self._clock):06d}"
+
+    def channel(self, value: str, *, by_name: bool = True) -> str | None:
+        """The channel id a method means: an id (a DM's ``D<user>``, or a channel's it has seen), a user id (the
+        user's DM with the app), or, where Slack takes one (``by_name``), a channel name. As at Slack, messages
+        live under the id: ``chat.update`` wants the id (a name is ``channel_not_found``, slack-sdk issue #696)."""
+        value = value.strip()
+        if USER_ID.match(value):
+            return f"D{value}"
+        if CHANNEL_ID.match(value):
+            return value if value.startswith("D") or value in self.channels else None
+        if not value or not by_name:
+            return None
+        cid = channel_id(value)
+        self.channels[cid] = value.lstrip("#").lower()  # every named channel exists here
+        return cid
 
     def find(self, channel: str, ts: str) -> dict[str, Any] | None:
         """A channel message (what chat.update and threads address)."""
@@ -130,8 +153,8 @@ def _flag(value: Any) -> bool:
 
 
 def _post_message(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    channel = str(args.get("channel") or "")
-    if not channel:
+    channel = state.channel(str(args.get("channel") or ""))
+    if channel is None:
         return {"ok": False, "error": "channel_not_found"}
     if not args.get("text") and not args.get("blocks"):
         return {"ok": False, "error": "no_text"}
@@ -153,7 +176,10 @@ def _post_message(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _update(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
-    message = state.find(str(args.get("channel") or ""), str(args.get("ts") or ""))
+    channel = state.channel(str(args.get("channel") or ""), by_name=False)
+    if channel is None:
+        return {"ok": False, "error": "channel_not_found"}
+    message = state.find(channel, str(args.get("ts") or ""))
     if message is None:
         return {"ok": False, "error": "message_not_found"}
     if "text" in args:
@@ -183,11 +209,14 @@ def _ephemeral(state: SlackState, *, channel: str, to_user: str, text: str, bloc
 
 
 def _post_ephemeral(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
+    channel = state.channel(str(args.get("channel") or ""))
+    if channel is None:
+        return {"ok": False, "error": "channel_not_found"}
     if not args.get("user"):
         return {"ok": False, "error": "user_not_in_channel"}
     ts = _ephemeral(
         state,
-        channel=str(args.get("channel") or ""),
+        channel=channel,
         to_user=str(args["user"]),
         text=str(args.get("text") or ""),
         blocks=_blocks(args.get("blocks")),
@@ -292,10 +321,6 @@ def _as_slack_message(message: dict[str, Any], blocks: list[Any]) -> dict[str, A
     return shown
 
 
-def _channel_name(channel: str) -> str:
-    return channel.lstrip("#")
-
-
 def _user(state: SlackState, user_id: str) -> dict[str, Any]:
     user = state.users.get(user_id)
     if user is None:
@@ -388,6 +413,7 @@ def press(
     with state.lock:
         _check_configured(state, state.interactions_url, "interactions")
         user = _user(state, user_id)
+        channel = state.channel(channel) or ""
         message = state.find_any(channel, ts)
         if message is None or (message.get("to_user") and message["to_user"] != user_id):
             raise BadRequest("message_not_found")
@@ -406,7 +432,7 @@ def press(
             "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
             "enterprise": None,
             "is_enterprise_install": False,
-            "channel": {"id": channel, "name": _channel_name(channel)},
+            "channel": {"id": channel, "name": state.channels.get(channel, "directmessage")},
             "state": {"values": {}},
             "response_url": response_url,
             "actions": [
@@ -450,6 +476,9 @@ def command(state: SlackState, *, base_url: str, user_id: str, channel: str, tex
     with state.lock:
         _check_configured(state, state.commands_url, "commands")
         user = _user(state, user_id)
+        channel = state.channel(channel) or ""
+        if not channel:
+            raise BadRequest("channel_not_found")
         context = {"kind": "command", "channel": channel, "user": user_id, "message_ts": ""}
         response_url = _new_response_url(state, base_url, context)
         response_id = response_url.rsplit("/", 1)[1]
@@ -458,7 +487,7 @@ def command(state: SlackState, *, base_url: str, user_id: str, channel: str, tex
             "team_id": TEAM_ID,
             "team_domain": TEAM_DOMAIN,
             "channel_id": channel,
-            "channel_name": "directmessage" if channel.startswith("D") else _channel_name(channel),
+            "channel_name": state.channels.get(channel, "directmessage"),
             "user_id": user_id,
             "user_name": user["name"],
             "command": name,
@@ -600,9 +629,15 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:  # a snapshot: the page renders without holding the lock
             messages = copy.deepcopy(state.messages)
             users = copy.deepcopy(state.users)
+            channels = dict(state.channels)
             presses = copy.deepcopy(state.presses[-20:])
         status, html = render_page(
-            channel=channel, as_user=str(args.get("as") or ""), messages=messages, users=users, presses=presses
+            channel=channel,
+            as_user=str(args.get("as") or ""),
+            messages=messages,
+            users=users,
+            channels=channels,
+            presses=presses,
         )
         data = html.encode()
         self.send_response(status)
@@ -769,7 +804,9 @@ class SlackStandIn:
         return f"{self.base_url}/_standin/respond/{name}"
 
     def channel_url(self, channel: str) -> str:
-        return f"{self.base_url}/channels/{urllib.parse.quote(_channel_name(channel))}"
+        """The page of a channel, by name (``#data-incidents``) or id."""
+        name = self.state.channels.get(channel, channel) if CHANNEL_ID.match(channel) else channel.lstrip("#")
+        return f"{self.base_url}/channels/{urllib.parse.quote(name)}"
 
     def stop(self) -> None:
         self.server.shutdown()

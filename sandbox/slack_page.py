@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from sandbox.slack import SLACKBOT_USER_ID, with_ids
+from sandbox.slack import CHANNEL_ID, SLACKBOT_USER_ID, channel_id, with_ids
 
 REFRESH_MS = 2000
 
@@ -173,10 +173,8 @@ def text_object(obj: Any, users: dict[str, dict[str, Any]]) -> str:
 class _View:
     """What every part of one page needs: who is looking, which channel, the page's own address."""
 
-    def __init__(self, *, channel: str, as_user: str, users: dict[str, dict[str, Any]]) -> None:
-        self.channel, self.as_user, self.users = channel, as_user, users
-        query = f"?as={urllib.parse.quote(as_user)}" if as_user else ""
-        self.back = f"/channels/{urllib.parse.quote(channel.lstrip('#'))}{query}"
+    def __init__(self, *, back: str, as_user: str, users: dict[str, dict[str, Any]]) -> None:
+        self.back, self.as_user, self.users = back, as_user, users
 
     def button(self, message: dict[str, Any], block: dict[str, Any], button: dict[str, Any]) -> str:
         label = esc(button.get("text", {}).get("text", ""))
@@ -300,10 +298,15 @@ def visible_to(message: dict[str, Any], user_id: str) -> bool:
     return not (channel.startswith("D") and channel != f"D{user_id}")
 
 
-def _channel_label(channel: str, users: dict[str, dict[str, Any]]) -> str:
+def _channel_label(channel: str, names: dict[str, str], users: dict[str, dict[str, Any]]) -> str:
     if channel.startswith("D"):
         return "@" + str(users.get(channel[1:], {}).get("name") or channel[1:])
-    return channel if channel.startswith("#") else f"#{channel}"
+    return f"#{names.get(channel, channel)}"
+
+
+def _channel_path(channel: str, names: dict[str, str], query: str) -> str:
+    # Channels by name, as Slack's own links read (/channels/data-incidents); direct messages by id.
+    return f"/channels/{urllib.parse.quote(names.get(channel, channel))}{query}"
 
 
 def render_page(
@@ -312,20 +315,23 @@ def render_page(
     as_user: str,
     messages: list[dict[str, Any]],
     users: dict[str, dict[str, Any]],
+    channels: dict[str, str],
     presses: list[dict[str, Any]],
 ) -> tuple[int, str]:
     """The page for ``channel`` (its name without ``#``, or a DM's id; empty: the latest active channel) as
-    ``as_user`` sees it. Returns the status and the HTML."""
+    ``as_user`` sees it; ``channels`` maps the ids of named channels to their names. Returns the status and
+    the HTML."""
     if as_user not in users:
         as_user = next(iter(users), "")
+    query = f"?as={urllib.parse.quote(as_user)}" if as_user else ""
     seen = [m for m in messages if visible_to(m, as_user)]
-    channels = list(dict.fromkeys(m["channel"] for m in seen))
     if not channel and seen:
-        channel = seen[-1]["channel"].lstrip("#")
-    current = next((c for c in channels if c.lstrip("#") == channel), None)
-    if current is None:  # a channel without messages yet: shown empty, commands can be sent to it
-        current = channel if channel.startswith(("C", "D", "G")) and channel.isupper() else f"#{channel or 'general'}"
-    view = _View(channel=current, as_user=as_user, users=users)
+        channel = channels.get(seen[-1]["channel"], seen[-1]["channel"])
+    channel = channel or "general"
+    # A channel without messages yet is shown empty; commands can be sent to it.
+    current = channel if CHANNEL_ID.match(channel) else channel_id(channel)
+    names = {**channels, current: channels.get(current, channel.lower())} if current.startswith("C") else channels
+    view = _View(back=_channel_path(current, names, query), as_user=as_user, users=users)
 
     in_channel = [m for m in seen if m["channel"] == current]
     tops = [m for m in in_channel if not m.get("thread_ts") or m["thread_ts"] == m["ts"]]
@@ -336,22 +342,22 @@ def render_page(
         for m in sorted(tops + orphans, key=lambda m: m["ts"])
     )
     if not body:
-        body = f'<div class="empty">This is the very beginning of {esc(_channel_label(current, users))}.</div>'
+        body = f'<div class="empty">This is the very beginning of {esc(_channel_label(current, names, users))}.</div>'
 
-    query = f"?as={urllib.parse.quote(as_user)}" if as_user else ""
-    links = {"Channels": [c for c in channels if not c.startswith("D")], "Direct messages": []}
-    links["Direct messages"] = [c for c in channels if c.startswith("D")]
-    if current not in channels:
-        links["Direct messages" if current.startswith("D") else "Channels"].insert(0, current)
+    active = list(dict.fromkeys([m["channel"] for m in seen] + [current]))
+    links = {
+        "Channels": [c for c in active if not c.startswith("D")],
+        "Direct messages": [c for c in active if c.startswith("D")],
+    }
     sidebar = "".join(
         f"<h2>{title}</h2>"
         + "".join(
-            f'<a href="/channels/{urllib.parse.quote(c.lstrip("#"))}{query}"'
-            f"{' class=current' if c == current else ''}>{esc(_channel_label(c, users))}</a>"
-            for c in names
+            f'<a href="{esc(_channel_path(c, names, query))}"'
+            f"{' class=current' if c == current else ''}>{esc(_channel_label(c, names, users))}</a>"
+            for c in listed
         )
-        for title, names in links.items()
-        if names
+        for title, listed in links.items()
+        if listed
     )
     options = "".join(
         f'<option value="{esc(uid)}"{" selected" if uid == as_user else ""}>'
@@ -367,7 +373,9 @@ def render_page(
     mine = [p for p in reversed(presses) if p.get("user") == as_user][:3]
     status = "".join(_press_line(p) for p in mine)
     status_list = f'<ul class="presses">{status}</ul>' if status else ""
-    label = esc(_channel_label(current, users))
+    label = esc(_channel_label(current, names, users))
+    # Commands name a channel as the page does: by name (the stand-in knows every named channel), DMs by id.
+    composer_channel = f"#{names[current]}" if current in names else current
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{label} · Slack stand-in</title>
 <style>{CSS}</style></head>
@@ -377,7 +385,8 @@ def render_page(
 <header><h2>{label}</h2>{picker}</header>
 <div id="live">{status_list}{body}</div>
 <form class="composer" method="post" action="/_standin/command">
-<input type="hidden" name="user" value="{esc(as_user)}"><input type="hidden" name="channel" value="{esc(current)}">
+<input type="hidden" name="user" value="{esc(as_user)}">
+<input type="hidden" name="channel" value="{esc(composer_channel)}">
 <input type="hidden" name="back" value="{esc(view.back)}">
 <input name="text" aria-label="Message" autocomplete="off"
  placeholder="Message {label} (slash commands: /runbook help)">

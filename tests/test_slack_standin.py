@@ -53,17 +53,25 @@ def test_messages_threads_and_updates_are_recorded(slack: standin.SlackStandIn) 
     client = WebClient(token=TOKEN, base_url=slack.api_url, timeout=5)
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*load failed*"}}]
     parent = client.chat_postMessage(channel="#data-incidents", text="load failed", blocks=blocks)
-    reply = client.chat_postMessage(channel="#data-incidents", text="clear requested", thread_ts=parent["ts"])
-    client.chat_update(channel="#data-incidents", ts=parent["ts"], text="resolved", blocks=[])
+    # As at Slack, a channel named in a post answers with its id, and the message lives under the id.
+    assert parent["channel"] == standin.channel_id("data-incidents") and parent["channel"].startswith("C")
+    reply = client.chat_postMessage(channel=parent["channel"], text="clear requested", thread_ts=parent["ts"])
+    client.chat_update(channel=parent["channel"], ts=parent["ts"], text="resolved", blocks=[])
     messages = control(slack, "messages")["messages"]
-    assert [(m["text"], m["thread_ts"], m["edits"]) for m in messages] == [
-        ("resolved", "", 1),
-        ("clear requested", parent["ts"], 0),
+    assert [(m["channel"], m["text"], m["thread_ts"], m["edits"]) for m in messages] == [
+        (parent["channel"], "resolved", "", 1),
+        (parent["channel"], "clear requested", parent["ts"], 0),
     ]
     assert reply["ts"] > parent["ts"]
     with pytest.raises(SlackApiError) as missing:
-        client.chat_update(channel="#data-incidents", ts="1.000000", text="x")
+        client.chat_update(channel=parent["channel"], ts="1.000000", text="x")
     assert missing.value.response["error"] == "message_not_found"
+    # chat.update takes no channel name (https://github.com/slackapi/python-slack-sdk/issues/696).
+    with pytest.raises(SlackApiError) as by_name:
+        client.chat_update(channel="#data-incidents", ts=parent["ts"], text="x")
+    assert by_name.value.response["error"] == "channel_not_found"
+    # A user id posts to the user's direct messages with the app.
+    assert client.chat_postMessage(channel="U0RITA", text="approve?")["channel"] == "DU0RITA"
 
 
 def test_a_wrong_token_is_refused_as_slack_refuses_it(slack: standin.SlackStandIn) -> None:
@@ -266,11 +274,11 @@ def test_a_press_posts_a_block_actions_interaction_signed_and_shaped_as_slack_se
     assert payload["type"] == "block_actions"
     assert payload["user"] == {"id": "U0RITA", "username": "rita", "name": "rita", "team_id": standin.TEAM_ID}
     assert payload["team"]["id"] == standin.TEAM_ID
-    assert payload["channel"] == {"id": "#data-incidents", "name": "data-incidents"}
+    assert payload["channel"] == {"id": posted["channel"], "name": "data-incidents"}
     assert payload["container"] == {
         "type": "message",
         "message_ts": posted["ts"],
-        "channel_id": "#data-incidents",
+        "channel_id": posted["channel"],
         "is_ephemeral": False,
     }
     assert payload["message"]["ts"] == posted["ts"] and payload["message"]["text"] == "INC-12"
@@ -330,10 +338,11 @@ def test_a_slash_command_posts_signed_form_fields_and_shows_the_answer_to_its_us
     [sent] = receiver.requests
     assert sent["path"] == "/slack/commands" and sent["signed"] is True and sent["signed_with_other_secret"] is False
     form = sent["form"]
+    assert form["channel_name"] == "data-incidents"
     assert {k: form[k] for k in ("token", "team_id", "channel_id", "user_id", "user_name", "command", "text")} == {
         "token": standin.VERIFICATION_TOKEN,
         "team_id": standin.TEAM_ID,
-        "channel_id": "#data-incidents",
+        "channel_id": standin.channel_id("data-incidents"),
         "user_id": "U0RITA",
         "user_name": "rita",
         "command": "/runbook",
@@ -420,7 +429,7 @@ def test_the_channel_page_renders_blocks_threads_and_ephemerals_for_their_user_o
     client.chat_postMessage(channel="#data-incidents", text="clear requested by *rita*", thread_ts=parent["ts"])
     client.chat_postEphemeral(channel="#data-incidents", user="U0BOB", text="you are not linked")
     client.chat_postMessage(channel="DU0RITA", text="approve the prod refresh?")
-    client.chat_update(channel="#data-incidents", ts=parent["ts"], text="INC-12", blocks=INCIDENT_BLOCKS)
+    client.chat_update(channel=parent["channel"], ts=parent["ts"], text="INC-12", blocks=INCIDENT_BLOCKS)
 
     shown = page(app_slack, "#data-incidents", "U0RITA")
     assert "INC-12 ingest_orders failed" in shown  # header
