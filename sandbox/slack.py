@@ -28,7 +28,7 @@ Endpoints that are not Slack's, for the channel page and the tests:
     POST /_standin/users             {"users": [{"id", "name", "email"}]}: who users.info and the page know
     POST /_standin/faults            {"method", "error"} or {"method", "status": 429, "retry_after"}, "times"
     POST /_standin/reset             forget messages, presses and faults
-    POST /_standin/respond/<id>      a response_url: records what the app answers and applies it
+    POST /_standin/respond/<id>      a response_url: records what the app answers and applies it (5 answers)
     POST /_standin/press             {"user", "channel", "ts", "action_id", "block_id"?}: press a button
     POST /_standin/command           {"user", "channel", "text": "/runbook status"}: send a slash command
 The last two answer JSON, or (given ``back``, as the page's forms do) redirect to the page.
@@ -67,6 +67,9 @@ TEAM_DOMAIN = "demo"
 DELIVERY_TIMEOUT_SECONDS = 3.0
 # Slack's verification token is deprecated in favour of signatures but still sent; apps must not rely on it.
 VERIFICATION_TOKEN = "standin-verification-token"
+# A response_url takes up to 5 answers within 30 minutes of the interaction or command.
+RESPONSE_URL_USES = 5
+RESPONSE_URL_TTL_SECONDS = 30 * 60
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,31}$")
 CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{2,31}$")
 
@@ -330,7 +333,7 @@ def _user(state: SlackState, user_id: str) -> dict[str, Any]:
 
 def _new_response_url(state: SlackState, base_url: str, context: dict[str, Any]) -> str:
     response_id = secrets.token_urlsafe(12)
-    state.responses[response_id] = context
+    state.responses[response_id] = {**context, "created": time.monotonic(), "uses": 0}
     return f"{base_url}/_standin/respond/{response_id}"
 
 
@@ -525,6 +528,21 @@ def command(state: SlackState, *, base_url: str, user_id: str, channel: str, tex
         record = {"kind": "command", "user": user_id, "channel": channel, "command": name, "text": fields["text"]}
         record["fields"] = fields
         return _record(state, record, delivery)
+
+
+def use_response_url(state: SlackState, response_id: str) -> str:
+    """Count an answer to a response_url the stand-in issued (the caller holds the lock): empty when it may be
+    used, else why not (more than 5 answers, or after 30 minutes, as Slack limits them; Slack does not document
+    its exact answer, the stand-in's is a 404 naming the reason). Ids it did not issue are not limited."""
+    context = state.responses.get(response_id)
+    if context is None:
+        return ""
+    if time.monotonic() - context["created"] > RESPONSE_URL_TTL_SECONDS:
+        return "expired_url"
+    if context["uses"] >= RESPONSE_URL_USES:
+        return "used_url"
+    context["uses"] += 1
+    return ""
 
 
 def respond(state: SlackState, response_id: str, args: dict[str, Any]) -> None:
@@ -731,6 +749,10 @@ class _Handler(BaseHTTPRequestHandler):
                 state.responses.clear()
                 self._send(HTTPStatus.OK, {"ok": True})
             elif what.startswith("respond/"):
+                refused = use_response_url(state, what.removeprefix("respond/"))
+                if refused:
+                    self._send(HTTPStatus.NOT_FOUND, {"ok": False, "error": refused})
+                    return
                 respond(state, what.removeprefix("respond/"), args)
                 self._send(HTTPStatus.OK, {"ok": True})
             else:

@@ -420,6 +420,13 @@ def test_response_url_answers_replace_add_and_delete_as_slack_applies_them(
     post_json(payload["response_url"], {"delete_original": True})
     assert "confirm?" not in page(app_slack, "#approvals", "U0RITA")
 
+    # Five answers per response_url, as Slack takes: the first press's URL has had three, the sixth is refused.
+    assert post_json(response_url, {"text": "fourth"}) == (200, {"ok": True})
+    assert post_json(response_url, {"text": "fifth"}) == (200, {"ok": True})
+    assert post_json(response_url, {"text": "sixth"}) == (404, {"ok": False, "error": "used_url"})
+    shown = page(app_slack, "#approvals", "U0RITA")
+    assert "fifth" in shown and "sixth" not in shown
+
 
 def test_the_channel_page_renders_blocks_threads_and_ephemerals_for_their_user_only(
     app_slack: standin.SlackStandIn,
