@@ -876,9 +876,11 @@ def flush_redis(url: str) -> None:
         client.close()
 
 
-def start_web_tier(world: World, layout: tuple[int, int] = (2, 4)) -> tuple[Child, Child, int]:
-    """The web tier as shipped: gunicorn (``layout`` = workers x threads) behind nginx, both answering
-    /healthz; returns the two and nginx's port."""
+def start_web_tier(
+    world: World, layout: tuple[int, int] = (2, 4), extra: Sequence[str] = ()
+) -> tuple[Child, Child, int]:
+    """The web tier as shipped: gunicorn (``layout`` = workers x threads; ``extra`` options appended) behind
+    nginx, both answering /healthz; returns the two and nginx's port."""
     workers, threads = layout
     port, gunicorn_port = free_port(), free_port()
     gunicorn = world.start(
@@ -898,6 +900,7 @@ def start_web_tier(world: World, layout: tuple[int, int] = (2, 4)) -> tuple[Chil
             str(threads),
             "--log-level",
             "warning",
+            *extra,
         ],
         world.env,
     )

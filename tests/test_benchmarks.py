@@ -139,3 +139,15 @@ def test_history_pages_runs_and_every_page_shows_its_rows() -> None:
 def test_api_fuzz_runs_one_case_per_operation() -> None:
     output = run_bench("api_fuzz.py", "--examples", "1", timeout=180)
     assert_lines(output, r"api_fuzz: cases=\d+ server_errors=0 schema_violations=0 seconds=[\d.]+")
+
+
+def test_slack_ack_runs_one_small_round() -> None:
+    # One measured round of 3 presses (after the warm-up round): every press answered 200 and its action ran.
+    output = run_bench("slack_ack.py", "--rounds", "1", "--concurrency", "3", timeout=180)
+    assert_lines(
+        output,
+        r"ack, server: gunicorn's request time of a press .* 3\n",
+        r"press sent -> action row \(requested_at\) .* 3\n",
+        rf"Slack ack p99 \(server\) .* {VERDICT}",
+        rf"button press -> action row p50 .* {VERDICT}",
+    )
