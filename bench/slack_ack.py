@@ -126,8 +126,8 @@ def post_buttons(slack: standin.SlackStandIn, token: str, targets: list[str]) ->
     client = WebClient(token=token, base_url=slack.api_url, timeout=5)
     where: dict[str, str] = {}
     for key in targets:
-        value = {"incident": None, "verb": "refresh-mart", "target": key, "params": {}}
-        blocks = [
+        value: dict[str, Any] = {"incident": None, "verb": "refresh-mart", "target": key, "params": {}}
+        blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{key}* is stale"}},
             {"type": "actions", "elements": [button("action.launch", "Refresh the mart", value, style="danger")]},
         ]
