@@ -314,3 +314,92 @@ class IncidentIntakeResultSerializer(IncidentSummarySerializer):
 
     class Meta(IncidentSummarySerializer.Meta):
         fields = [*IncidentSummarySerializer.Meta.fields, "created"]
+
+
+# Alert intakes: the bodies bots and Alertmanager send (docs/chatops.md).
+
+_WORD = r"^[a-z0-9][a-z0-9_.\-]*$"
+
+
+class GenericAlertSerializer(StrictSerializer):
+    """``POST /api/v1/alerts``: one alert from any monitoring system or bot."""
+
+    # Declared fields named like Field.source: DRF takes declared fields off the class, so it is a field here.
+    source = serializers.RegexField(  # type: ignore[assignment]
+        _WORD, max_length=40, help_text="the system that raised it, lower-case (e.g. `grafana`, `dbt`, `my-bot`)"
+    )
+    pipeline = serializers.CharField(
+        max_length=120, required=False, allow_null=True, default=None, help_text="a catalog pipeline's name"
+    )
+    target = serializers.CharField(
+        max_length=200, required=False, allow_null=True, default=None, help_text="a catalog target's key"
+    )
+    severity = serializers.ChoiceField(choices=Incident.Severity.values)
+    summary = serializers.CharField(max_length=300, help_text="one line: the incident's title")
+    details = serializers.DictField(required=False, default=dict, help_text="anything else, kept on the incident")
+    alert_type = serializers.RegexField(
+        _WORD,
+        max_length=64,
+        required=False,
+        default="",
+        help_text="the kind of problem runbooks are matched on (e.g. `freshness`); default `<source>.alert`",
+    )
+    dedup_key = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="alerts of one source with the same key are one incident while it is open; "
+        "default: the same alert_type on the same pipeline and target",
+    )
+    occurred_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="when it happened; a repeat with a new time is listed"
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not (attrs.get("pipeline") or attrs.get("target")):
+            raise serializers.ValidationError({"pipeline": ["name the pipeline or the target (or both)"]})
+        return attrs
+
+
+class AlertmanagerAlertSerializer(serializers.Serializer[Any]):
+    """One alert of an Alertmanager webhook (unknown keys are ignored: Alertmanager adds some over time)."""
+
+    status = serializers.ChoiceField(choices=["firing", "resolved"])
+    labels = serializers.DictField(child=serializers.CharField(max_length=2000, allow_blank=True))
+    annotations = serializers.DictField(
+        child=serializers.CharField(max_length=10_000, allow_blank=True), required=False, default=dict
+    )
+    startsAt = serializers.DateTimeField()  # Alertmanager spells its fields in camelCase
+    endsAt = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    generatorURL = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    fingerprint = serializers.RegexField(r"^[0-9a-fA-F]{1,64}$", required=False, default="")
+
+
+MAX_ALERTMANAGER_ALERTS = 200
+
+
+class AlertmanagerWebhookSerializer(serializers.Serializer[Any]):
+    """Alertmanager's webhook payload, version 4
+    (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)."""
+
+    version = serializers.ChoiceField(choices=["4"], help_text='"4": the payload version this intake reads')
+    groupKey = serializers.CharField(max_length=2000)
+    status = serializers.ChoiceField(choices=["firing", "resolved"])
+    receiver = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    externalURL = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    truncatedAlerts = serializers.IntegerField(required=False, min_value=0, default=0)
+    alerts = serializers.ListField(
+        child=AlertmanagerAlertSerializer(), allow_empty=False, max_length=MAX_ALERTMANAGER_ALERTS
+    )
+
+
+class AlertmanagerAlertResultSerializer(serializers.Serializer[Any]):
+    fingerprint = serializers.CharField()
+    status = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=["opened", "counted", "noted", "no_open_incident"])
+    incident = serializers.IntegerField(allow_null=True)
+
+
+class AlertmanagerResultSerializer(serializers.Serializer[Any]):
+    alerts = AlertmanagerAlertResultSerializer(many=True)
