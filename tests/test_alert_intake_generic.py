@@ -94,6 +94,7 @@ def test_a_resolved_incident_lets_the_next_alert_open_a_new_one(catalog: Any, bo
         ({"details": ["not", "an", "object"]}, ["details"]),
         ({"occurred_at": "yesterday"}, ["occurred_at"]),
         ({"colour": "red"}, ["colour: unknown field"]),
+        ({"details": {"log": ["ok", "nul\x00"]}}, ["details", "NUL character"]),
     ],
 )
 def test_a_bad_alert_is_a_400_naming_the_problem_and_writes_nothing(

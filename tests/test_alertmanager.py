@@ -144,6 +144,8 @@ def test_firing_again_after_a_person_resolved_opens_a_new_incident(
         (lambda b: b["alerts"][1].update(status="pending"), ["alerts.1.status", "pending"]),
         (lambda b: b["alerts"][1].update(startsAt="soon"), ["alerts.1.startsAt"]),
         (lambda b: b["alerts"][1].pop("labels"), ["alerts.1.labels"]),
+        (lambda b: b["alerts"][1]["labels"].update({"not a name": "x"}), ["alerts.1.labels", "not a name"]),
+        (lambda b: b["alerts"][0]["annotations"].update({"\x00": "x"}), ["alerts.0.annotations"]),
         (
             lambda b: b.update(alerts=[{"status": "firing", "labels": {}, "startsAt": "2026-12-06T08:00:00Z"}] * 201),
             ["alerts", "200"],

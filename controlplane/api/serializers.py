@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.urls import reverse
@@ -15,6 +16,7 @@ from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Target
 from controlplane.incidents.models import Incident, IncidentEvent
 from controlplane.incidents.selectors import Timeline, incident_log_url, incident_timeline, suggested_actions
+from runbooks.selectors import runbooks_for_incident
 
 LOG_TAIL = 50
 TIMELINE_DETAIL = 50  # newest timeline entries an incident's detail carries
@@ -222,6 +224,12 @@ class IncidentEventSerializer(serializers.ModelSerializer[IncidentEvent]):
         fields = ["at", "kind", "message", "actor_name", "data"]
 
 
+class SuggestedRunbookSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField(help_text="start it with POST /api/v1/runbook-runs")
+    title = serializers.CharField()
+    version = serializers.IntegerField()
+
+
 class IncidentSummarySerializer(serializers.ModelSerializer[Incident]):
     pipeline = serializers.CharField(source="pipeline.name", default=None, allow_null=True)
 
@@ -239,6 +247,7 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
 
     targets = serializers.SerializerMethodField()
     suggested_actions = serializers.SerializerMethodField()
+    suggested_runbooks = serializers.SerializerMethodField()
     log_url = serializers.SerializerMethodField()
     log_excerpt = serializers.SerializerMethodField()
     timeline = serializers.SerializerMethodField()
@@ -248,7 +257,7 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
     class Meta(IncidentSummarySerializer.Meta):
         fields = [
             *IncidentSummarySerializer.Meta.fields, "summary", "details", "log_url", "log_excerpt", "targets",
-            "suggested_actions", "timeline", "timeline_more", "timeline_url",
+            "suggested_actions", "suggested_runbooks", "timeline", "timeline_more", "timeline_url",
         ]  # fmt: skip
 
     def get_targets(self, incident: Incident) -> list[str]:
@@ -262,6 +271,11 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
 
     def get_suggested_actions(self, incident: Incident) -> list[dict[str, Any]]:
         return suggested_actions(incident)
+
+    @extend_schema_field(SuggestedRunbookSerializer(many=True))
+    def get_suggested_runbooks(self, incident: Incident) -> list[dict[str, Any]]:
+        """The runbooks that fit the incident, best first (what its page offers to start)."""
+        return [{"id": v.runbook.slug, "title": v.title, "version": v.version} for v in runbooks_for_incident(incident)]
 
     def _timeline(self, incident: Incident) -> Timeline:
         read: dict[int, Timeline] = self.context.setdefault("timelines", {})
@@ -319,6 +333,28 @@ class IncidentIntakeResultSerializer(IncidentSummarySerializer):
 # Alert intakes: the bodies bots and Alertmanager send (docs/chatops.md).
 
 _WORD = r"^[a-z0-9][a-z0-9_.\-]*$"
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")  # Prometheus' rule for label (and annotation) names
+
+
+def _without_nul(value: Any, where: str) -> Any:
+    """Refuse a NUL character anywhere in a JSON value (keys included): Postgres cannot store it in JSONB."""
+    if isinstance(value, str) and "\x00" in value:
+        raise serializers.ValidationError(f"{where} contains a NUL character")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _without_nul(key, where)
+            _without_nul(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _without_nul(item, where)
+    return value
+
+
+def _label_names(value: dict[str, str]) -> dict[str, str]:
+    bad = sorted(k for k in value if not _LABEL_NAME.fullmatch(k))[:5]
+    if bad:
+        raise serializers.ValidationError(f"not label names (Prometheus: [a-zA-Z_][a-zA-Z0-9_]*): {bad}")
+    return value
 
 
 class GenericAlertSerializer(StrictSerializer):
@@ -356,6 +392,9 @@ class GenericAlertSerializer(StrictSerializer):
         required=False, allow_null=True, default=None, help_text="when it happened; a repeat with a new time is listed"
     )
 
+    def validate_details(self, value: dict[str, Any]) -> dict[str, Any]:
+        return _without_nul(value, "details")
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not (attrs.get("pipeline") or attrs.get("target")):
             raise serializers.ValidationError({"pipeline": ["name the pipeline or the target (or both)"]})
@@ -374,6 +413,12 @@ class AlertmanagerAlertSerializer(serializers.Serializer[Any]):
     endsAt = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     generatorURL = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
     fingerprint = serializers.RegexField(r"^[0-9a-fA-F]{1,64}$", required=False, default="")
+
+    def validate_labels(self, value: dict[str, str]) -> dict[str, str]:
+        return _label_names(value)
+
+    def validate_annotations(self, value: dict[str, str]) -> dict[str, str]:
+        return _label_names(value)
 
 
 MAX_ALERTMANAGER_ALERTS = 200
