@@ -176,7 +176,7 @@ class RunSerializer(serializers.Serializer[Any]):
 
 class RunListQuery(PageQuery):
     incident = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-    state = serializers.ChoiceField(required=False, choices=RunbookRun.State.values)
+    state = serializers.ChoiceField(required=False, choices=RunbookRun.State.choices)
     runbook = serializers.CharField(required=False, max_length=100, help_text="a runbook id")
 
 

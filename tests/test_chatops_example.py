@@ -95,7 +95,7 @@ def test_the_example_bot_launches_an_action_once_and_follows_it(
     first = run_bot(live_server.url, bot_token, *args)
     assert first.returncode == 0, first.stdout + first.stderr
     action = ActionRun.objects.get()
-    assert action.state == "succeeded" and action.idempotency_key.startswith("chatops-inc-")
+    assert action.state == "succeeded" and str(action.idempotency_key).startswith("chatops-inc-")
     assert f"action {action.id} succeeded" in first.stdout
     # The same alert again: the Idempotency-Key returns the same action instead of a second refresh.
     second = run_bot(live_server.url, bot_token, *args)

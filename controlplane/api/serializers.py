@@ -370,7 +370,7 @@ class GenericAlertSerializer(StrictSerializer):
     target = serializers.CharField(
         max_length=200, required=False, allow_null=True, default=None, help_text="a catalog target's key"
     )
-    severity = serializers.ChoiceField(choices=Incident.Severity.values)
+    severity = serializers.ChoiceField(choices=Incident.Severity.choices)
     summary = serializers.CharField(max_length=300, help_text="one line: the incident's title")
     details = serializers.DictField(required=False, default=dict, help_text="anything else, kept on the incident")
     alert_type = serializers.RegexField(

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, transaction
@@ -503,7 +504,7 @@ def alert_ingest_alertmanager(
                 outcome = "noted" if incident is not None else "no_open_incident"
                 results.append(AlertmanagerResult(am_fingerprint, "resolved", incident, outcome))
                 continue
-            taken = _with_retry(lambda incoming=incoming, scope=scope: _alert_take(incoming, scope))  # type: ignore[misc]
+            taken = _with_retry(partial(_alert_take, incoming, scope))
             outcome = "opened" if taken.created else "counted"
             results.append(AlertmanagerResult(am_fingerprint, "firing", taken.incident, outcome))
     return results
