@@ -172,3 +172,24 @@ def test_the_webhook_needs_a_responders_alerts_token(catalog: Any, api_for: Any)
     anonymous.token = None
     assert anonymous.post("/api/v1/alerts/alertmanager", _webhook(_alert())).status_code == 401
     assert not Incident.objects.exists()
+
+
+def test_alertmanager_and_generic_incidents_show_on_the_page_and_in_the_export(
+    catalog: Any, actors: Any, alertmanager: Any
+) -> None:
+    from django.test import Client
+
+    am = alertmanager.post("/api/v1/alerts/alertmanager", _webhook(_alert())).json()["alerts"][0]["incident"]
+    generic = alertmanager.post(
+        "/api/v1/alerts",
+        {"source": "dbt", "target": MART, "severity": "low", "summary": "dbt test <b>failed</b>", "details": {"x": 1}},
+    ).json()["id"]
+    person = Client()
+    person.force_login(actors["viewer"])
+    for incident_id, title in (
+        (am, "daily_weather_aggregates is stale"),
+        (generic, "dbt test &lt;b&gt;failed&lt;/b&gt;"),
+    ):
+        page = person.get(f"/incidents/{incident_id}/")
+        assert page.status_code == 200 and title in page.content.decode()
+        assert person.get(f"/incidents/{incident_id}/export.md").status_code == 200
