@@ -193,3 +193,30 @@ def test_alertmanager_and_generic_incidents_show_on_the_page_and_in_the_export(
         page = person.get(f"/incidents/{incident_id}/")
         assert page.status_code == 200 and title in page.content.decode()
         assert person.get(f"/incidents/{incident_id}/export.md").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_webhooks_with_the_same_alerts_in_any_order_open_each_incident_once(
+    catalog: Any, api_for: Any
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    alerts = [_alert(n=str(n)) for n in range(6)]
+    bot = api_for("responder", scopes=["alerts:write"])
+    barrier = threading.Barrier(8)
+
+    def send(i: int) -> int:
+        try:
+            ordered = alerts if i % 2 else alerts[::-1]  # opposite orders: no deadlock between batches
+            barrier.wait(timeout=10)
+            return int(bot.post("/api/v1/alerts/alertmanager", _webhook(*ordered)).status_code)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(send, range(8)))
+    assert codes == [200] * 8
+    assert sorted(Incident.objects.values_list("alert_count", flat=True)) == [8] * 6

@@ -492,22 +492,25 @@ def alert_ingest_alertmanager(
     """A Prometheus Alertmanager webhook (payload version 4), its shape validated by the caller: every
     ``firing`` alert opens or counts an incident like any other alert (fingerprint
     ``alertmanager:<Alertmanager's fingerprint>``); every ``resolved`` one adds a note to the open incident
-    of that fingerprint and does **not** resolve it (docs/security.md, "Alertmanager intake"). All alerts
-    of one webhook are taken in one transaction: all or none."""
-    results: list[AlertmanagerResult] = []
+    of that fingerprint and does **not** resolve it (docs/security.md, "Generic and Alertmanager alert
+    intake"). All alerts of one webhook are taken in one transaction: all or none."""
+    taken = [_am_alert(a, group_key=group_key, receiver=receiver, external_url=external_url) for a in alerts]
+    results: dict[int, AlertmanagerResult] = {}
     with transaction.atomic():
-        for alert in alerts:
-            incoming, scope = _am_alert(alert, group_key=group_key, receiver=receiver, external_url=external_url)
+        # In fingerprint order: two webhooks carrying the same alerts in other orders lock their incidents in
+        # the same order, so they wait for each other instead of deadlocking.
+        for i in sorted(range(len(taken)), key=lambda i: taken[i][0].fingerprint):
+            incoming, scope = taken[i]
             am_fingerprint = str(incoming.entry["fingerprint"])
             if incoming.entry["status"] == "resolved":
-                incident = _alert_resolved_note(incoming, ends=str(alert.get("endsAt") or ""))
+                incident = _alert_resolved_note(incoming, ends=str(alerts[i].get("endsAt") or ""))
                 outcome = "noted" if incident is not None else "no_open_incident"
-                results.append(AlertmanagerResult(am_fingerprint, "resolved", incident, outcome))
+                results[i] = AlertmanagerResult(am_fingerprint, "resolved", incident, outcome)
                 continue
-            taken = _with_retry(partial(_alert_take, incoming, scope))
-            outcome = "opened" if taken.created else "counted"
-            results.append(AlertmanagerResult(am_fingerprint, "firing", taken.incident, outcome))
-    return results
+            result = _with_retry(partial(_alert_take, incoming, scope))
+            outcome = "opened" if result.created else "counted"
+            results[i] = AlertmanagerResult(am_fingerprint, "firing", result.incident, outcome)
+    return [results[i] for i in range(len(taken))]
 
 
 def _alert_resolved_note(alert: IncomingAlert, *, ends: str) -> Incident | None:
