@@ -220,3 +220,10 @@ def test_concurrent_webhooks_with_the_same_alerts_in_any_order_open_each_inciden
         codes = list(pool.map(send, range(8)))
     assert codes == [200] * 8
     assert sorted(Incident.objects.values_list("alert_count", flat=True)) == [8] * 6
+
+
+def test_alerts_left_out_by_max_alerts_are_logged(catalog: Any, alertmanager: Any, caplog: Any) -> None:
+    body = _webhook(_alert()) | {"truncatedAlerts": 7}
+    with caplog.at_level("WARNING", logger="controlplane.incidents.services"):
+        assert alertmanager.post("/api/v1/alerts/alertmanager", body).status_code == 200
+    assert any("left out 7 alerts" in r.getMessage() for r in caplog.records)

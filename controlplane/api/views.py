@@ -292,6 +292,7 @@ class AlertmanagerIntake(_AlertIntake):
             group_key=data["groupKey"],
             receiver=data["receiver"],
             external_url=data["externalURL"],
+            truncated=data["truncatedAlerts"],
         )
         rows = [
             {

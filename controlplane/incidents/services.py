@@ -487,13 +487,20 @@ def _am_alert(
 
 
 def alert_ingest_alertmanager(
-    *, alerts: list[Mapping[str, Any]], group_key: str, receiver: str = "", external_url: str = ""
+    *,
+    alerts: list[Mapping[str, Any]],
+    group_key: str,
+    receiver: str = "",
+    external_url: str = "",
+    truncated: int = 0,
 ) -> list[AlertmanagerResult]:
     """A Prometheus Alertmanager webhook (payload version 4), its shape validated by the caller: every
     ``firing`` alert opens or counts an incident like any other alert (fingerprint
     ``alertmanager:<Alertmanager's fingerprint>``); every ``resolved`` one adds a note to the open incident
     of that fingerprint and does **not** resolve it (docs/security.md, "Generic and Alertmanager alert
     intake"). All alerts of one webhook are taken in one transaction: all or none."""
+    if truncated:  # Alertmanager's max_alerts left these out: they reach no incident
+        log.warning("Alertmanager webhook %s (receiver %s) left out %d alerts", group_key[:200], receiver, truncated)
     taken = [_am_alert(a, group_key=group_key, receiver=receiver, external_url=external_url) for a in alerts]
     results: dict[int, AlertmanagerResult] = {}
     with transaction.atomic():
