@@ -256,6 +256,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Fields of one name with several choice sets (state: actions', runs'; status: incidents', Alertmanager
+    # alerts'): each set named, so none gets a hash suffix.
+    "ENUM_NAME_OVERRIDES": {
+        "StateEnum": "controlplane.actions.models.ActionState",
+        "StatusEnum": "controlplane.incidents.models.Incident.Status",
+        "AlertmanagerStatusEnum": ["firing", "resolved"],
+        "RunbookRunStateEnum": "runbooks.models.RunbookRun.State",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "controlplane.api.schema.add_error_responses",

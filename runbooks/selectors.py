@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
+from controlplane.actions.models import ActionState
 from controlplane.errors import NotFound
 from runbooks.models import Runbook, RunbookRun, RunbookVersion, StepRun
 
@@ -97,6 +99,36 @@ def run_get(run_id: Any) -> RunbookRun:
     if run is None:
         raise NotFound(f"no runbook run {run_id}")
     return run
+
+
+def run_list(filters: Mapping[str, Any] | None = None) -> QuerySet[RunbookRun]:
+    """Runs newest first, with the current step's id (``current_step``, None once finished); ``incident``
+    (id), ``state`` and ``runbook`` (its id) filter exactly."""
+    filters = filters or {}
+    qs = RunbookRun.objects.select_related("runbook_version__runbook", "started_by")
+    if filters.get("incident"):
+        qs = qs.filter(incident_id=filters["incident"])
+    if filters.get("state"):
+        qs = qs.filter(state=filters["state"])
+    if filters.get("runbook"):
+        qs = qs.filter(runbook_version__runbook__slug=filters["runbook"])
+    current = StepRun.objects.filter(run=OuterRef("pk"), index=OuterRef("current")).values("step_id")[:1]
+    return qs.annotate(current_step=Subquery(current)).order_by("-started_at")
+
+
+def run_busy(run_id: Any) -> bool:
+    """Whether the system is carrying the run forward: a check or notification in hand, the current step's
+    action queued or running, or its end not recorded on the step yet. False once the run waits for a
+    person (a command, an approval of its action), is blocked, has ended, or does not exist: what a bot
+    waiting on the run (``GET /api/v1/runbook-runs/<id>?wait=``) waits for."""
+    run = RunbookRun.objects.filter(pk=run_id).values("state", "current").first()
+    if run is None or run["state"] != RunbookRun.State.WAITING:
+        return run is not None and run["state"] == RunbookRun.State.RUNNING
+    row = StepRun.objects.filter(run_id=run_id, index=run["current"]).values("state", "action__state").first()
+    if row is None or row["state"] in (StepRun.State.PENDING, StepRun.State.RUNNING):
+        return row is not None
+    action_state = row["action__state"]
+    return row["state"] == StepRun.State.WAITING and action_state not in (None, ActionState.AWAITING_APPROVAL)
 
 
 def incident_context(incident: Incident | None) -> dict[str, Any]:

@@ -307,6 +307,61 @@ def step_rendered(*, run: RunbookRun, step_id: str, rows: list[StepRun] | None =
     return out
 
 
+def step_next(*, run: RunbookRun, rows: list[StepRun] | None = None) -> dict[str, Any] | None:
+    """What the run's current step needs next, for a bot that walks it without the web page: who acts
+    (``by``: ``person`` runs one of ``commands``; ``system``: the worker runs a check or notification or
+    records an action's end; ``action``: the step's action is queued or running, or awaits its approval),
+    with the rendered instructions and what each command takes (checklist, choices, the action's verb,
+    target and params, the approval's role). None once the run has ended."""
+    if run.state in (Run.COMPLETED, Run.ABANDONED):
+        return None
+    rows = rows if rows is not None else _rows(run)
+    if run.current >= len(rows):
+        return {"step": None, "by": "system", "commands": []}
+    row = rows[run.current]
+    step = _spec(run).step(row.step_id)
+    rendered = step_rendered(run=run, step_id=row.step_id, rows=rows)
+    out: dict[str, Any] = {
+        "step": row.step_id,
+        "kind": step.kind,
+        "title": step.title,
+        "state": row.state,
+        "by": "system",
+        "commands": [],
+        "instructions": rendered.get("instructions") or "",
+    }
+    skip = [] if step.kind == "approval" else ["skip"]
+    action = row.action
+    if row.state == Step.FAILED:
+        out.update(by="person", commands=["retry", *skip], error=row.error)
+    elif row.state != Step.WAITING:
+        pass  # pending or running: the worker carries it
+    elif step.kind == "approval":
+        out.update(by="person", commands=["approve"], role=step.role)
+    elif step.kind == "action" and step.waits_for is None and action is not None:
+        out.update(action=str(action.id), action_state=action.state)
+        if action.state == ActionState.AWAITING_APPROVAL:
+            out.update(by="action", commands=["skip"])  # an approver decides on the action itself
+        elif action.state in ACTIVE_STATES:
+            out.update(by="action")
+    elif step.kind == "action" and step.waits_for is None:
+        out.update(
+            by="person",
+            commands=["act", *skip],
+            act={"verb": step.verb, "target": rendered.get("target"), "params": rendered.get("params") or {}},
+        )
+    else:  # manual, or a step whose connector is not there yet: done by hand
+        out.update(
+            by="person",
+            commands=["complete", *skip],
+            checklist=list(getattr(step, "checklist", [])),
+            choices=list(getattr(step, "choices", [])),
+        )
+    if rendered["errors"]:
+        out["template_errors"] = rendered["errors"]
+    return out
+
+
 # ------------------------------------------------------------------------------------------ advancing
 
 
@@ -592,7 +647,10 @@ def step_retry(*, actor: User, run_id: Any, step_id: str) -> RunbookRun:
         run = _lock(run_id)
         row, step = _current_step(run, step_id, Step.FAILED)
         row.state, row.error, row.finished_at = (Step.WAITING if step.kind == "action" else Step.PENDING), "", None
-        row.save(update_fields=["state", "error", "finished_at"])
+        # The ended action stays in the step's result and the audit trail; the step waits for a new one
+        # (still linked, it would be taken for this attempt's and the step failed again at once).
+        row.action = None
+        row.save(update_fields=["state", "error", "finished_at", "action"])
         _audit_step(run, row, "retried", {})
         _set_state(run, Run.RUNNING)
         _advance_on_commit(run)

@@ -173,6 +173,13 @@ def fuzz_world(
                 {"verb": "refresh-mart", "target": key, "params": {}, "reason": "fuzz"} for key in launch_targets
             ],
             "POST /api/v1/actions/preview": [{"verb": "refresh-mart", "target": launch_targets[0], "params": {}}],
+            "POST /api/v1/alerts": [
+                {"source": "fuzz", "target": key, "severity": "low", "summary": "fuzz"} for key in launch_targets
+            ],
         },
-        "known_query": {"GET /api/v1/actions/{action_id}": {"wait": 0}},
+        # A wait holds the request up to 30 s while the action runs or the run is busy: not what fuzzing is for.
+        "known_query": {
+            "GET /api/v1/actions/{action_id}": {"wait": 0},
+            "GET /api/v1/runbook-runs/{run_id}": {"wait": 0},
+        },
     }

@@ -38,7 +38,7 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
     if isinstance(detail, dict):
         out: list[str] = []
         for key, value in detail.items():
-            name = key if key != "non_field_errors" else ""
+            name = "" if key == "non_field_errors" else str(key)  # str: a list index 0 is a name too
             out += _flatten(value, f"{prefix}.{name}" if prefix and name else name or prefix)
         return out
     if isinstance(detail, list):

@@ -13,7 +13,7 @@ SCOPES = {
     "audit:read": "read the audit trail",
     "incidents:read": "read incidents and their timelines",
     "incidents:write": "acknowledge, mitigate, resolve and comment on incidents",
-    "alerts:write": "send alerts (Airflow failure callbacks) that open or update incidents",
+    "alerts:write": "send alerts (Airflow callbacks, Alertmanager, any bot) that open or update incidents",
     "runbooks:read": "read runbooks and runbook runs",
     "runbooks:write": "start runbook runs and advance their steps (the steps' own policy applies)",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.urls import reverse
@@ -15,6 +16,7 @@ from controlplane.audit.models import AuditEvent
 from controlplane.catalog.models import Target
 from controlplane.incidents.models import Incident, IncidentEvent
 from controlplane.incidents.selectors import Timeline, incident_log_url, incident_timeline, suggested_actions
+from runbooks.selectors import runbooks_for_incident
 
 LOG_TAIL = 50
 TIMELINE_DETAIL = 50  # newest timeline entries an incident's detail carries
@@ -222,6 +224,12 @@ class IncidentEventSerializer(serializers.ModelSerializer[IncidentEvent]):
         fields = ["at", "kind", "message", "actor_name", "data"]
 
 
+class SuggestedRunbookSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField(help_text="start it with POST /api/v1/runbook-runs")
+    title = serializers.CharField()
+    version = serializers.IntegerField()
+
+
 class IncidentSummarySerializer(serializers.ModelSerializer[Incident]):
     pipeline = serializers.CharField(source="pipeline.name", default=None, allow_null=True)
 
@@ -239,6 +247,7 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
 
     targets = serializers.SerializerMethodField()
     suggested_actions = serializers.SerializerMethodField()
+    suggested_runbooks = serializers.SerializerMethodField()
     log_url = serializers.SerializerMethodField()
     log_excerpt = serializers.SerializerMethodField()
     timeline = serializers.SerializerMethodField()
@@ -248,7 +257,7 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
     class Meta(IncidentSummarySerializer.Meta):
         fields = [
             *IncidentSummarySerializer.Meta.fields, "summary", "details", "log_url", "log_excerpt", "targets",
-            "suggested_actions", "timeline", "timeline_more", "timeline_url",
+            "suggested_actions", "suggested_runbooks", "timeline", "timeline_more", "timeline_url",
         ]  # fmt: skip
 
     def get_targets(self, incident: Incident) -> list[str]:
@@ -262,6 +271,11 @@ class IncidentDetailSerializer(IncidentSummarySerializer):
 
     def get_suggested_actions(self, incident: Incident) -> list[dict[str, Any]]:
         return suggested_actions(incident)
+
+    @extend_schema_field(SuggestedRunbookSerializer(many=True))
+    def get_suggested_runbooks(self, incident: Incident) -> list[dict[str, Any]]:
+        """The runbooks that fit the incident, best first (what its page offers to start)."""
+        return [{"id": v.runbook.slug, "title": v.title, "version": v.version} for v in runbooks_for_incident(incident)]
 
     def _timeline(self, incident: Incident) -> Timeline:
         read: dict[int, Timeline] = self.context.setdefault("timelines", {})
@@ -314,3 +328,123 @@ class IncidentIntakeResultSerializer(IncidentSummarySerializer):
 
     class Meta(IncidentSummarySerializer.Meta):
         fields = [*IncidentSummarySerializer.Meta.fields, "created"]
+
+
+# Alert intakes: the bodies bots and Alertmanager send (docs/chatops.md).
+
+_WORD = r"^[a-z0-9][a-z0-9_.\-]*$"
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")  # Prometheus' rule for label (and annotation) names
+
+
+def _without_nul(value: Any, where: str) -> Any:
+    """Refuse a NUL character anywhere in a JSON value (keys included): Postgres cannot store it in JSONB."""
+    if isinstance(value, str) and "\x00" in value:
+        raise serializers.ValidationError(f"{where} contains a NUL character")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _without_nul(key, where)
+            _without_nul(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _without_nul(item, where)
+    return value
+
+
+def _label_names(value: dict[str, str]) -> dict[str, str]:
+    bad = sorted(k for k in value if not _LABEL_NAME.fullmatch(k))[:5]
+    if bad:
+        raise serializers.ValidationError(f"not label names (Prometheus: [a-zA-Z_][a-zA-Z0-9_]*): {bad}")
+    return value
+
+
+class GenericAlertSerializer(StrictSerializer):
+    """``POST /api/v1/alerts``: one alert from any monitoring system or bot."""
+
+    # Declared fields named like Field.source: DRF takes declared fields off the class, so it is a field here.
+    source = serializers.RegexField(  # type: ignore[assignment]
+        _WORD, max_length=40, help_text="the system that raised it, lower-case (e.g. `grafana`, `dbt`, `my-bot`)"
+    )
+    pipeline = serializers.CharField(
+        max_length=120, required=False, allow_null=True, default=None, help_text="a catalog pipeline's name"
+    )
+    target = serializers.CharField(
+        max_length=200, required=False, allow_null=True, default=None, help_text="a catalog target's key"
+    )
+    severity = serializers.ChoiceField(choices=Incident.Severity.choices)
+    summary = serializers.CharField(max_length=300, help_text="one line: the incident's title")
+    details = serializers.DictField(required=False, default=dict, help_text="anything else, kept on the incident")
+    alert_type = serializers.RegexField(
+        _WORD,
+        max_length=64,
+        required=False,
+        default="",
+        help_text="the kind of problem runbooks are matched on (e.g. `freshness`); default `<source>.alert`",
+    )
+    dedup_key = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="alerts of one source with the same key are one incident while it is open; "
+        "default: the same alert_type on the same pipeline and target",
+    )
+    occurred_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="when it happened; a repeat with a new time is listed"
+    )
+
+    def validate_details(self, value: dict[str, Any]) -> dict[str, Any]:
+        return _without_nul(value, "details")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not (attrs.get("pipeline") or attrs.get("target")):
+            raise serializers.ValidationError({"pipeline": ["name the pipeline or the target (or both)"]})
+        return attrs
+
+
+class AlertmanagerAlertSerializer(serializers.Serializer[Any]):
+    """One alert of an Alertmanager webhook (unknown keys are ignored: Alertmanager adds some over time)."""
+
+    status = serializers.ChoiceField(choices=["firing", "resolved"])
+    labels = serializers.DictField(child=serializers.CharField(max_length=2000, allow_blank=True))
+    annotations = serializers.DictField(
+        child=serializers.CharField(max_length=10_000, allow_blank=True), required=False, default=dict
+    )
+    startsAt = serializers.DateTimeField()  # Alertmanager spells its fields in camelCase
+    endsAt = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    generatorURL = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    fingerprint = serializers.RegexField(r"^[0-9a-fA-F]{1,64}$", required=False, default="")
+
+    def validate_labels(self, value: dict[str, str]) -> dict[str, str]:
+        return _label_names(value)
+
+    def validate_annotations(self, value: dict[str, str]) -> dict[str, str]:
+        return _label_names(value)
+
+
+MAX_ALERTMANAGER_ALERTS = 200
+
+
+class AlertmanagerWebhookSerializer(serializers.Serializer[Any]):
+    """Alertmanager's webhook payload, version 4
+    (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)."""
+
+    version = serializers.ChoiceField(choices=["4"], help_text='"4": the payload version this intake reads')
+    groupKey = serializers.CharField(max_length=2000)
+    status = serializers.ChoiceField(choices=["firing", "resolved"])
+    receiver = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    externalURL = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    truncatedAlerts = serializers.IntegerField(required=False, min_value=0, default=0)
+    alerts = serializers.ListField(
+        child=AlertmanagerAlertSerializer(), allow_empty=False, max_length=MAX_ALERTMANAGER_ALERTS
+    )
+
+
+class AlertmanagerAlertResultSerializer(serializers.Serializer[Any]):
+    fingerprint = serializers.CharField()
+    status = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=["opened", "counted", "noted", "no_open_incident"])
+    incident = serializers.IntegerField(allow_null=True)
+
+
+class AlertmanagerResultSerializer(serializers.Serializer[Any]):
+    alerts = AlertmanagerAlertResultSerializer(many=True)

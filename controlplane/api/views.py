@@ -241,14 +241,18 @@ class TimelineCursor(Cursor):
     ordering = ("-at", "-id")
 
 
-class AirflowAlertIntake(APIView):
-    """An Airflow ``on_failure_callback`` payload: opens an incident (201) or is counted on the open one
-    for the same Airflow, DAG, task and logical day (200). Rate-limited per user (``API_THROTTLE_ALERTS``)."""
+class _AlertIntake(APIView):
+    """Alert intakes share the rule (a responder with ``alerts:write``) and the per-user alert rate."""
 
     access = rules(post=("responder", "alerts:write"))
 
     def get_throttles(self) -> list[BaseThrottle]:
         return [*super().get_throttles(), AlertThrottle()]
+
+
+class AirflowAlertIntake(_AlertIntake):
+    """An Airflow ``on_failure_callback`` payload: opens an incident (201) or is counted on the open one
+    for the same Airflow, DAG, task and logical day (200). Rate-limited per user (``API_THROTTLE_ALERTS``)."""
 
     @extend_schema(
         request=dict, responses={201: s.IncidentIntakeResultSerializer, 200: s.IncidentIntakeResultSerializer}
@@ -257,6 +261,49 @@ class AirflowAlertIntake(APIView):
         result = incident_services.alert_ingest_airflow(payload=request.data)
         body = {**s.IncidentSummarySerializer(result.incident).data, "created": result.created}
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class GenericAlertIntake(_AlertIntake):
+    """An alert from any monitoring system or bot (docs/chatops.md): opens an incident (201) or is counted on
+    the open one with the same fingerprint (200). An unknown pipeline or target is a 400 naming it."""
+
+    @extend_schema(
+        request=s.GenericAlertSerializer,
+        responses={201: s.IncidentIntakeResultSerializer, 200: s.IncidentIntakeResultSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.GenericAlertSerializer, request.data)
+        result = incident_services.alert_ingest(**data)
+        body = {**s.IncidentSummarySerializer(result.incident).data, "created": result.created}
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class AlertmanagerIntake(_AlertIntake):
+    """Prometheus Alertmanager's webhook (payload version 4): each firing alert opens or counts an incident,
+    each resolved one notes it on the open incident (which stays open). Labels map as README.md says."""
+
+    @extend_schema(request=s.AlertmanagerWebhookSerializer, responses=s.AlertmanagerResultSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = s.AlertmanagerWebhookSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        results = incident_services.alert_ingest_alertmanager(
+            alerts=[{**a, "startsAt": a["startsAt"].isoformat()} for a in data["alerts"]],
+            group_key=data["groupKey"],
+            receiver=data["receiver"],
+            external_url=data["externalURL"],
+            truncated=data["truncatedAlerts"],
+        )
+        rows = [
+            {
+                "fingerprint": r.fingerprint,
+                "status": r.status,
+                "outcome": r.outcome,
+                "incident": r.incident.pk if r.incident is not None else None,
+            }
+            for r in results
+        ]
+        return Response({"alerts": rows})
 
 
 @extend_schema_view(get=extend_schema(parameters=[q.IncidentListQuery]))

@@ -1,5 +1,7 @@
 """``GET /api/v1/actions/<id>?wait=N``: answer when the action ends (or after N seconds), so a bot does not
-have to poll and pay half a polling interval on every action.
+have to poll and pay half a polling interval on every action. ``GET /api/v1/runbook-runs/<id>?wait=N`` waits
+the same way, in the same slots, until the run needs a person or ended (``runbooks.selectors.run_busy``);
+a run's steps announce nothing, so that wait re-reads the run every ``RUN_RECHECK_SECONDS``.
 
 The end of an action is announced on Redis once its finishing transaction committed
 (``controlplane/actions/notices.py``); a waiting request subscribes *before* it reads the state, so an
@@ -13,16 +15,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from django.conf import settings
+from redis.client import PubSub
 
 from controlplane.actions import notices
 from controlplane.actions.models import TERMINAL_STATES, ActionRun
+from runbooks.selectors import run_busy
 
 MAX_WAIT_SECONDS = 30
 _RECHECK_SECONDS = 1.0
+RUN_RECHECK_SECONDS = 0.25
 _slots = threading.BoundedSemaphore(settings.CONTROLPLANE["API_WAIT_SLOTS"])
 
 
@@ -34,23 +40,41 @@ def _ended(action_id: Any) -> bool:
 def wait_until_finished(action_id: Any, timeout: float) -> bool:
     """Block until the action is in a terminal state or ``timeout`` seconds passed. False when no waiting
     slot was free (the caller answers at once)."""
+    return _in_slot(
+        lambda: _ended(action_id),
+        time.monotonic() + timeout,
+        subscribe=lambda: notices.finished_subscribe(action_id=action_id),
+        recheck=_RECHECK_SECONDS,
+    )
+
+
+def wait_while_run_busy(run_id: Any, timeout: float) -> bool:
+    """Block while the system carries the runbook run forward, at most ``timeout`` seconds. False when no
+    waiting slot was free (the caller answers at once)."""
+    return _in_slot(
+        lambda: not run_busy(run_id), time.monotonic() + timeout, subscribe=lambda: None, recheck=RUN_RECHECK_SECONDS
+    )
+
+
+def _in_slot(
+    done: Callable[[], bool], deadline: float, *, subscribe: Callable[[], PubSub | None], recheck: float
+) -> bool:
     if not _slots.acquire(blocking=False):
         return False
     try:
-        _wait(action_id, time.monotonic() + timeout)
+        _wait(done, deadline, subscribe(), recheck)
         return True
     finally:
         _slots.release()
 
 
-def _wait(action_id: Any, deadline: float) -> None:
-    pubsub = notices.finished_subscribe(action_id=action_id)
+def _wait(done: Callable[[], bool], deadline: float, pubsub: PubSub | None, recheck: float) -> None:
     try:
-        while not _ended(action_id):
+        while not done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            step = min(remaining, _RECHECK_SECONDS)
+            step = min(remaining, recheck)
             if pubsub is None:
                 time.sleep(step)
                 continue

@@ -3,6 +3,10 @@
 The Airflow payload is what the ``on_failure_callback`` in ``sandbox/airflow/dags/controlplane_alerts.py``
 sends (the few lines users add to their DAGs; see the README). Unknown extra keys are ignored so newer
 callbacks keep working; a missing or malformed known key is refused with a message naming it.
+
+The generic (``POST /api/v1/alerts``) and Alertmanager bodies are validated by their serializers in
+``controlplane/api/serializers.py``, which also describe them in the OpenAPI schema bots read; all three
+reach ``incidents.services`` as one ``IncomingAlert`` shape.
 """
 
 from __future__ import annotations
