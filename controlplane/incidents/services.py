@@ -20,6 +20,7 @@ from controlplane.catalog.services import connector_for, pydantic_message, targe
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents.alerts import AirflowFailureAlert, log_url_allowed, url_origin
 from controlplane.incidents.models import Incident, IncidentEvent
+from controlplane.incidents.signals import incident_changed, incident_opened
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ def _open_or_repeat(alert: AirflowFailureAlert) -> AlertResult:
         },
     )
     _fetch_log_on_commit(incident, alert)
+    incident_opened.send(sender=Incident, incident_id=incident.pk)
     return AlertResult(incident, created=True)
 
 
@@ -211,6 +213,7 @@ def incident_attach_log(*, incident_id: int, alert: dict[str, Any]) -> IncidentE
     text = text if len(text) <= MAX_LOG_CHARS else "…" + text[-(MAX_LOG_CHARS - 1) :]
     with context.change_context(channel=context.Channel.SYSTEM, actor_name="log fetcher"), transaction.atomic():
         Incident.objects.filter(pk=incident_id).update(details={**incident.details, "log_excerpt": text})
+        incident_changed.send(sender=Incident, incident_id=incident_id, change="log")
         return _event(
             incident,
             IncidentEvent.Kind.ALERT,
@@ -302,6 +305,7 @@ def _move(*, actor: Any, incident_id: int, to: str, note: Any) -> Incident:
             after={"status": to, stamp: now.isoformat()},
             reason=text,
         )
+        incident_changed.send(sender=Incident, incident_id=incident.pk, change="status", status=to, actor=name)
     return incident
 
 

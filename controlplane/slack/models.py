@@ -48,6 +48,9 @@ class SlackPost(models.Model):
     action = models.ForeignKey(
         "actions.ActionRun", null=True, blank=True, on_delete=models.CASCADE, related_name="slack_posts"
     )
+    # What the message shows that the database holds nowhere else: the suggested remediation's plan, computed
+    # once by a worker for an incident's message (``slack/receivers.py``).
+    data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -60,3 +63,44 @@ class SlackPost(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} in {self.channel} at {self.ts or '(not posted yet)'}"
+
+
+class SlackOutbox(models.Model):
+    """One call to Slack waiting to be made, made, or given up: the outbound queue (``slack/outbound.py``).
+
+    Rows of one ``queue`` (the channel as the message was addressed) are delivered one at a time in id order
+    by a task holding that queue's lock, so a thread reply or an update always follows its parent's post. A
+    rate limit (429) or a network error leaves the row pending with ``not_before`` set; a permanent refusal
+    (``channel_not_found``, ``invalid_auth`` ...) marks it failed with Slack's error, and the queue moves on.
+    """
+
+    class Method(models.TextChoices):
+        POST = "post"  # chat.postMessage; fills ``post.ts`` (and ``post.channel`` with Slack's channel id)
+        UPDATE = "update"  # chat.update of ``post``
+        EPHEMERAL = "ephemeral"  # chat.postEphemeral to ``body["user"]``
+        RESPOND = "respond"  # a POST to an interaction's response_url (``body["url"]``)
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    queue = models.CharField(max_length=80)
+    method = models.CharField(max_length=16, choices=Method.choices)
+    post = models.ForeignKey(SlackPost, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    thread_of = models.ForeignKey(SlackPost, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    body = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    not_before = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["queue", "id"], condition=models.Q(state="pending"), name="slack_outbox_pending_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} to {self.queue} ({self.state})"
