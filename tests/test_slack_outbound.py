@@ -434,3 +434,23 @@ def test_a_real_airflow_failure_offers_clear_with_its_count_and_plan_and_the_cle
     wait_for(lambda: "verified" in all_text(top_level(slack)[0]) and outbox_settled(), what="the update")
     lines = replies(slack, top_level(slack)[0])
     assert ["requested" in lines[0], "is running" in lines[1], "verified" in lines[-1]] == [True, True, True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_slack_cannot_be_reached_one_failed_call_pauses_every_channel(slack: standin.SlackStandIn) -> None:
+    """The workers run actions too: an unreachable Slack must not tie up one of them per channel."""
+    from controlplane.redis import redis_client
+
+    redis_client().delete(outbound.PAUSE_KEY)
+    slack.stop()
+    first = outbound.post("#one", "first channel", None)
+    second = outbound.post("#two", "second channel", None)
+    assert first is not None and second is not None
+    outbound.outbox_deliver(queue="#one")
+    outbound.outbox_deliver(queue="#two")
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.attempts == 1 and "Connection refused" in first.error and first.state == SlackOutbox.State.PENDING
+    assert second.attempts == 0 and second.state == SlackOutbox.State.PENDING  # not tried: Slack is paused
+    assert 0 < redis_client().pttl(outbound.PAUSE_KEY) <= 2000
+    redis_client().delete(outbound.PAUSE_KEY)

@@ -9,7 +9,9 @@ reply or an update always follows the post it needs (its ``ts``). Slack's answer
 - HTTP 429: the row waits ``Retry-After`` seconds (``not_before``) and the queue resumes then; nothing is
   dropped and nothing overtakes it (https://api.slack.com/apis/rate-limits);
 - a network error, a timeout or a transient ``ok: false`` (``internal_error``, ``service_unavailable`` ...):
-  retried with backoff (2, 4, 8 ... up to 300 s), for as long as it takes;
+  retried with backoff (2, 4, 8 ... up to 300 s), for as long as it takes. A network error or timeout also
+  pauses every queue for that backoff (``PAUSE_KEY``): while Slack cannot be reached, one call per pause ties
+  up a worker for at most ``SLACK_TIMEOUT_SECONDS``, not one per channel (the workers run actions too);
 - any other ``ok: false`` (``channel_not_found``, ``invalid_auth``, ``not_in_channel`` ...): the row is marked
   failed with Slack's error (admin, ``/admin/slack/slackoutbox/``) and logged; the queue moves on.
 A beat task (``outbox_kick_pending``) restarts queues whose task was lost (broker outage, worker killed).
@@ -21,7 +23,7 @@ import contextlib
 import http.client
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -41,6 +43,7 @@ RESPONSE_QUEUE = "response_url"  # answers to interactions: their own queue, the
 LOCK_SECONDS = 60
 BATCH = 50  # messages a task sends before it hands the queue to a fresh task (fair to other queues)
 MAX_BACKOFF_SECONDS = 300
+PAUSE_KEY = "slack:outbox:unreachable"  # set (with a TTL) while Slack cannot be reached: every queue waits
 # ``ok: false`` errors that say "try again later" rather than "this request is wrong"
 # (https://api.slack.com/methods/chat.postMessage#errors).
 TRANSIENT_ERRORS = frozenset(
@@ -146,22 +149,8 @@ def outbox_deliver(*, queue: str) -> None:
         return
     again_in: float | None = None
     try:
-        client = web_client()
-        for _ in range(BATCH):
-            row = _due(queue)
-            if row is None:
-                break
-            now = timezone.now()
-            if row.not_before is not None and row.not_before > now:
-                again_in = (row.not_before - now).total_seconds()
-                break
-            wait = _send(client, row)
-            if wait is not None:
-                again_in = wait
-                break
-            lock.reacquire()
-        else:
-            again_in = 0
+        paused = cast(int, redis_client().pttl(PAUSE_KEY))  # ms; negative when not set
+        again_in = _send_batch(queue, lock) if paused <= 0 else paused / 1000
     except Exception:
         log.exception("Slack delivery of %s stopped; it resumes in %s s", queue, MAX_BACKOFF_SECONDS)
         again_in = MAX_BACKOFF_SECONDS
@@ -172,6 +161,24 @@ def outbox_deliver(*, queue: str) -> None:
         again_in = 0  # enqueued while we held the lock: its own kick found the queue taken
     if again_in is not None:
         kick(queue, countdown=again_in)
+
+
+def _send_batch(queue: str, lock: Any) -> float | None:
+    """Send up to BATCH of the queue's messages; the seconds after which the queue is to be tried again, or
+    None when it is empty."""
+    client = web_client()
+    for _ in range(BATCH):
+        row = _due(queue)
+        if row is None:
+            return None
+        now = timezone.now()
+        if row.not_before is not None and row.not_before > now:
+            return (row.not_before - now).total_seconds()
+        wait = _send(client, row)
+        if wait is not None:
+            return wait
+        lock.reacquire()
+    return 0
 
 
 def _send(client: WebClient, row: SlackOutbox) -> float | None:
@@ -196,7 +203,10 @@ def _send(client: WebClient, row: SlackOutbox) -> float | None:
         _failed(row, error)
         return None
     except (SlackClientError, OSError, http.client.HTTPException) as exc:
-        return _later(row, _backoff(row), f"{type(exc).__name__}: {exc}")
+        wait = _backoff(row)
+        with contextlib.suppress(RedisError):
+            redis_client().set(PAUSE_KEY, row.queue, px=int(wait * 1000))
+        return _later(row, wait, f"{type(exc).__name__}: {exc}")
     now = timezone.now()
     if row.method == SlackOutbox.Method.POST and row.post is not None:
         SlackPost.objects.filter(pk=row.post.pk).update(
