@@ -36,8 +36,6 @@ DEV_MART = "dev.weather.daily_weather_aggregates"
 PROD_MART = "prod.weather.daily_weather_aggregates"
 BRONZE = "data_ingestion_bronze"
 
-pytestmark = pytest.mark.worker
-
 
 @pytest.fixture
 def slack(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[standin.SlackStandIn]:
@@ -151,6 +149,7 @@ def final(action: ActionRun, timeout: float = 40) -> ActionRun:
 # ----------------------------------------------------------------------------------------- incidents
 
 
+@pytest.mark.worker
 def test_an_opened_incident_is_posted_once_in_its_channel_with_its_buttons_and_confirm(
     slack: standin.SlackStandIn, world: Any, worker_factory: Any
 ) -> None:
@@ -199,6 +198,7 @@ def test_an_opened_incident_is_posted_once_in_its_channel_with_its_buttons_and_c
     assert {p.incident_id for p in SlackPost.objects.filter(kind="incident")} == {bronze.pk, orders.pk, prod.pk}
 
 
+@pytest.mark.worker
 def test_an_incidents_actions_are_told_in_its_thread_and_its_message_follows_verified_and_resolved(
     slack: standin.SlackStandIn, world: Any, actors: Any, worker_factory: Any
 ) -> None:
@@ -233,6 +233,7 @@ def link(user: Any, slack_id: str) -> None:
     SlackUserLink.objects.create(slack_user_id=slack_id, user=user, via=SlackUserLink.Via.ADMIN)
 
 
+@pytest.mark.worker
 def test_an_action_needing_approval_is_sent_to_each_linked_approver_and_updated_when_decided(
     slack: standin.SlackStandIn, world: Any, actors: Any, worker_factory: Any
 ) -> None:
@@ -258,6 +259,7 @@ def test_an_action_needing_approval_is_sent_to_each_linked_approver_and_updated_
         assert buttons(message) == {} and "Approved by *alice*" in all_text(message) and message["edits"] == 2
 
 
+@pytest.mark.worker
 def test_with_an_approvals_channel_the_request_goes_there_and_a_rejection_updates_it(
     slack: standin.SlackStandIn, world: Any, actors: Any, worker_factory: Any, settings: Any
 ) -> None:
@@ -277,6 +279,7 @@ def test_with_an_approvals_channel_the_request_goes_there_and_a_rejection_update
 # -------------------------------------------------------------------------------------- the outbox
 
 
+@pytest.mark.worker
 def test_a_rate_limited_channel_waits_retry_after_and_delivers_everything_in_order(
     slack: standin.SlackStandIn, db: Any, worker_factory: Any
 ) -> None:
@@ -305,6 +308,7 @@ def test_a_rate_limited_channel_waits_retry_after_and_delivers_everything_in_ord
     assert not SlackOutbox.objects.exclude(state=SlackOutbox.State.SENT).exists()
 
 
+@pytest.mark.worker
 @pytest.mark.parametrize("outage", ["stopped", "invalid_auth"])
 def test_slack_down_never_fails_nor_delays_an_action(
     slack: standin.SlackStandIn, world: Any, actors: Any, worker_factory: Any, outage: str
@@ -332,6 +336,7 @@ def test_slack_down_never_fails_nor_delays_an_action(
         assert rows[0].error == "invalid_auth" and "never posted" in rows[-1].error
 
 
+@pytest.mark.worker
 def test_with_slack_off_nothing_is_queued(world: Any, actors: Any, settings: Any, worker_factory: Any) -> None:
     settings.SLACK = {**settings.SLACK, "BOT_TOKEN_REF": ""}
     worker_factory()
@@ -383,7 +388,7 @@ def test_progress_lines_come_once_per_quarter_and_not_faster_than_the_minimum_in
 # ------------------------------------------------------------------------------------ a real Airflow
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.worker
 def test_a_real_airflow_failure_offers_clear_with_its_count_and_plan_and_the_clear_is_followed_to_verified(
     slack: standin.SlackStandIn,
     airflow: Any,
