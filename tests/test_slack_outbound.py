@@ -457,5 +457,6 @@ def test_while_slack_cannot_be_reached_one_failed_call_pauses_every_channel(slac
     second.refresh_from_db()
     assert first.attempts == 1 and "Connection refused" in first.error and first.state == SlackOutbox.State.PENDING
     assert second.attempts == 0 and second.state == SlackOutbox.State.PENDING  # not tried: Slack is paused
-    assert 0 < redis_client().pttl(outbound.PAUSE_KEY) <= 2000
+    pause_ms: Any = redis_client().pttl(outbound.PAUSE_KEY)
+    assert 0 < pause_ms <= 2000
     redis_client().delete(outbound.PAUSE_KEY)

@@ -98,6 +98,8 @@ class SlackOutbox(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "outbox message"
+        verbose_name_plural = "outbox"
         indexes = [
             models.Index(fields=["queue", "id"], condition=models.Q(state="pending"), name="slack_outbox_pending_idx"),
         ]
