@@ -168,8 +168,9 @@ def _open_or_repeat(alert: AirflowFailureAlert) -> AlertResult:
             "targets": [t.key for t in targets],
         },
     )
-    _fetch_log_on_commit(incident, alert)
+    # First: a receiver's work on commit (the Slack message) then comes before the log fetch it shows.
     incident_opened.send(sender=Incident, incident_id=incident.pk)
+    _fetch_log_on_commit(incident, alert)
     return AlertResult(incident, created=True)
 
 
