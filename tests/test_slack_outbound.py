@@ -460,3 +460,20 @@ def test_while_slack_cannot_be_reached_one_failed_call_pauses_every_channel(slac
     pause_ms: Any = redis_client().pttl(outbound.PAUSE_KEY)
     assert 0 < pause_ms <= 2000
     redis_client().delete(outbound.PAUSE_KEY)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ephemeral_messages_and_response_url_answers_go_through_the_outbox(slack: standin.SlackStandIn) -> None:
+    """What the interaction handlers send: a message one user sees, and the answer to a press."""
+    from controlplane.redis import redis_client
+
+    redis_client().delete(outbound.PAUSE_KEY)
+    only_you = outbound.ephemeral("#dev-data", "U0RITA", "only you see this")
+    answer = outbound.respond(slack.respond_url("press-1"), {"text": "launched", "replace_original": False})
+    assert only_you is not None and answer is not None and answer.queue == outbound.RESPONSE_QUEUE
+    outbound.outbox_deliver(queue="#dev-data")
+    outbound.outbox_deliver(queue=outbound.RESPONSE_QUEUE)
+    said = {m["type"]: m for m in messages(slack)}
+    assert said["ephemeral"]["to_user"] == "U0RITA" and said["ephemeral"]["text"] == "only you see this"
+    assert said["response"]["response_url"] == "press-1" and said["response"]["text"] == "launched"
+    assert set(SlackOutbox.objects.values_list("state", flat=True)) == {SlackOutbox.State.SENT}
