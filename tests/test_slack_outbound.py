@@ -477,3 +477,26 @@ def test_ephemeral_messages_and_response_url_answers_go_through_the_outbox(slack
     assert said["ephemeral"]["to_user"] == "U0RITA" and said["ephemeral"]["text"] == "only you see this"
     assert said["response"]["response_url"] == "press-1" and said["response"]["text"] == "launched"
     assert set(SlackOutbox.objects.values_list("state", flat=True)) == {SlackOutbox.State.SENT}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_actions_stored_progress_reaches_the_incidents_thread_once_per_quarter(
+    slack: standin.SlackStandIn, world: Any, actors: Any
+) -> None:
+    """The worker's journal stores progress every half second; the thread gets a line per quarter at most."""
+    from controlplane.actions import runner
+    from controlplane.redis import redis_client
+
+    redis_client().delete(outbound.PAUSE_KEY)
+    incident = alert("orders_daily")
+    action = refresh_for(actors["responder"], incident)  # no worker: it stays queued until we say it runs
+    ActionRun.objects.filter(id=action.id).update(state=ActionState.RUNNING, attempts=1)
+    action.refresh_from_db()
+    journal = runner._Journal(action, [])
+    journal.progress(1, 4)
+    journal.flush()
+    journal.progress(2, 4)  # a second later: the next quarter, too soon for another line
+    journal.flush()
+    outbound.outbox_deliver(queue="#dev-data")
+    lines = replies(slack, top_level(slack, "#dev-data")[0])
+    assert len(lines) == 2 and "requested" in lines[0] and lines[1].endswith(": 25% (1 of 4)")
