@@ -222,6 +222,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.catalog.tasks.check_connections_health",
         "schedule": float(env_int("HEALTH_CHECK_INTERVAL_SECONDS", 300, minimum=10)),
     },
+    # Slack queues whose delivery task was lost (broker outage, killed worker) start again (slack/outbound.py).
+    "kick-slack-queues": {
+        "task": "controlplane.slack.tasks.kick_pending_queues",
+        "schedule": 30.0,
+    },
 }
 
 REST_FRAMEWORK = {

@@ -274,4 +274,8 @@ def test_receivers_of_an_end_with_no_incident_and_no_runbook_make_no_query(
         replies = action_finished.send(
             sender=ActionRun, action_id="00000000-0000-0000-0000-000000000000", incident_id=None, channel="api"
         )
-    assert {receiver.__name__ for receiver, _ in replies} == {"record_action_outcome", "action_step_finished"}
+    assert {receiver.__name__ for receiver, _ in replies} == {
+        "record_action_outcome",
+        "action_step_finished",
+        "on_action_finished",
+    }

@@ -108,7 +108,7 @@ def test_run_previews_runs_nothing_before_confirm_then_confirm_launches_once(
     confirm, cancel = button(preview, "preview.confirm"), button(preview, "preview.cancel")
     post = SlackPost.objects.get(kind=SlackPost.Kind.PREVIEW)
     assert confirm == cancel == {"preview": post.pk}
-    assert post.request["params"] == {"timeout_s": 120} and post.request["slack_user"] == "U0RITA"
+    assert post.data["params"] == {"timeout_s": 120} and post.data["slack_user"] == "U0RITA"
 
     link(actors["responder2"], "U0ROB")
     _, stranger_to = slack.press("preview.confirm", confirm, user="U0ROB", message_ts="")

@@ -45,10 +45,17 @@ def announce_finished_on_commit(action: ActionRun) -> None:
     """Once the transaction that ended the action commits, announce the end on Redis (API waiters), then
     tell the subscribers of ``action_finished`` (incident timelines, runbook steps)."""
     action_id, incident_id, channel = action.id, action.incident_id, action.channel
+    requires_approval = action.requires_approval
 
     def send() -> None:
         notices.finished_publish(action_id=action_id)  # first: a waiting bot need not wait for the receivers
-        signals.action_finished.send(sender=ActionRun, action_id=action_id, incident_id=incident_id, channel=channel)
+        signals.action_finished.send(
+            sender=ActionRun,
+            action_id=action_id,
+            incident_id=incident_id,
+            channel=channel,
+            requires_approval=requires_approval,
+        )
 
     transaction.on_commit(send)
 

@@ -28,6 +28,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from connectors.base import ConnectorError, ExecutionContext, Outcome, Plan, Verification
+from controlplane.actions import signals
 from controlplane.actions.lifecycle import (
     announce_finished_on_commit,
     attention_error,
@@ -157,7 +158,7 @@ class _Journal:
     the transitions themselves."""
 
     def __init__(self, action: ActionRun, secrets: list[str]) -> None:
-        self.action_id, self.attempt = action.id, action.attempts
+        self.action, self.action_id, self.attempt = action, action.id, action.attempts
         self.secrets = [secret for secret in secrets if secret]
         self._lock = threading.Lock()  # the pending items (never held across a query)
         self._storing = threading.Lock()  # held while a flush stores: a take waits, so lines keep their order
@@ -204,15 +205,19 @@ class _Journal:
                 if lines:
                     ActionLogLine.objects.bulk_create(lines)
                     lines = []
+                stored = 0
                 if value is not None:
                     fenced = ActionRun.objects.filter(id=self.action_id, state=ActionState.RUNNING)
-                    fenced.filter(attempts=self.attempt).update(progress_done=value[0], progress_total=value[1])
+                    fenced = fenced.filter(attempts=self.attempt)
+                    stored = fenced.update(progress_done=value[0], progress_total=value[1])
             except Exception:
                 with self._lock:
                     self._lines[:0] = lines
                     if value is not None and self._progress is None:
                         self._progress = value
                 raise
+        if value is not None and stored:
+            _announce(signals.action_progress, self.action, done=value[0], total=value[1])
 
 
 def _finish(
@@ -280,7 +285,20 @@ def action_execute(*, action_id: str, request_id: str = "") -> None:
         if action is None:
             log.info("action %s: nothing to claim (duplicate delivery or no longer queued)", action_id)
             return
+        _announce(signals.action_started, action, attempt=action.attempts)
         _run_attempt(action)
+
+
+def _announce(signal: Any, action: ActionRun, **facts: Any) -> None:
+    """Tell the subscribers of ``signal`` (sent after the change committed) about ``action``; a receiver's
+    error is logged, never raised into the attempt."""
+    if not signal.has_listeners(ActionRun):
+        return
+    for receiver, result in signal.send_robust(
+        sender=ActionRun, action_id=action.id, incident_id=action.incident_id, **facts
+    ):
+        if isinstance(result, Exception):
+            log.error("%s failed for action %s: %r", receiver, action.id, result)
 
 
 def _run_attempt(action: ActionRun) -> None:

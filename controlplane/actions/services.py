@@ -118,6 +118,13 @@ def _plan(verb: Verb[Any, Any], target: Target, params: BaseModel) -> Plan:
 def action_prepare(*, actor: User, verb: str, target_key: str, params: Any) -> PreparedRequest:
     """Validate a request and compute its plan without writing anything (the Preview button)."""
     access.require_role(actor, "viewer", "previewing an action")
+    return action_plan(verb=verb, target_key=target_key, params=params)
+
+
+def action_plan(*, verb: str, target_key: str, params: Any) -> PreparedRequest:
+    """``action_prepare`` without an actor: what the control plane itself proposes (the suggested remediation
+    a Slack message offers, with its plan in the button's confirm dialog). Nothing is written and nothing
+    runs; a press still goes through ``action_request`` with the pressing person's role."""
     target = _get_target(target_key)
     verb_obj = _verb_for(target, verb)
     typed = _validate_params(verb_obj, params)

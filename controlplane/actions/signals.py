@@ -12,12 +12,21 @@ from django.dispatch import Signal
 # that was. Receivers write rows only (no network, no Celery): a receiver that raises refuses the request.
 action_requested = Signal()
 
-# Sent with ``action_id``, ``incident_id`` (None when the action was not taken for an incident) and ``channel``
-# (the one it was requested through) once an action reached a terminal state. The two facts let a receiver
-# that has nothing to do for this action return without a query: they run in the worker right after the end
-# is announced, while a waiting bot's request reads the action.
+# Sent with ``action_id``, ``incident_id`` (None when the action was not taken for an incident), ``channel``
+# (the one it was requested through) and ``requires_approval`` once an action reached a terminal state. The
+# facts let a receiver that has nothing to do for this action return without a query: they run in the worker
+# right after the end is announced, while a waiting bot's request reads the action.
 action_finished = Signal()
 
 # Sent with ``action_id``, ``decision`` ("approved" or "rejected"), ``approver`` (a name) and ``comment``
 # once a second person's decision on an action committed.
 action_decided = Signal()
+
+# Sent with ``action_id``, ``incident_id`` and ``attempt`` once a worker's claim of an attempt committed (the
+# action is ``running``). Sent by the worker before it calls the connector: receivers enqueue, never wait.
+action_started = Signal()
+
+# Sent with ``action_id``, ``incident_id``, ``done`` and ``total`` once a running attempt's changed progress was
+# stored (at most every ``LOG_FLUSH_SECONDS``, from the attempt's lease thread). Receivers throttle what they
+# show; they must be quick and never raise (the lease thread renews the lease too).
+action_progress = Signal()

@@ -27,6 +27,7 @@ from controlplane.catalog.services import connector_for, pydantic_message, targe
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents.alerts import MAX_FINGERPRINT, AirflowFailureAlert, log_url_allowed, url_origin
 from controlplane.incidents.models import Incident, IncidentEvent
+from controlplane.incidents.signals import incident_changed, incident_opened
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -238,6 +239,8 @@ def _alert_take(
             "targets": [t.key for t in found.targets],
         },
     )
+    # First: a receiver's work on commit (the Slack message) then comes before the log fetch it shows.
+    incident_opened.send(sender=Incident, incident_id=incident.pk)
     if on_listed is not None:
         on_listed(incident)
     return AlertResult(incident, created=True)
@@ -553,6 +556,7 @@ def incident_attach_log(*, incident_id: int, alert: dict[str, Any]) -> IncidentE
     text = text if len(text) <= MAX_LOG_CHARS else "…" + text[-(MAX_LOG_CHARS - 1) :]
     with context.change_context(channel=context.Channel.SYSTEM, actor_name="log fetcher"), transaction.atomic():
         Incident.objects.filter(pk=incident_id).update(details={**incident.details, "log_excerpt": text})
+        incident_changed.send(sender=Incident, incident_id=incident_id, change="log")
         return _event(
             incident,
             IncidentEvent.Kind.ALERT,
@@ -644,6 +648,7 @@ def _move(*, actor: Any, incident_id: int, to: str, note: Any) -> Incident:
             after={"status": to, stamp: now.isoformat()},
             reason=text,
         )
+        incident_changed.send(sender=Incident, incident_id=incident.pk, change="status", status=to, actor=name)
     return incident
 
 

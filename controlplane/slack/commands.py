@@ -122,7 +122,7 @@ def _run(user: Any, command: Command, args: list[str]) -> dict[str, Any]:
     post = SlackPost.objects.create(
         kind=SlackPost.Kind.PREVIEW,
         channel=command.channel_id[:80],
-        request={
+        data={
             "slack_user": command.user_id,
             "verb": verb,
             "target": prepared.target.key,

@@ -158,7 +158,7 @@ def _preview(press: Press, value: dict[str, Any]) -> SlackPost:
     )
     if post is None:
         raise NotFound("this preview was cancelled; run `/runbook run ...` again")
-    if post.request.get("slack_user") != press.user_id:
+    if post.data.get("slack_user") != press.user_id:
         raise InvalidInput("only the person who asked for this preview can confirm or cancel it")
     return post
 
@@ -170,7 +170,7 @@ def _confirm(user: Any, press: Press, value: dict[str, Any]) -> Answer:
             return f"Already confirmed: {_action_line(post.action)}.", True
         if timezone.now() - post.created_at > PREVIEW_TTL:
             raise InvalidInput("this preview is more than 15 minutes old; run `/runbook run ...` again")
-        asked = post.request
+        asked = post.data
         result = action_services.action_request(
             actor=user,
             verb=asked["verb"],

@@ -1,12 +1,27 @@
-"""Celery entry points of Slack's inbound side: one press or one ``/runbook`` command each, acknowledged
-already by the endpoint (controlplane/slack/views.py); each calls one handler."""
+"""Celery entry points of the Slack app: take ids, a queue's name or a press/command acknowledged already by
+the endpoint (controlplane/slack/views.py), and call one service."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from controlplane.slack import commands, interactions
+from controlplane.slack import commands, interactions, outbound, receivers
 from controlplane.slack.inbound import Command, Press
+
+
+@shared_task(ignore_result=True, soft_time_limit=600)
+def deliver_queue(queue: str) -> None:
+    outbound.outbox_deliver(queue=queue)
+
+
+@shared_task(ignore_result=True)
+def kick_pending_queues() -> None:
+    outbound.outbox_kick_pending()
+
+
+@shared_task(ignore_result=True, soft_time_limit=120)
+def plan_incident_remediation(post_id: int) -> None:
+    receivers.incident_message_plan(post_id=post_id)
 
 
 @shared_task(ignore_result=True)
