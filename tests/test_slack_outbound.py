@@ -26,7 +26,6 @@ from runbooks import services as runbook_services
 from runbooks.loader import LIBRARY, parse_file
 from sandbox import slack as standin
 from tests.conftest import wait_for
-from tests.test_airflow import airflow_catalog, failed_bronze_run  # noqa: F401 (fixtures)
 
 TOKEN = "xoxb-outbound-test"
 TOKEN_ENV = "CP_TEST_SLACK_TOKEN"
@@ -388,63 +387,6 @@ def test_progress_lines_come_once_per_quarter_and_not_faster_than_the_minimum_in
     # 25 % at 12 s; 50 % held back 1 s after that line, said at 30 s; 75 % held back at 31 s, said at 45 s;
     # 100 % is left to the verdict line
     assert said == [2, 5, 7]
-
-
-# ------------------------------------------------------------------------------------ a real Airflow
-
-
-@pytest.mark.worker
-def test_a_real_airflow_failure_offers_clear_with_its_count_and_plan_and_the_clear_is_followed_to_verified(
-    slack: standin.SlackStandIn,
-    airflow: Any,
-    airflow_catalog: Any,  # noqa: F811 (the fixtures imported above)
-    failed_bronze_run: str,  # noqa: F811
-    actors: Any,
-    worker_factory: Any,
-) -> None:
-    from tests.conftest import airflow_set_variable
-
-    with change_context(channel=Channel.SYSTEM, actor_name="test-setup"):
-        runbook_services.runbooks_load(parsed=[parse_file(LIBRARY / "000-ingestion-dag-failure.yaml")])
-    worker_factory(**slack_env(slack))
-    payload = {
-        "dag_id": BRONZE,
-        "task_id": "ingest_orders",
-        "run_id": failed_bronze_run,
-        "try_number": 1,
-        "exception": "orders API answered 503",
-        "base_url": airflow.url,
-    }
-    with change_context(channel=Channel.API, actor_name="airflow"):
-        incident = incidents.alert_ingest_airflow(payload=payload).incident
-
-    def offered() -> dict[str, Any] | None:
-        posted = top_level(slack, "#data-incidents")
-        launch = buttons(posted[0]).get("action.launch") if posted else None
-        return launch if launch and "(" in launch["text"]["text"] and "```" in all_text(posted[0]) else None
-
-    launch = wait_for(offered, timeout=60, what="the message with the plan and the log")
-    assert launch["text"]["text"] == "Clear failed tasks (2)"  # ingest_orders and its downstream
-    confirm = launch["confirm"]["text"]["text"]
-    assert confirm.startswith(f"clear 2 task instances in 1 run(s) of {BRONZE} (1 failed, 1 upstream_failed)")
-    log_block = all_text(top_level(slack)[0]).split("```")[1]  # the log's last lines, as a code block
-    assert "503" in log_block
-
-    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "true")
-    value = json.loads(launch["value"])
-    with change_context(channel=Channel.SLACK, user=actors["responder"]):  # what a press of the button does
-        action = actions.action_request(
-            actor=actors["responder"],
-            verb=value["verb"],
-            target_key=value["target"],
-            params=value["params"],
-            reason="from Slack",
-            incident=incident,
-        ).action
-    assert final(action, timeout=120).state == ActionState.SUCCEEDED, action.error
-    wait_for(lambda: "verified" in all_text(top_level(slack)[0]) and outbox_settled(), what="the update")
-    lines = replies(slack, top_level(slack)[0])
-    assert ["requested" in lines[0], "is running" in lines[1], "verified" in lines[-1]] == [True, True, True]
 
 
 @pytest.mark.django_db(transaction=True)
