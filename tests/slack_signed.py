@@ -20,6 +20,7 @@ from typing import Any
 
 from django.test import Client
 
+from controlplane.slack.models import SlackUserLink
 from sandbox import slack as standin
 from tests.conftest import wait_for
 
@@ -30,6 +31,23 @@ CHANNEL = "C0INCIDENTS"
 os.environ["CP_TEST_SLACK_TOKEN"] = TOKEN
 os.environ["CP_TEST_SLACK_SIGNING_SECRET"] = SIGNING_SECRET
 _counter = itertools.count(1)
+
+
+def standin_control(server: standin.SlackStandIn, what: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A call to the stand-in's own endpoints (``/_standin/<what>``): GET without a body, else POST."""
+    request = urllib.request.Request(
+        f"{server.base_url}/_standin/{what}",
+        data=json.dumps(body or {}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def link(user: Any, slack_id: str) -> None:
+    """Link a Slack user to ``user`` as an admin would (no audit: test set-up)."""
+    SlackUserLink.objects.create(user=user, slack_user_id=slack_id, via=SlackUserLink.Via.ADMIN)
 
 
 def sign(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
@@ -55,14 +73,7 @@ class SlackWorld:
         }
 
     def control(self, what: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.server.base_url}/_standin/{what}",
-            data=json.dumps(body or {}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST" if body is not None else "GET",
-        )
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            return dict(json.loads(answer.read()))
+        return standin_control(self.server, what, body)
 
     def slack_users(self, *users: dict[str, str]) -> None:
         self.control("users", {"users": list(users)})

@@ -21,7 +21,7 @@ from controlplane.audit.models import AuditEvent
 from controlplane.incidents.models import Incident
 from controlplane.slack.commands import HELP
 from controlplane.slack.models import SlackPost, SlackUserLink
-from tests.slack_signed import SlackWorld, running_slack
+from tests.slack_signed import SlackWorld, link, running_slack
 
 DEV_MART = "dev.weather.daily_weather_aggregates"
 
@@ -30,10 +30,6 @@ DEV_MART = "dev.weather.daily_weather_aggregates"
 def slack(settings: Any) -> Iterator[SlackWorld]:
     with running_slack(settings) as world:
         yield world
-
-
-def link(user: Any, slack_id: str) -> None:
-    SlackUserLink.objects.create(user=user, slack_user_id=slack_id, via=SlackUserLink.Via.ADMIN)
 
 
 def button(answer: dict[str, Any], action_id: str) -> dict[str, Any]:

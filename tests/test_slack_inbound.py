@@ -23,7 +23,7 @@ from controlplane.incidents.models import Incident
 from controlplane.slack.inbound import PRESS_WINDOW_SECONDS
 from controlplane.slack.models import SlackPost, SlackUserLink
 from tests.conftest import wait_for
-from tests.slack_signed import SlackWorld, running_slack
+from tests.slack_signed import SlackWorld, link, running_slack
 
 DEV_MART = "dev.weather.daily_weather_aggregates"
 PROD_MART = "prod.weather.daily_weather_aggregates"
@@ -33,10 +33,6 @@ PROD_MART = "prod.weather.daily_weather_aggregates"
 def slack(settings: Any) -> Iterator[SlackWorld]:
     with running_slack(settings) as world:
         yield world
-
-
-def link(user: Any, slack_id: str) -> None:
-    SlackUserLink.objects.create(user=user, slack_user_id=slack_id, via=SlackUserLink.Via.ADMIN)
 
 
 def incident() -> Incident:

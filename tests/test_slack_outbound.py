@@ -21,11 +21,12 @@ from controlplane.catalog.models import Environment, Pipeline
 from controlplane.incidents import services as incidents
 from controlplane.incidents.models import Incident
 from controlplane.slack import outbound
-from controlplane.slack.models import SlackOutbox, SlackPost, SlackUserLink
+from controlplane.slack.models import SlackOutbox, SlackPost
 from runbooks import services as runbook_services
 from runbooks.loader import LIBRARY, parse_file
 from sandbox import slack as standin
 from tests.conftest import wait_for
+from tests.slack_signed import link
 
 TOKEN = "xoxb-outbound-test"
 TOKEN_ENV = "CP_TEST_SLACK_TOKEN"
@@ -231,10 +232,6 @@ def test_an_incidents_actions_are_told_in_its_thread_and_its_message_follows_ver
 
 
 # ----------------------------------------------------------------------------------------- approvals
-
-
-def link(user: Any, slack_id: str) -> None:
-    SlackUserLink.objects.create(slack_user_id=slack_id, user=user, via=SlackUserLink.Via.ADMIN)
 
 
 @pytest.mark.worker

@@ -26,6 +26,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from sandbox import slack as standin
 from sandbox.services import free_port
+from tests.slack_signed import standin_control as control
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "xoxb-test-token"
@@ -36,17 +37,6 @@ def slack() -> Iterator[standin.SlackStandIn]:
     server = standin.start(token=TOKEN)
     yield server
     server.stop()
-
-
-def control(server: standin.SlackStandIn, what: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{server.base_url}/_standin/{what}",
-        data=json.dumps(body or {}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST" if body is not None else "GET",
-    )
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        return json.loads(answer.read())
 
 
 def test_messages_threads_and_updates_are_recorded(slack: standin.SlackStandIn) -> None:
