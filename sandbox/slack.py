@@ -45,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 import urllib.error
@@ -795,6 +796,11 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], state: SlackState) -> None:
         super().__init__(address, _Handler)
         self.state = state
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-request (a test ending, a browser leaving) is not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     @property
     def base_url(self) -> str:
