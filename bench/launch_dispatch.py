@@ -1066,21 +1066,25 @@ WORKER_ARGS = [
 ]
 
 
-def start_worker(world: World, *, probe_file: Path | None = None, keep_db_flag: Path | None = None) -> Child:
-    """The real worker (``celery -A controlplane worker ...``), or with ``probe_file`` the same worker run
-    through bench/worker_probe.py, which times the runner's steps in each pool process."""
+def start_worker(
+    world: World, *, probe_file: Path | None = None, keep_db_flag: Path | None = None, queue: str = "celery"
+) -> Child:
+    """The real worker (``celery -A controlplane worker ...``) of ``queue`` (actions: "celery"; "slack": Slack's
+    tasks, CELERY_TASK_ROUTES), or with ``probe_file`` the same worker run through bench/worker_probe.py, which
+    times the runner's steps in each pool process."""
     env = dict(world.env)
     env["CELERY_RESULT_BACKEND"] = redis_db(world.redis_url, 1)
     flush_redis(world.redis_url)  # the launch phase's queued messages must not reach this worker
     flush_redis(redis_db(world.redis_url, 1))
+    args = [*WORKER_ARGS, "-Q", queue, "-n", f"{queue}@%h"]
     if probe_file is None:
-        name, cmd = "celery-worker", [sys.executable, "-m", "celery", *WORKER_ARGS]
+        name, cmd = f"celery-worker-{queue}", [sys.executable, "-m", "celery", *args]
     else:
         env["BENCH_PROBE_FILE"] = str(probe_file)
         env["BENCH_PROBE_KEEP_DB_FLAG"] = str(keep_db_flag or "")
         name, cmd = (
             "celery-worker-probe",
-            [sys.executable, str(Path(__file__).with_name("worker_probe.py")), *WORKER_ARGS],
+            [sys.executable, str(Path(__file__).with_name("worker_probe.py")), *args],
         )
     worker = world.start(name, cmd, env)
     from controlplane.celery import app
@@ -1090,7 +1094,7 @@ def start_worker(world: World, *, probe_file: Path | None = None, keep_db_flag: 
         if not worker.alive():
             raise BenchError(f"the Celery worker exited at start:\n{worker.tail()}")
         try:
-            app.send_task("celery.accumulate", args=(1,), ignore_result=False).get(timeout=2)
+            app.send_task("celery.accumulate", args=(1,), ignore_result=False, queue=queue).get(timeout=2)
             return worker
         except Exception:
             if time.monotonic() > deadline:

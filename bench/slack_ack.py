@@ -4,7 +4,8 @@
 
 Starts what it needs in a temp dir and stops it at the end (also on Ctrl-C / SIGTERM): sandbox Postgres and
 Redis, a migrated control-plane database, the seed-004 weather warehouse with one matview target per press,
-the web tier as shipped (nginx in front of gunicorn 2x4), a real Celery worker, and the Slack stand-in
+the web tier as shipped (nginx in front of gunicorn 2x4), the two Celery workers as shipped (actions; Slack's
+presses and outbox), and the Slack stand-in
 (sandbox/slack.py) with a bot token and a signing secret. A responder is linked to a Slack user; the stand-in
 holds one message per target with an ``action.launch`` button (refresh-mart on that target).
 
@@ -291,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         slack.state.interactions_url = f"http://127.0.0.1:{port}/slack/interactions"
         start_worker(world)
+        start_worker(world, queue="slack")  # as shipped: Slack's tasks on a worker of their own
         targets: list[str] = list(info["targets"])
         where = post_buttons(slack, token, targets)
         step("warm-up: one round, not measured")

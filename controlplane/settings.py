@@ -155,6 +155,10 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", "") or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Slack's tasks (presses, commands, the outbox) have their own queue, served by their own worker (bin/demo,
+# docker-compose.yml): an action holds a worker process for as long as it runs (a backfill polls Airflow for
+# minutes), and a press must not wait behind it. Every other task goes to the default queue ("celery").
+CELERY_TASK_ROUTES = {"controlplane.slack.tasks.*": {"queue": "slack"}}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -263,8 +263,8 @@ def api_for(actors: dict[str, Any]) -> Callable[..., ApiClient]:
 class Worker:
     """A real Celery worker process (optionally with embedded beat) on the test database."""
 
-    def __init__(self, tmp: Path, *, beat: bool, env: dict[str, str]) -> None:
-        self.tmp, self.beat, self.env = tmp, beat, env
+    def __init__(self, tmp: Path, *, beat: bool, env: dict[str, str], queues: str = "celery,slack") -> None:
+        self.tmp, self.beat, self.env, self.queues = tmp, beat, env, queues
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
 
@@ -285,6 +285,8 @@ class Worker:
             "INFO",
             "-n",
             f"test-{uuid.uuid4().hex[:6]}@%h",
+            "-Q",
+            self.queues,
         ]
         if self.beat:
             cmd += ["-B", "--schedule", str(self.tmp / f"beat-{uuid.uuid4().hex[:6]}")]
@@ -344,8 +346,9 @@ def worker_factory(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[.
     )
     started: list[Worker] = []
 
-    def start(*, beat: bool = False, **extra_env: str) -> Worker:
-        w = Worker(tmp_path, beat=beat, env={**env, **extra_env}).start()
+    def start(*, beat: bool = False, queues: str = "celery,slack", **extra_env: str) -> Worker:
+        """A worker of both queues unless ``queues`` says which (as deployed: one for actions, one for Slack)."""
+        w = Worker(tmp_path, beat=beat, env={**env, **extra_env}, queues=queues).start()
         started.append(w)
         return w
 

@@ -345,3 +345,66 @@ def test_a_press_after_the_web_decided_hears_who_decided_and_where(
         [answer] = slack.wait_answer(name)
         assert answer["text"].startswith("Already approved by arthur (web); <http://cp.test/actions/"), answer["text"]
     assert Approval.objects.count() == 1
+
+
+@pytest.mark.worker
+def test_a_press_is_not_held_up_by_long_actions_on_the_action_workers(
+    slack: SlackWorld, catalog: Any, actors: Any, weather_db: Any, worker_factory: Any
+) -> None:
+    """Slack's tasks have their own queue and worker (CELERY_TASK_ROUTES): with both processes of the actions'
+    worker busy with refreshes that run until cancelled, a press still gets its action row at once."""
+    from controlplane.catalog import services as catalog_services
+    from tests.conftest import weather_sql
+
+    slow = []
+    weather_sql(weather_db, "CREATE TABLE IF NOT EXISTS mart.slow_sleep AS SELECT 0 AS seconds")
+    weather_sql(weather_db, "UPDATE mart.slow_sleep SET seconds = 0")  # creating the views does not wait
+    for name in ("slow_one", "slow_two"):
+        weather_sql(weather_db, f"DROP MATERIALIZED VIEW IF EXISTS mart.{name}")
+        weather_sql(
+            weather_db,
+            f"CREATE MATERIALIZED VIEW mart.{name} AS SELECT 1 AS id, "
+            "pg_sleep((SELECT seconds FROM mart.slow_sleep)) IS NULL AS slept",
+        )
+        weather_sql(weather_db, f"CREATE UNIQUE INDEX {name}_id ON mart.{name} (id)")
+        with change_context(channel=Channel.SYSTEM):
+            slow.append(
+                catalog_services.target_create(
+                    key=f"dev.weather.{name}",
+                    kind="matview",
+                    connection=catalog["conn_dev"],
+                    locator={"schema": "mart", "name": name},
+                )
+            )
+    weather_sql(weather_db, "UPDATE mart.slow_sleep SET seconds = 600")  # refreshes end only when cancelled
+    rita = actors["responder"]
+    worker_factory(queues="celery", **slack.worker_env)
+    worker_factory(queues="slack", **slack.worker_env)
+    with change_context(channel=Channel.WEB, user=rita):
+        busy = [
+            action_services.action_request(
+                actor=rita, verb="refresh-mart", target_key=t.key, params={}, reason="long refresh"
+            ).action
+            for t in slow
+        ]
+    wait_for(
+        lambda: ActionRun.objects.filter(pk__in=[a.pk for a in busy], state=ActionState.RUNNING).count() == 2,
+        what="both refreshes running",
+    )
+    try:
+        link(rita, "U0RITA")
+        answer, _ = slack.press("action.launch", launch_value(), user="U0RITA")
+        assert answer.status_code == 200
+        pressed = wait_for(
+            lambda: ActionRun.objects.filter(target__key=DEV_MART).first(), timeout=15, what="the press's action"
+        )
+        assert pressed.channel == Channel.SLACK and pressed.requested_by == rita
+        assert ActionRun.objects.filter(pk__in=[a.pk for a in busy], state=ActionState.RUNNING).count() == 2
+    finally:
+        with change_context(channel=Channel.WEB, user=rita):
+            for action in busy:
+                action_services.action_cancel(actor=rita, action_id=action.id, reason="test over")
+        wait_for(
+            lambda: not ActionRun.objects.filter(pk__in=[a.pk for a in busy], state=ActionState.RUNNING).exists(),
+            what="the refreshes cancelled",
+        )
