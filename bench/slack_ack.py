@@ -1,12 +1,14 @@
 """Benchmark: Slack button presses, the ack and the time to the action row, beside a bare Django view.
 
-    uv run python bench/slack_ack.py [--rounds 10] [--concurrency 20] [--quick] [--keep]
+    uv run python bench/slack_ack.py [--rounds 10] [--concurrency 20] [--run-actions] [--quick] [--keep]
 
 Starts what it needs in a temp dir and stops it at the end (also on Ctrl-C / SIGTERM): sandbox Postgres and
 Redis, a migrated control-plane database, the seed-004 weather warehouse with one matview target per press,
-the web tier as shipped (nginx in front of gunicorn 2x4), the two Celery workers as shipped (actions; Slack's
-presses and outbox), and the Slack stand-in
-(sandbox/slack.py) with a bot token and a signing secret. A responder is linked to a Slack user; the stand-in
+the web tier as shipped (nginx in front of gunicorn 2x4), Slack's Celery worker as shipped (its own queue:
+presses, commands, the outbox) and the Slack stand-in (sandbox/slack.py) with a bot token and a signing
+secret. The actions' worker does not run unless ``--run-actions``: the launched actions stay queued and the
+figures are the press path itself (as launch_dispatch.py's launch phase); with it, each round's refreshes run
+beside the presses and end before the next round. A responder is linked to a Slack user; the stand-in
 holds one message per target with an ``action.launch`` button (refresh-mart on that target).
 
 Each round, ``--concurrency`` threads press their buttons at the same instant, as the stand-in sends a press:
@@ -18,8 +20,8 @@ Figures (DESIGN.md section 9's Slack budget and issue 14's):
 - press -> action row: from sending the press to the ActionRun's ``requested_at`` (same machine clock): p50
   <= 100 ms (the press is queued, a worker runs it as the linked user through the request service);
 - baseline: the same rounds of GET /healthz (a bare Django view) through the same nginx, in the same run.
-The round's actions finish before the next round starts. Exit status 1 when a press was not answered 200 or
-its action never appeared; the budgets are reported, not enforced.
+Exit status 1 when a press was not answered 200 or its action never appeared (or, with ``--run-actions``, did
+not succeed); the budgets are reported, not enforced.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Options:
     rounds: int
     concurrency: int
     keep: bool
+    run_actions: bool = False
 
 
 @dataclass
@@ -87,13 +90,16 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="bench/slack_ack.py", description=(__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--rounds", type=int, default=None, help="rounds of simultaneous presses (10; quick 2)")
     parser.add_argument("--concurrency", type=int, default=20, help="presses sent at the same instant (20)")
+    parser.add_argument(
+        "--run-actions", action="store_true", help="run the actions' worker too: the refreshes beside the presses"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (2 if args.quick else 10)
     if rounds < 1 or args.concurrency < 1:
         parser.error("--rounds and --concurrency must be at least 1")
-    return Options(rounds=rounds, concurrency=args.concurrency, keep=args.keep)
+    return Options(rounds=rounds, concurrency=args.concurrency, keep=args.keep, run_actions=args.run_actions)
 
 
 def at_once(n: int, work: Callable[[int], None]) -> None:
@@ -136,8 +142,8 @@ def post_buttons(slack: standin.SlackStandIn, token: str, targets: list[str]) ->
     return where
 
 
-def wait_rows(targets: list[str], timeout: float = 60.0) -> dict[str, Any]:
-    """target -> its action (requested_at, state) once every target has one that ended."""
+def wait_rows(targets: list[str], *, ended: bool, timeout: float = 60.0) -> dict[str, Any]:
+    """target -> its action (requested_at, state) once every target has one (that ended, with ``ended``)."""
     from django.db import connections
 
     from controlplane.actions.models import ActionRun
@@ -145,7 +151,7 @@ def wait_rows(targets: list[str], timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         rows = {a.target.key: a for a in ActionRun.objects.filter(target__key__in=targets).select_related("target")}
-        if len(rows) == len(targets) and all(a.state in TERMINAL for a in rows.values()):
+        if len(rows) == len(targets) and (not ended or all(a.state in TERMINAL for a in rows.values())):
             connections.close_all()
             return rows
         if time.monotonic() > deadline:
@@ -190,11 +196,12 @@ def run_rounds(
 
         at_once(len(chunk), bare)
         at_once(len(chunk), press)
-        rows = wait_rows(chunk)
+        rows = wait_rows(chunk, ended=opts.run_actions)
+        expected = "succeeded" if opts.run_actions else "queued"
         for key, action in rows.items():
             figures.to_row.append(action.requested_at.timestamp() - sent[key])
-            if action.state != "succeeded":
-                figures.failures.append(f"{key}: action {action.id} ended {action.state}: {action.error}")
+            if action.state != expected:
+                figures.failures.append(f"{key}: action {action.id} is {action.state}: {action.error}")
         step(f"round {r + 1}/{opts.rounds}: {len(chunk)} presses")
     return figures
 
@@ -217,7 +224,8 @@ def report(opts: Options, figures: Figures) -> None:
         return [name, *(fmt(ms(pct(values, p))) for p in (50, 95, 99)), fmt(ms(max(values))), str(len(values))]
 
     print_table(
-        f"Slack presses: {opts.rounds} rounds of {opts.concurrency} simultaneous signed presses through nginx, ms",
+        f"Slack presses: {opts.rounds} rounds of {opts.concurrency} simultaneous signed presses through nginx, ms "
+        + ("(the actions run beside them)" if opts.run_actions else "(the actions stay queued: no actions' worker)"),
         ["figure", "p50", "p95", "p99", "max", "n"],
         [
             row("ack, server: gunicorn's request time of a press", figures.server_ack),
@@ -291,12 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             world, extra=("--access-logfile", str(access_log), "--access-logformat", "%(m)s %(U)s %(s)s %(D)s")
         )
         slack.state.interactions_url = f"http://127.0.0.1:{port}/slack/interactions"
-        start_worker(world)
         start_worker(world, queue="slack")  # as shipped: Slack's tasks on a worker of their own
+        if opts.run_actions:
+            start_worker(world)
         targets: list[str] = list(info["targets"])
         where = post_buttons(slack, token, targets)
         step("warm-up: one round, not measured")
-        warm = Options(rounds=1, concurrency=min(opts.concurrency, len(targets)), keep=opts.keep)
+        warm = Options(1, min(opts.concurrency, len(targets)), opts.keep, opts.run_actions)
         run_rounds(warm, slack, port, targets[: warm.concurrency], where)
         figures = run_rounds(opts, slack, port, targets[warm.concurrency :], where)
         server_times(access_log, figures, n=len(figures.baseline))
