@@ -40,7 +40,8 @@ def incident() -> Incident:
 
 
 def queued_tasks() -> int:
-    length: int = redis.Redis.from_url(settings.REDIS_URL).llen("celery")  # type: ignore[assignment]
+    """Tasks waiting in Slack's queue (CELERY_TASK_ROUTES)."""
+    length: int = redis.Redis.from_url(settings.REDIS_URL).llen("slack")  # type: ignore[assignment]
     return length
 
 
