@@ -6,6 +6,7 @@ import contextlib
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -389,45 +390,56 @@ def test_airflow_going_away_mid_action_leaves_the_triggered_run_owned_with_a_cle
 
 
 @pytest.mark.django_db(transaction=True)
-def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second(
-    airflow: Any, airflow_catalog: Any, actors: Any, api_for: Any, live_server: Any
-) -> None:
+@contextlib.contextmanager
+def bronze_failure_alerted(airflow: Any, live_server: Any, api_for: Any) -> Iterator[tuple[str, Incident]]:
+    """Airflow's failure callbacks post to the live server (a responder bot's alerts:write token); a run of
+    the bronze DAG fails at ingest_orders; yields its run id and the incident the callback opened. The
+    callbacks are pointed away again at the end."""
     bot = api_for("responder", scopes=["alerts:write"])
     airflow_set_variable(airflow, "controlplane_alert_url", f"{live_server.url}/api/v1/alerts/airflow")
     airflow_set_variable(airflow, "controlplane_alert_token", bot.token or "")
     airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "false")
-    run_id = trigger(airflow, BRONZE)
-    assert finished_run(airflow, BRONZE, run_id) == "failed"
-    incident = wait_for(
-        lambda: Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").first(),
-        timeout=30,
-        what="the incident",
-    )
-    assert incident.severity == "high" and incident.targets.get().key == f"dev.airflow.{BRONZE}"
-    assert "503" in incident.summary
-    # what a worker does once the alert is in: the end of the failed try's log joins the timeline
-    from controlplane.incidents.services import incident_attach_log
+    try:
+        run_id = trigger(airflow, BRONZE)
+        assert finished_run(airflow, BRONZE, run_id) == "failed"
+        incident = wait_for(
+            lambda: Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").first(),
+            timeout=30,
+            what="the incident the failure callback opens",
+        )
+        yield run_id, incident
+    finally:
+        airflow_set_variable(airflow, "controlplane_alert_url", "")
 
-    event = incident_attach_log(incident_id=incident.pk, alert=incident.details)
-    assert event is not None and "503" in event.data["log"]
-    detail = api_for("viewer", scopes=["incidents:read"]).get(f"/api/v1/incidents/{incident.pk}").json()
-    assert "503" in detail["log_excerpt"]
-    assert detail["log_url"].startswith(f"{airflow.url}/dags/{BRONZE}/runs/")  # the catalog's own Airflow
-    assert {a["verb"] for a in detail["suggested_actions"]} >= {"clear", "rerun"}
-    clear = next(a for a in detail["suggested_actions"] if a["verb"] == "clear")
-    assert clear["params"] == {"dag_run_id": run_id, "task_ids": ["ingest_orders"]}
-    # the same task fails again in the same run: the open incident takes the repeat
-    airflow.api(
-        "POST",
-        f"/api/v2/dags/{BRONZE}/clearTaskInstances",
-        {"dry_run": False, "dag_run_id": run_id, "task_ids": ["ingest_orders"], "only_failed": True},
-    )
-    assert finished_run(airflow, BRONZE, run_id) == "failed"
-    wait_for(lambda: Incident.objects.get(pk=incident.pk).alert_count >= 2, timeout=30, what="the repeat alert")
-    assert Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").count() == 1
-    tries = IncidentEvent.objects.filter(incident=incident, kind="alert", data__has_key="alert")
-    assert sorted(e.data["alert"]["try_number"] for e in tries) == [1, 2]  # a new try is listed, with its log
-    airflow_set_variable(airflow, "controlplane_alert_url", "")
+
+def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second(
+    airflow: Any, airflow_catalog: Any, actors: Any, api_for: Any, live_server: Any
+) -> None:
+    with bronze_failure_alerted(airflow, live_server, api_for) as (run_id, incident):
+        assert incident.severity == "high" and incident.targets.get().key == f"dev.airflow.{BRONZE}"
+        assert "503" in incident.summary
+        # what a worker does once the alert is in: the end of the failed try's log joins the timeline
+        from controlplane.incidents.services import incident_attach_log
+
+        event = incident_attach_log(incident_id=incident.pk, alert=incident.details)
+        assert event is not None and "503" in event.data["log"]
+        detail = api_for("viewer", scopes=["incidents:read"]).get(f"/api/v1/incidents/{incident.pk}").json()
+        assert "503" in detail["log_excerpt"]
+        assert detail["log_url"].startswith(f"{airflow.url}/dags/{BRONZE}/runs/")  # the catalog's own Airflow
+        assert {a["verb"] for a in detail["suggested_actions"]} >= {"clear", "rerun"}
+        clear = next(a for a in detail["suggested_actions"] if a["verb"] == "clear")
+        assert clear["params"] == {"dag_run_id": run_id, "task_ids": ["ingest_orders"]}
+        # the same task fails again in the same run: the open incident takes the repeat
+        airflow.api(
+            "POST",
+            f"/api/v2/dags/{BRONZE}/clearTaskInstances",
+            {"dry_run": False, "dag_run_id": run_id, "task_ids": ["ingest_orders"], "only_failed": True},
+        )
+        assert finished_run(airflow, BRONZE, run_id) == "failed"
+        wait_for(lambda: Incident.objects.get(pk=incident.pk).alert_count >= 2, timeout=30, what="the repeat alert")
+        assert Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").count() == 1
+        tries = IncidentEvent.objects.filter(incident=incident, kind="alert", data__has_key="alert")
+        assert sorted(e.data["alert"]["try_number"] for e in tries) == [1, 2]  # a new try is listed, with its log
 
 
 # ---------------------------------------------------------------------------------------------- checks

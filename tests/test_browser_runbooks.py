@@ -26,12 +26,11 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from controlplane.audit.context import Channel, change_context
-from controlplane.incidents.models import Incident
 from runbooks import services
 from runbooks.loader import LIBRARY, parse_file
 from runbooks.models import RunbookRun
-from tests.conftest import airflow_set_variable, wait_for
-from tests.test_airflow import BRONZE, airflow_catalog, finished_run, trigger  # noqa: F401 (a fixture)
+from tests.conftest import airflow_set_variable
+from tests.test_airflow import BRONZE, airflow_catalog, bronze_failure_alerted  # noqa: F401 (a fixture)
 from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, log_in, screenshot_path
 
 DEV_MART = "dev.weather.daily_weather_aggregates"
@@ -90,67 +89,55 @@ def test_ingestion_failure_from_alert_to_resolved_incident(
     request: pytest.FixtureRequest,
 ) -> None:
     worker = worker_factory(beat=True)
-    alerts = api_for("responder", scopes=["alerts:write"])
-    airflow_set_variable(airflow, "controlplane_alert_url", f"{live_server.url}/api/v1/alerts/airflow")
-    airflow_set_variable(airflow, "controlplane_alert_token", alerts.token or "")
-    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "false")
-    run_id = trigger(airflow, BRONZE)
-    try:
-        assert finished_run(airflow, BRONZE, run_id) == "failed"
-        incident = wait_for(
-            lambda: Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").first(),
-            timeout=30,
-            what="the incident the failure callback opens",
-        )
-        base = live_server.url
-        with chromium(request) as (_, page):
-            log_in(page, base, "rita")
-            page.goto(f"{base}/incidents/")
-            page.get_by_role("link", name=re.compile(rf"{BRONZE}\.ingest_orders failed")).first.click()
-            page.wait_for_url(f"{base}/incidents/{incident.pk}/")
-            page.get_by_role("link", name=re.compile(r"^Start .*[Ii]ngestion")).click()
-            expect(page.get_by_label(re.compile(r"dag_run_id"))).to_have_value(run_id)
-            page.get_by_role("button", name="Start the run").click()
-            page.wait_for_url(re.compile(r"/runs/\d+/$"))
+    with bronze_failure_alerted(airflow, live_server, api_for) as (run_id, incident):
+        try:
+            base = live_server.url
+            with chromium(request) as (_, page):
+                log_in(page, base, "rita")
+                page.goto(f"{base}/incidents/")
+                page.get_by_role("link", name=re.compile(rf"{BRONZE}\.ingest_orders failed")).first.click()
+                page.wait_for_url(f"{base}/incidents/{incident.pk}/")
+                page.get_by_role("link", name=re.compile(r"^Start .*[Ii]ngestion")).click()
+                expect(page.get_by_label(re.compile(r"dag_run_id"))).to_have_value(run_id)
+                page.get_by_role("button", name="Start the run").click()
+                page.wait_for_url(re.compile(r"/runs/\d+/$"))
 
-            # the first check runs by itself in the worker: the failed task, with the end of its log
-            expect_step_state(page, "failed_tasks", "done")
-            expect(step(page, "failed_tasks")).to_contain_text("ingest_orders")
+                # the first check runs by itself in the worker: the failed task, with the end of its log
+                expect_step_state(page, "failed_tasks", "done")
+                expect(step(page, "failed_tasks")).to_contain_text("ingest_orders")
 
-            # the engineer fixes the source where users would (an Airflow Variable), then says so
-            airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "true")
-            root = step(page, "root_cause")
-            for item in root.locator("input[name=checked]").all():  # the runbook's checklist
-                item.check()
-            root.get_by_label("source fixed").check()
-            root.get_by_role("button", name="Mark done").click()
+                # the engineer fixes the source where users would (an Airflow Variable), then says so
+                airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "true")
+                root = step(page, "root_cause")
+                for item in root.locator("input[name=checked]").all():  # the runbook's checklist
+                    item.check()
+                root.get_by_label("source fixed").check()
+                root.get_by_role("button", name="Mark done").click()
 
-            # the clear: Preview lists the failed task and its downstream, then Run
-            clear = step(page, "clear")
-            clear.get_by_role("button", name="Preview").click()
-            plan = clear.locator(".plan")
-            expect(plan).to_contain_text(f"{run_id} / ingest_orders")
-            expect(plan).to_contain_text(f"{run_id} / validate_ingestion")
-            clear.get_by_role("button", name="Run").click()
-            expect_step_state(page, "clear", "done", timeout=SLOW_MS)
-            expect(step(page, "clear")).to_contain_text("verified")
-            expect_step_state(page, "run_state", "done", timeout=SLOW_MS)
-            expect(page.locator("#run-state")).to_have_text("completed", timeout=SLOW_MS)
+                # the clear: Preview lists the failed task and its downstream, then Run
+                clear = step(page, "clear")
+                clear.get_by_role("button", name="Preview").click()
+                plan = clear.locator(".plan")
+                expect(plan).to_contain_text(f"{run_id} / ingest_orders")
+                expect(plan).to_contain_text(f"{run_id} / validate_ingestion")
+                clear.get_by_role("button", name="Run").click()
+                expect_step_state(page, "clear", "done", timeout=SLOW_MS)
+                expect(step(page, "clear")).to_contain_text("verified")
+                expect_step_state(page, "run_state", "done", timeout=SLOW_MS)
+                expect(page.locator("#run-state")).to_have_text("completed", timeout=SLOW_MS)
 
-            # the incident shows it, and is resolved
-            page.get_by_role("link", name=re.compile(rf"INC-{incident.pk}")).first.click()
-            page.wait_for_url(f"{base}/incidents/{incident.pk}/")
-            expect(page.locator("body")).to_contain_text("clear verified")
-            page.get_by_role("button", name="Resolve").click()
-            expect(page.locator("body")).to_contain_text("resolved")
-        incident.refresh_from_db()
-        assert incident.status == "resolved"
-        assert RunbookRun.objects.get(incident=incident).state == "completed"
-    except Exception:
-        print(worker.output()[-4000:])
-        raise
-    finally:
-        airflow_set_variable(airflow, "controlplane_alert_url", "")
+                # the incident shows it, and is resolved
+                page.get_by_role("link", name=re.compile(rf"INC-{incident.pk}")).first.click()
+                page.wait_for_url(f"{base}/incidents/{incident.pk}/")
+                expect(page.locator("body")).to_contain_text("clear verified")
+                page.get_by_role("button", name="Resolve").click()
+                expect(page.locator("body")).to_contain_text("resolved")
+            incident.refresh_from_db()
+            assert incident.status == "resolved"
+            assert RunbookRun.objects.get(incident=incident).state == "completed"
+        except Exception:
+            print(worker.output()[-4000:])
+            raise
 
 
 @pytest.mark.browser

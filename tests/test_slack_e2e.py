@@ -14,13 +14,12 @@ import pytest
 from controlplane.actions.models import ActionRun, ActionState
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditEvent
-from controlplane.incidents.models import Incident
 from controlplane.slack.identity import slack_link_set
 from controlplane.slack.models import SlackUserLink
 from runbooks import services as runbook_services
 from runbooks.loader import LIBRARY, parse_file
 from tests.conftest import airflow_set_variable, wait_for
-from tests.test_airflow import BRONZE, airflow_catalog, finished_run, trigger  # noqa: F401 (a fixture)
+from tests.test_airflow import BRONZE, airflow_catalog, bronze_failure_alerted, finished_run  # noqa: F401 (a fixture)
 from tests.test_slack_outbound import (
     all_text,
     buttons,
@@ -60,18 +59,7 @@ def test_a_failed_task_is_cleared_from_slack_and_followed_to_verified(
     worker_factory(**slack_env(slack, SLACK_SIGNING_SECRET_REF=f"env:{SECRET_ENV}", **{SECRET_ENV: SECRET}))
 
     # The task fails; Airflow's failure callback posts the alert to the live server.
-    alerts = api_for("responder", scopes=["alerts:write"])
-    airflow_set_variable(airflow, "controlplane_alert_url", f"{live_server.url}/api/v1/alerts/airflow")
-    airflow_set_variable(airflow, "controlplane_alert_token", alerts.token or "")
-    airflow_set_variable(airflow, "data_ingestion_bronze_fixed", "false")
-    run_id = trigger(airflow, BRONZE)
-    try:
-        assert finished_run(airflow, BRONZE, run_id) == "failed"
-        incident = wait_for(
-            lambda: Incident.objects.filter(details__run_id=run_id, details__task_id="ingest_orders").first(),
-            timeout=30,
-            what="the incident the failure callback opens",
-        )
+    with bronze_failure_alerted(airflow, live_server, api_for) as (run_id, incident):
 
         def message() -> dict[str, Any]:
             """This incident's message (a scheduled run of the DAG may have failed and been posted too)."""
@@ -124,5 +112,3 @@ def test_a_failed_task_is_cleared_from_slack_and_followed_to_verified(
         requested = AuditEvent.objects.get(event="action.requested", object_id=str(action.id))
         assert (requested.channel, requested.actor_name) == ("slack", actors["responder"].get_username())
         assert finished_run(airflow, BRONZE, run_id) == "success"
-    finally:
-        airflow_set_variable(airflow, "controlplane_alert_url", "")
