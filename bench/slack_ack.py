@@ -50,6 +50,7 @@ from bench.launch_dispatch import (  # noqa: E402 (needs the repo root on sys.pa
     TERMINAL,
     BenchError,
     World,
+    _raise_interrupt,
     bring_up,
     fmt,
     ms,
@@ -258,10 +259,6 @@ def report(opts: Options, figures: Figures) -> None:
             ],
         ],
     )
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
