@@ -89,6 +89,9 @@ class Plan(_Model):
     requires_consent: bool = False
     consent_reason: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+    #: the target is still moving (a run still going) so the same request may plan more a little later; a
+    #: plan shown ahead of a press (a Slack button's count) is computed again until it settles
+    settling: bool = False
 
 
 class Outcome(_Model):

@@ -113,8 +113,38 @@ def test_clear_preview_lists_the_failed_task_and_its_downstream(
     plan = resp.json()["plan"]
     cleared = {t["detail"]["task_id"]: t["detail"]["state"] for t in plan["touches"]}
     assert cleared == {"ingest_orders": "failed", "validate_ingestion": "upstream_failed"}
-    assert plan["counts"] == {"task_instances": 2, "dag_runs": 1}
+    assert plan["counts"] == {"task_instances": 2, "dag_runs": 1} and plan["settling"] is False
     assert run_state(airflow, BRONZE, failed_bronze_run) == "failed"  # the preview changed nothing
+
+
+def test_a_clear_plan_of_a_run_still_going_says_it_is_settling_and_of_a_finished_run_not(airflow: Any) -> None:
+    """A failure callback fires before the scheduler marks the downstream tasks: a plan made then may grow,
+    and says so (a Slack button's count is planned again until it settles)."""
+    from connectors.airflow.config import ClearParams
+
+    clear = connector_for(airflow).verb("clear")
+    stuck = TargetRef(key="stuck", kind="dag", locator={"dag_id": "stuck_report_pipeline"})
+    run_id = trigger(airflow, "stuck_report_pipeline")
+    params = ClearParams(
+        dag_run_id=run_id, task_ids=["collect_delivery_metrics"], only_failed=False, include_downstream=False
+    )
+    try:
+        wait_for(
+            lambda: (
+                airflow.api(
+                    "GET", f"/api/v2/dags/stuck_report_pipeline/dagRuns/{run_id}/taskInstances/collect_delivery_metrics"
+                )["state"]
+                == "success"
+            ),
+            timeout=60,
+            what="the first task done while the run goes on",
+        )
+        plan = clear.plan(stuck, params)
+        assert plan.settling and any("still going" in w for w in plan.warnings), plan
+    finally:
+        airflow.api("PATCH", f"/api/v2/dags/stuck_report_pipeline/dagRuns/{run_id}", {"state": "failed"})
+    plan = clear.plan(stuck, params)
+    assert not plan.settling and not any("still going" in w for w in plan.warnings), plan
 
 
 @pytest.mark.worker

@@ -77,7 +77,12 @@ def test_a_failed_task_is_cleared_from_slack_and_followed_to_verified(
             launch = buttons(message()).get("action.launch") if message() else None
             return launch if launch and "(" in launch["text"]["text"] and "```" in all_text(message()) else None
 
-        launch = wait_for(offered, timeout=60, what="the message with the plan and the log")
+        # the callback fires before the scheduler marks the downstream task: the count settles a moment later
+        launch = wait_for(
+            lambda: (o := offered()) and o["text"]["text"] == "Clear failed tasks (2)" and o,
+            timeout=60,
+            what="the message with the settled plan and the log",
+        )
         assert launch["text"]["text"] == "Clear failed tasks (2)" and launch["style"] == "danger"
         assert launch["confirm"]["text"]["text"].startswith(
             f"clear 2 task instances in 1 run(s) of {BRONZE} (1 failed, 1 upstream_failed)"

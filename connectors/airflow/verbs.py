@@ -121,14 +121,23 @@ class Clear(Verb[AirflowConnector, ClearParams]):
         if states.get("running"):
             warnings.append(f"{states['running']} running task instances will be killed and restarted")
         risky = len(tis) >= self.connector.cfg.risky_task_instances or len(runs) >= self.connector.cfg.risky_runs
+        risk = Risk.HIGH if risky else (Risk.MEDIUM if warnings else Risk.LOW)
+        # a failure callback fires before the scheduler marks the downstream tasks: a named run still going
+        # may have more to clear in a moment
+        settling = params.dag_run_id is not None and (
+            str(self.connector.run(dag_id, params.dag_run_id).state.value) not in TERMINAL_RUN_STATES
+        )
+        if settling:
+            warnings.append(f"run {params.dag_run_id} is still going: tasks that fail from now on are not in this plan")
         return Plan(
             summary=f"clear {len(tis)} task instances in {len(runs)} run(s) of {dag_id} "
             f"({', '.join(f'{n} {s}' for s, n in sorted(states.items()))})",
             touches=touches,
             counts={"task_instances": len(tis), "dag_runs": len(runs)},
             warnings=warnings,
-            risk=Risk.HIGH if risky else (Risk.MEDIUM if warnings else Risk.LOW),
+            risk=risk,
             details={"dag_id": dag_id, "dag_runs": runs, "states": dict(states)},
+            settling=settling,
         )
 
     def _already_cleared(self, dag_id: str, runs: list[str], action_id: str) -> list[str]:

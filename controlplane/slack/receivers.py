@@ -156,32 +156,41 @@ def incident_announce(*, incident_id: int) -> SlackPost | None:
     return post
 
 
+#: a settling plan is computed again every PLAN_SETTLE_SECONDS, at most PLAN_SETTLE_ATTEMPTS times in all
+PLAN_SETTLE_SECONDS = 5
+PLAN_SETTLE_ATTEMPTS = 24
+
+
 def _plan_later(post_id: int) -> None:
     from controlplane.slack.tasks import plan_incident_remediation
 
     plan_incident_remediation.apply_async(args=(post_id,))
 
 
-def incident_message_plan(*, post_id: int) -> None:
+def incident_message_plan(*, post_id: int) -> bool:
     """Compute the suggested remediation's plan for an incident's message, keep it on the post and update the
     message: the button names what it touches, its confirm dialog the plan. A plan that cannot be computed
-    leaves the button without a count and says so in the dialog; a press plans again."""
+    leaves the button without a count and says so in the dialog; a press plans again. True when the plan
+    is still settling (the failed run is still going): the caller plans again a little later."""
     from controlplane.actions.services import action_plan
 
     post = SlackPost.objects.select_related("incident").filter(pk=post_id).first()
     if post is None or post.incident is None:
-        return
+        return False
     suggestion = suggested_remediation(post.incident)
     if suggestion is None:
-        return
+        return False
+    settling = False
     try:
         prepared = action_plan(verb=suggestion["verb"], target_key=suggestion["target"], params=suggestion["params"])
         plan: dict[str, Any] = {"summary": prepared.plan.summary, "touches": len(prepared.plan.touches)}
+        settling = prepared.plan.settling
     except ServiceError as exc:
         plan = {"error": exc.message}
     with transaction.atomic():  # the plan and the update it causes are queued together
         SlackPost.objects.filter(pk=post.pk).update(data={**post.data, "plan": plan})
         incident_message_refresh(incident_id=post.incident.pk)
+    return settling
 
 
 def incident_message_refresh(*, incident_id: int) -> None:

@@ -20,8 +20,9 @@ def kick_pending_queues() -> None:
 
 
 @shared_task(ignore_result=True, soft_time_limit=120)
-def plan_incident_remediation(post_id: int) -> None:
-    receivers.incident_message_plan(post_id=post_id)
+def plan_incident_remediation(post_id: int, attempt: int = 1) -> None:
+    if receivers.incident_message_plan(post_id=post_id) and attempt < receivers.PLAN_SETTLE_ATTEMPTS:
+        plan_incident_remediation.apply_async(args=(post_id, attempt + 1), countdown=receivers.PLAN_SETTLE_SECONDS)
 
 
 @shared_task(ignore_result=True)
