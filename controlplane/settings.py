@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "controlplane.web",
     "runbooks",
     "controlplane.slack",
+    "controlplane.quarantine",
 ]
 
 MIDDLEWARE = [

@@ -1,13 +1,14 @@
-"""Start and stop real PostgreSQL 15 and Redis servers on loopback for the demo, tests and benchmarks.
+"""Start and stop real PostgreSQL 15 and Redis servers (and the GCS emulator, sandbox/gcs.py) on loopback for
+the demo, tests and benchmarks.
 
-Plain Python, no Django. Both servers run detached (they outlive this process) with their data, logs and
+Plain Python, no Django. The servers run detached (they outlive this process) with their data, logs and
 pid files under one root directory, so ``stop`` can find them again from another process::
 
     python -m sandbox.services start --root /tmp/sbx [--pg-port 55432] [--redis-port 56379]
     python -m sandbox.services status --root /tmp/sbx
     python -m sandbox.services stop --root /tmp/sbx
 
-``start`` writes ``ROOT/sandbox.env`` (``SANDBOX_PG_URL=...`` and ``REDIS_URL=...``) and prints it. Every
+``start`` writes ``ROOT/sandbox.env`` (``SANDBOX_PG_URL``, ``REDIS_URL``, ``SANDBOX_GCS_URL``) and prints it. Every
 wait is bounded; a server that does not come up fails with the tail of its log.
 
 Postgres refuses to run as root, so when this runs as root the cluster is owned by, and run as, the
@@ -35,6 +36,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from sandbox.gcs import gcs_running, start_gcs, stop_gcs
 
 LOOPBACK = "127.0.0.1"
 PG_BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/local/bin"))
@@ -509,26 +512,29 @@ def _previous_port(root: Path, key: str) -> int | None:
 
 
 def start_all(root: Path, pg_port: int | None = None, redis_port: int | None = None) -> dict[str, str]:
-    """Start both services and write ``ROOT/sandbox.env``; returns its variables."""
+    """Start the services and write ``ROOT/sandbox.env``; returns its variables."""
     root.mkdir(parents=True, exist_ok=True)
     pg_port = pg_port or _previous_port(root, "SANDBOX_PG_URL") or free_port()
     redis_port = redis_port or _previous_port(root, "REDIS_URL") or free_port()
+    gcs_port = _previous_port(root, "SANDBOX_GCS_URL") or free_port()
     postgres = start_postgres(root, pg_port)
     try:
         redis = start_redis(root, redis_port)
-    except SandboxError:
+        gcs = start_gcs(root, gcs_port)
+    except (SandboxError, RuntimeError):
         postgres.stop()
+        stop_redis(root)
         raise
-    env = {"SANDBOX_PG_URL": postgres.url("postgres"), "REDIS_URL": redis.url(0)}
+    env = {"SANDBOX_PG_URL": postgres.url("postgres"), "REDIS_URL": redis.url(0), "SANDBOX_GCS_URL": gcs.url}
     (root / ENV_FILE).write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     return env
 
 
 def stop_all(root: Path) -> dict[str, bool]:
-    """Stop both services of ``root`` (each attempted even if the other fails); which were running."""
+    """Stop the services of ``root`` (each attempted even if the other fails); which were running."""
     stopped: dict[str, bool] = {}
     errors: list[str] = []
-    for name, stop in (("postgres", stop_postgres), ("redis", stop_redis)):
+    for name, stop in (("postgres", stop_postgres), ("redis", stop_redis), ("gcs", stop_gcs)):
         try:
             stopped[name] = stop(root)
         except (SandboxError, OSError) as exc:
@@ -544,6 +550,7 @@ def _status(root: Path) -> dict[str, bool]:
     return {
         "postgres": pg_root is not None and _pg_running(pg_root / "data"),
         "redis": _redis_pid(root.resolve() / "redis") is not None,
+        "gcs": gcs_running(root),
     }
 
 
@@ -551,11 +558,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: ``start``, ``stop`` or ``status`` the sandbox services of ``--root``."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.services", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("start", help="start Postgres and Redis (detached), write ROOT/sandbox.env")
+    start = sub.add_parser(
+        "start", help="start Postgres, Redis and the GCS emulator (detached), write ROOT/sandbox.env"
+    )
     start.add_argument("--root", type=Path, required=True)
     start.add_argument("--pg-port", type=int, default=None)
     start.add_argument("--redis-port", type=int, default=None)
-    for name, help_text in (("stop", "stop both services (idempotent)"), ("status", "show what runs")):
+    for name, help_text in (("stop", "stop the services (idempotent)"), ("status", "show what runs")):
         sub.add_parser(name, help=help_text).add_argument("--root", type=Path, required=True)
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,135 @@
+"""Where a quarantine source's files are and how to open them: one fsspec filesystem (local, or GCS through
+gcsfs) and DuckDB connections reading through it.
+
+Paths handed around inside the connector are the filesystem's own (``/abs/path/...`` or
+``bucket/prefix/...``); :meth:`Store.url` turns one into what DuckDB reads (``gs://bucket/...`` goes through
+the gcsfs instance registered on the connection: DuckDB's httpfs cannot be installed offline).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import duckdb
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+from connectors.base import ConnectorError
+from connectors.quarantine.config import TABLE_NAME, QuarantineConfig
+
+PARTITION = re.compile(r"^ingest_dt=(\d{4}-\d{2}-\d{2})$")
+QUARANTINE_DIR = "quarantine"
+# the connector's own files (release ledger, keep markers) live beside the tables, under a name no table has
+CONTROL_DIR = "_control"
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+
+
+class Store:
+    """The files of one source. Cheap to build; builds its filesystem client once."""
+
+    def __init__(self, cfg: QuarantineConfig, secrets: Mapping[str, str]) -> None:
+        self.cfg = cfg
+        self.remote = cfg.root.startswith("gs://")
+        self.fs: AbstractFileSystem = self._filesystem(cfg, secrets)
+        self.root = cfg.root.removeprefix("gs://") if self.remote else cfg.root
+
+    @staticmethod
+    def _filesystem(cfg: QuarantineConfig, secrets: Mapping[str, str]) -> AbstractFileSystem:
+        if not cfg.root.startswith("gs://"):
+            return LocalFileSystem()
+        # gcsfs.core's class, not the package's default export: that one probes every bucket for the
+        # hierarchical-namespace layout (a gRPC call the emulator and older buckets do not answer)
+        from gcsfs.core import GCSFileSystem
+
+        credentials: Any = "anon"  # no secret: anonymous (the emulator, a public bucket)
+        if secrets.get("gcs_token"):
+            try:
+                credentials = json.loads(secrets["gcs_token"])
+            except ValueError:
+                raise ConnectorError("the gcs_token secret is not a service account's JSON") from None
+        return GCSFileSystem(
+            project=cfg.gcs_project or "controlplane",
+            token=credentials,
+            endpoint_url=cfg.gcs_endpoint,
+            requests_timeout=cfg.timeout_seconds,
+            timeout=cfg.timeout_seconds,
+        )
+
+    # ------------------------------------------------------------------------------------------- layout
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url(self, path: str) -> str:
+        """What DuckDB reads for a filesystem path (or glob)."""
+        return f"gs://{path}" if self.remote else path
+
+    def table_dir(self, table: str, *, quarantined: bool) -> str:
+        return self.join(QUARANTINE_DIR, table) if quarantined else self.join(table)
+
+    def partition_dir(self, table: str, day: date, *, quarantined: bool) -> str:
+        return f"{self.table_dir(table, quarantined=quarantined)}/ingest_dt={day.isoformat()}"
+
+    def control_dir(self, *parts: str) -> str:
+        return self.join(QUARANTINE_DIR, CONTROL_DIR, *parts)
+
+    # ------------------------------------------------------------------------------------------ listing
+
+    def _ls(self, path: str) -> list[dict[str, Any]]:
+        try:
+            return list(self.fs.ls(path, detail=True))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:  # network errors of gcsfs are OSErrors (and aiohttp's are too)
+            raise ConnectorError(f"listing {self.url(path)} failed: {exc}", transient=True) from None
+
+    def tables(self) -> list[str]:
+        """The tables that have a quarantine directory."""
+        names = (entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in self._ls(self.join(QUARANTINE_DIR)))
+        return sorted(n for n in names if n != CONTROL_DIR and TABLE_NAME.match(n))
+
+    def days(self, table: str, *, quarantined: bool) -> list[date]:
+        """The ``ingest_dt`` partitions of a table (quarantined or valid side)."""
+        found = []
+        for entry in self._ls(self.table_dir(table, quarantined=quarantined)):
+            match = PARTITION.match(entry["name"].rstrip("/").rsplit("/", 1)[-1])
+            if match and entry.get("type") == "directory":
+                found.append(date.fromisoformat(match.group(1)))
+        return sorted(found)
+
+    def files(self, table: str, day: date, *, quarantined: bool) -> list[FileInfo]:
+        """The parquet files of one partition, with their sizes."""
+        return sorted(
+            (
+                FileInfo(path=e["name"], size=int(e.get("size") or 0))
+                for e in self._ls(self.partition_dir(table, day, quarantined=quarantined))
+                if e.get("type") == "file" and e["name"].endswith(".parquet")
+            ),
+            key=lambda f: f.path,
+        )
+
+    # ------------------------------------------------------------------------------------------- duckdb
+
+    @contextmanager
+    def duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection in UTC that reads this store's files (and closes at the end)."""
+        con = duckdb.connect(config={"TimeZone": "UTC"})
+        try:
+            if self.remote:
+                con.register_filesystem(self.fs)
+            yield con
+        except duckdb.IOException as exc:
+            raise ConnectorError(f"reading the quarantine files failed: {exc}", transient=self.remote) from None
+        finally:
+            con.close()

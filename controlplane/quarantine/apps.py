@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class QuarantineConfig(AppConfig):
+    name = "controlplane.quarantine"
+    label = "quarantine"
+    verbose_name = "Quarantine reviews"

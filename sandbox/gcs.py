@@ -1,0 +1,170 @@
+"""A GCS emulator (``gcp-storage-emulator``) on loopback for the demo, tests and benchmarks: the quarantine
+connector's gcsfs client talks to it over HTTP as it would to Google.
+
+    python -m sandbox.gcs serve --port 4443 --data-dir DIR   (foreground; what ``start_gcs`` runs detached)
+
+The emulator's HTTP server is single-threaded with the standard library's listen backlog of 5: gcsfs opens
+several connections at once and the sixth would be refused, so ``serve`` raises the backlog first. Its
+objects live in ``--data-dir`` (they survive a restart). ``sandbox.services`` starts and stops it with
+Postgres and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+READY_TIMEOUT_S = 20.0
+LISTEN_BACKLOG = 128
+
+
+def gcs_ping(host: str, port: int, *, timeout: float = 1.0) -> bool:
+    """True if the emulator answers its health check (``GET /``) on host:port."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class GcsServer:
+    """A running sandbox GCS emulator."""
+
+    directory: Path
+    port: int
+    host: str = LOOPBACK
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "gcs.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "gcs.log"
+
+    def stop(self) -> bool:
+        return _stop_dir(self.directory)
+
+
+def _pid(directory: Path) -> int | None:
+    try:
+        pid = int((directory / "gcs.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+    return pid if "sandbox.gcs" in cmdline else None
+
+
+def start_gcs(root: Path, port: int) -> GcsServer:
+    """Start (or reuse) the emulator under ``ROOT/gcs`` on 127.0.0.1:``port``, detached; wait until it answers."""
+    server = GcsServer(directory=root.resolve() / "gcs", port=port)
+    (server.directory / "data").mkdir(parents=True, exist_ok=True)
+    if _pid(server.directory) is not None:
+        if gcs_ping(server.host, port):
+            return server
+        _stop_dir(server.directory)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sandbox.gcs",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(server.directory / "data"),
+    ]
+    with server.log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the caller, like the daemonized Redis
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    server.pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if gcs_ping(server.host, port):
+            return server
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    _stop_dir(server.directory)
+    log_tail = server.log_file.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"the GCS emulator on port {port} did not answer within {READY_TIMEOUT_S:.0f} s\n{log_tail}")
+
+
+def _stop_dir(directory: Path) -> bool:
+    pid = _pid(directory)
+    if pid is None:
+        (directory / "gcs.pid").unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _pid(directory) is not None:
+        time.sleep(0.05)
+    if _pid(directory) is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    (directory / "gcs.pid").unlink(missing_ok=True)
+    return True
+
+
+def gcs_running(root: Path) -> bool:
+    return _pid(root.resolve() / "gcs") is not None
+
+
+def stop_gcs(root: Path) -> bool:
+    """Stop the emulator of ``root`` if it runs; True if it was running. Idempotent."""
+    return _stop_dir(root.resolve() / "gcs")
+
+
+def serve(port: int, data_dir: Path) -> None:
+    """Run the emulator in the foreground until SIGTERM."""
+    import http.server
+
+    from gcp_storage_emulator.server import create_server
+
+    http.server.HTTPServer.request_queue_size = LISTEN_BACKLOG
+    server = create_server(LOOPBACK, port, in_memory=False, data_dir=str(data_dir))
+    signal.signal(signal.SIGTERM, lambda *_: (server.stop(), sys.exit(0)))
+    server.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.gcs", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("serve", help="run the emulator in the foreground")
+    run.add_argument("--port", type=int, required=True)
+    run.add_argument("--data-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    serve(args.port, args.data_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
