@@ -64,6 +64,10 @@ class Store:
             endpoint_url=cfg.gcs_endpoint,
             requests_timeout=cfg.timeout_seconds,
             timeout=cfg.timeout_seconds,
+            # every read sees the bucket as it is now: no listing cache, and no instance (with its cache)
+            # shared with an earlier connector in this process
+            use_listings_cache=False,
+            skip_instance_cache=True,
         )
 
     # ------------------------------------------------------------------------------------------- layout
@@ -86,7 +90,7 @@ class Store:
 
     # ------------------------------------------------------------------------------------------ listing
 
-    def _ls(self, path: str) -> list[dict[str, Any]]:
+    def ls(self, path: str) -> list[dict[str, Any]]:
         try:
             return list(self.fs.ls(path, detail=True))
         except FileNotFoundError:
@@ -96,13 +100,13 @@ class Store:
 
     def tables(self) -> list[str]:
         """The tables that have a quarantine directory."""
-        names = (entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in self._ls(self.join(QUARANTINE_DIR)))
+        names = (entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in self.ls(self.join(QUARANTINE_DIR)))
         return sorted(n for n in names if n != CONTROL_DIR and TABLE_NAME.match(n))
 
     def days(self, table: str, *, quarantined: bool) -> list[date]:
         """The ``ingest_dt`` partitions of a table (quarantined or valid side)."""
         found = []
-        for entry in self._ls(self.table_dir(table, quarantined=quarantined)):
+        for entry in self.ls(self.table_dir(table, quarantined=quarantined)):
             match = PARTITION.match(entry["name"].rstrip("/").rsplit("/", 1)[-1])
             if match and entry.get("type") == "directory":
                 found.append(date.fromisoformat(match.group(1)))
@@ -113,7 +117,7 @@ class Store:
         return sorted(
             (
                 FileInfo(path=e["name"], size=int(e.get("size") or 0))
-                for e in self._ls(self.partition_dir(table, day, quarantined=quarantined))
+                for e in self.ls(self.partition_dir(table, day, quarantined=quarantined))
                 if e.get("type") == "file" and e["name"].endswith(".parquet")
             ),
             key=lambda f: f.path,
@@ -123,8 +127,9 @@ class Store:
 
     @contextmanager
     def duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB connection in UTC that reads this store's files (and closes at the end)."""
-        con = duckdb.connect(config={"TimeZone": "UTC"})
+        """A DuckDB connection that reads this store's files (and closes at the end). Without the ICU extension
+        (it cannot be installed offline) DuckDB's time zone is UTC: timestamps read and compare in UTC."""
+        con = duckdb.connect()
         try:
             if self.remote:
                 con.register_filesystem(self.fs)
