@@ -471,3 +471,15 @@ def test_the_reason_and_timestamp_columns_are_read_by_name(tmp_path: Path) -> No
     [reason] = stats.reason_stats(store_for(tmp_path), table="orders", start=WEEK_START, end=WEEK_END)
 
     assert reason.first_seen == dt.datetime(2025, 3, 24, 9, tzinfo=dt.UTC)
+
+
+def test_a_reason_seen_three_weeks_before_is_not_new_a_null_one_neither(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    write_day(FS, root, "orders", WEEK_START - dt.timedelta(days=20), reasons={None: 1, "x's reason": 1})
+    write_day(FS, root, "orders", WEEK_START, reasons={None: 2, "x's reason": 1, "fresh": 1})
+
+    found = {
+        r.reason: r.new for r in stats.reason_stats(store_for(tmp_path), table="orders", start=WEEK_START, end=WEEK_END)
+    }
+
+    assert found == {"(none)": False, "x's reason": False, "fresh": True}
