@@ -483,3 +483,19 @@ def test_a_reason_seen_three_weeks_before_is_not_new_a_null_one_neither(tmp_path
     }
 
     assert found == {"(none)": False, "x's reason": False, "fresh": True}
+
+
+def test_the_summary_reads_only_the_partitions_the_week_needs(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    write_day(FS, root, "orders", WEEK_START, valid=100, reasons={"a": 3})
+    # broken files where the summary must not look: quarantine before the 4 weeks of history, valid rows of
+    # the week before (growth needs quarantined rows only) and after the week
+    for day, quarantined in ((WEEK_START - dt.timedelta(days=29), True), (WEEK_START - dt.timedelta(days=3), False)):
+        FS.makedirs(partition_dir(root, "orders", day, quarantined=quarantined))
+        Path(partition_dir(root, "orders", day, quarantined=quarantined), "part-0.parquet").write_text("broken")
+    FS.makedirs(partition_dir(root, "orders", WEEK_END + dt.timedelta(days=1), quarantined=True))
+    Path(partition_dir(root, "orders", WEEK_END + dt.timedelta(days=1), quarantined=True), "x.parquet").write_text("")
+
+    orders = table_of(stats.weekly_summary(store_for(tmp_path), week_end=WEEK_END), "orders")
+
+    assert (orders["quarantined"], orders["valid"]) == (3, 100)
