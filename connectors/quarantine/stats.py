@@ -546,10 +546,8 @@ def _files(store: Store, paths: Sequence[str]) -> str:
 def _fetch(con: duckdb.DuckDBPyConnection, store: Store, query: str, doing: str) -> list[tuple[Any, ...]]:
     try:
         return con.execute(query).fetchall()
-    except duckdb.IOException as exc:
-        raise ConnectorError(f"{doing} failed: {exc}", transient=store.remote) from None
     except duckdb.Error as exc:
-        raise ConnectorError(f"{doing} failed (not a quarantine layout of seed 003's shape?): {exc}") from None
+        raise _query_error(store, exc, doing) from None
 
 
 def _arrow(
@@ -557,10 +555,18 @@ def _arrow(
 ) -> pa.Table:
     try:
         return con.execute(query, params).to_arrow_table()
-    except duckdb.IOException as exc:
-        raise ConnectorError(f"{doing} failed: {exc}", transient=store.remote) from None
     except duckdb.Error as exc:
-        raise ConnectorError(f"{doing} failed (not a quarantine layout of seed 003's shape?): {exc}") from None
+        raise _query_error(store, exc, doing) from None
+
+
+def _query_error(store: Store, exc: duckdb.Error, doing: str) -> ConnectorError:
+    """Network failures and files removed since the listing are transient; what DuckDB cannot read is not."""
+    failure = store.read_failure()
+    if failure is not None:
+        return ConnectorError(f"{doing} failed: {failure}", transient=True)
+    if isinstance(exc, duckdb.IOException):
+        return ConnectorError(f"{doing} failed: {exc}", transient=store.remote)
+    return ConnectorError(f"{doing} failed (not a quarantine layout of seed 003's shape?): {exc}")
 
 
 def _reason_filter(reason: str | None) -> tuple[str, dict[str, Any]]:

@@ -53,6 +53,7 @@ class Store:
         self.remote = cfg.root.startswith("gs://")
         self.fs: AbstractFileSystem = self._filesystem(cfg, secrets)
         self.root = cfg.root.removeprefix("gs://") if self.remote else cfg.root
+        self._read_failure: OSError | None = None
 
     @staticmethod
     def _filesystem(cfg: QuarantineConfig, secrets: Mapping[str, str]) -> AbstractFileSystem:
@@ -156,14 +157,21 @@ class Store:
     def open_listed(self, info: FileInfo) -> Any:
         """Open a listed file for reading: its size comes from the listing and each read fetches exactly the
         bytes asked with one ranged request (gcsfs' own files look the object up first and read ahead)."""
-        return _RangeFile(self.fs, info)
+        return _RangeFile(self, info)
+
+    def read_failure(self) -> OSError | None:
+        """The last read error of a file DuckDB read through :meth:`open_listed` (then forgotten). DuckDB reports
+        an exception of a Python filesystem as a generic error; this tells a network failure or a file removed
+        since the listing (transient) from a file DuckDB cannot read (permanent)."""
+        failure, self._read_failure = self._read_failure, None
+        return failure
 
     def read_range(self, path: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of a file, one request on GCS."""
         try:
             return bytes(self.fs.cat_file(path, start=start, end=end))
         except FileNotFoundError:
-            raise
+            raise  # removed since the listing: the caller decides
         except OSError as exc:
             raise ConnectorError(f"reading {self.url(path)} failed: {exc}", transient=self.remote) from None
 
@@ -188,11 +196,16 @@ class Store:
 class _RangeFile(AbstractBufferedFile):
     """A read-only file of known size whose reads are ranged reads of the filesystem (no read-ahead)."""
 
-    def __init__(self, fs: AbstractFileSystem, info: FileInfo) -> None:
-        super().__init__(fs, info.path, mode="rb", size=info.size, cache_type="none")
+    def __init__(self, store: Store, info: FileInfo) -> None:
+        super().__init__(store.fs, info.path, mode="rb", size=info.size, cache_type="none")
+        self.store = store
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return bytes(self.fs.cat_file(self.path, start=start, end=end))
+        try:
+            return bytes(self.fs.cat_file(self.path, start=start, end=end))
+        except OSError as exc:
+            self.store._read_failure = exc
+            raise
 
 
 class _ListedFileSystem(AbstractFileSystem):

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from connectors.base import ConnectorError
 from connectors.quarantine import QuarantineConfig, Store, stats
 from tests.quarantine_qread import partition_dir, quarantined_rows, write_day, write_partition
 
@@ -94,3 +95,17 @@ def test_sample_storage_and_review_over_gcs_equal_the_local_ones(gcs_store: Stor
     local_review = stats.weekly_review(local, cfg.model_copy(update={"root": str(tmp_path)}), week_end=WEEK_END)
     assert remote_review["escalations"] == local_review.as_json()["escalations"]
     assert remote_review["breaches"] == local_review.as_json()["breaches"]
+
+
+def test_a_file_removed_after_the_listing_is_a_transient_error(gcs_store: Store) -> None:
+    # a release or a cleanup can remove a file between the listing and the scan: retrying re-lists
+    write_source(gcs_store.fs, gcs_store.root)
+    listing = stats._listing(gcs_store, "orders", WEEK_START - dt.timedelta(days=28), WEEK_END, quarantined=True)
+    gcs_store.fs.rm(listing[WEEK_START][0].path)
+
+    listed = [f for files in listing.values() for f in files]
+    with gcs_store.duckdb(listed=listed) as con, pytest.raises(ConnectorError) as caught:
+        stats._reasons(con, gcs_store, "orders", listing, WEEK_START, WEEK_END, [], sample_keys=0)
+
+    assert caught.value.transient is True
+    assert "reading the reasons of orders failed" in caught.value.message
