@@ -564,8 +564,8 @@ def _query_error(store: Store, exc: duckdb.Error, doing: str) -> ConnectorError:
     failure = store.read_failure()
     if failure is not None:
         return ConnectorError(f"{doing} failed: {failure}", transient=True)
-    if isinstance(exc, duckdb.IOException):
-        return ConnectorError(f"{doing} failed: {exc}", transient=store.remote)
+    if isinstance(exc, duckdb.IOException):  # a file removed since the listing, or a network failure: re-list
+        return ConnectorError(f"{doing} failed: {exc}", transient=True)
     return ConnectorError(f"{doing} failed (not a quarantine layout of seed 003's shape?): {exc}")
 
 

@@ -499,3 +499,15 @@ def test_the_summary_reads_only_the_partitions_the_week_needs(tmp_path: Path) ->
     orders = table_of(stats.weekly_summary(store_for(tmp_path), week_end=WEEK_END), "orders")
 
     assert (orders["quarantined"], orders["valid"]) == (3, 100)
+
+
+def test_a_file_removed_after_the_listing_is_a_transient_error(tmp_path: Path) -> None:
+    write_day(FS, str(tmp_path), "orders", WEEK_START, reasons={"a": 1})
+    store = store_for(tmp_path)
+    listing = stats._listing(store, "orders", WEEK_START, WEEK_END, quarantined=True)
+    Path(listing[WEEK_START][0].path).unlink()  # a release or a cleanup in between
+
+    with store.duckdb() as con, pytest.raises(ConnectorError) as caught:
+        stats._reasons(con, store, "orders", listing, WEEK_START, WEEK_END, [], sample_keys=0)
+
+    assert caught.value.transient is True
