@@ -9,7 +9,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from connectors.base import Connector, ConnectorError, HealthResult
+from connectors.quarantine.checks import (
+    QuarantineRateCheck,
+    QuarantineReasonsCheck,
+    QuarantineRecordsCheck,
+    QuarantineStorageCheck,
+)
 from connectors.quarantine.config import LOCATOR_MODELS, QuarantineConfig
+from connectors.quarantine.review import QuarantineReviewVerb
 from connectors.quarantine.store import Store
 
 
@@ -25,6 +32,8 @@ class QuarantineConnector(Connector):
     config_model = QuarantineConfig
     secret_names = ("gcs_token",)
     target_kinds = ("quarantine", "quarantine_table")
+    verbs = (QuarantineReviewVerb,)
+    checks = (QuarantineRateCheck, QuarantineReasonsCheck, QuarantineStorageCheck, QuarantineRecordsCheck)
 
     def __init__(self, config: BaseModel | Mapping[str, Any], secrets: Mapping[str, str]) -> None:
         if not isinstance(config, QuarantineConfig):
