@@ -180,12 +180,17 @@ def read_table(store: Store, path: str, columns: list[str] | None = None) -> pa.
         return parquet.read(columns=columns)
 
 
+def footer_rows(store: Store, path: str) -> int:
+    """The row count of a parquet file from its footer (FileNotFoundError when it is gone)."""
+    with _io(store, "reading", path), store.fs.open(path, "rb") as handle:
+        return int(pq.ParquetFile(handle).metadata.num_rows)
+
+
 def num_rows(store: Store, path: str) -> int | None:
     """The row count of a parquet file from its footer; None when the file is missing or unreadable (a
     write cut short on local disk)."""
     try:
-        with _io(store, "reading", path), store.fs.open(path, "rb") as handle:
-            return int(pq.ParquetFile(handle).metadata.num_rows)
+        return footer_rows(store, path)
     except FileNotFoundError:
         return None
     except ConnectorError as exc:
@@ -286,9 +291,7 @@ def scan(store: Store, table: str, days: list[date], reason: str | None) -> list
         for info in store.files(table, day, quarantined=True):
             try:
                 if reason is None:
-                    total = rows = num_rows(store, info.path)
-                    if total is None:
-                        raise ConnectorError(f"{store.url(info.path)} is not a readable parquet file")
+                    total = rows = footer_rows(store, info.path)
                 else:
                     column = read_table(store, info.path, [REASON_COLUMN])
                     total, rows = column.num_rows, int(pc.sum(matching(column, reason)).as_py() or 0)
@@ -563,7 +566,11 @@ def write_valid(store: Store, record: dict[str, Any], ctx: ExecutionContext) -> 
                     f"{store.url(qfile.path)} holds {chosen.num_rows} rows of the reason, the plan said {qfile.rows}"
                 )
             parts.append(chosen.drop_columns([c for c in METADATA_COLUMNS if c in chosen.column_names]))
-        write_table(store, path, pa.concat_tables(parts, promote_options="default"))
+        try:  # columns added or widened between files of the day: unified (a missing column is null)
+            rows_of_day = pa.concat_tables(parts, promote_options="permissive")
+        except pa.ArrowException as exc:
+            raise ConnectorError(f"the released rows of {day} do not fit one schema: {exc}") from None
+        write_table(store, path, rows_of_day)
         ctx.log(f"wrote {rows} rows to {store.url(path)}")
 
 

@@ -150,8 +150,11 @@ def test_release_crash_after_the_valid_files_is_completed_by_the_redelivery(conn
     assert ledger.read(store, ledger.RELEASED, "act-3")["state"] == "pending"  # type: ignore[index]
     assert ledger.pending_valid_files(store) == valid  # written, but not counted while pending
     assert quarantine_ids(connector, D14)[NULL_CUSTOMER] == [1, 2, 3, 6, 7]  # still quarantined (and counted)
+    written = {path: store.fs.modified(path) for path in valid}
 
     outcome = verb.execute(ORDERS, release_params(), ctx("act-3", attempt=2, plan=plan))
+
+    assert {path: store.fs.modified(path) for path in valid} == written  # found complete, not written again
 
     assert not outcome.already_done
     assert ids(read_rows(store, vpath(store, "orders", D14, "released-act-3.parquet"))) == [1, 2, 3, 6, 7]
@@ -201,6 +204,21 @@ def test_release_rewrites_a_valid_file_cut_short_by_a_crash(connector: Quarantin
     verb.execute(ORDERS, release_params(), ctx("act-5", attempt=2, plan=plan))
 
     assert ids(read_rows(store, half)) == [1, 2, 3, 6, 7]
+
+
+def test_release_unifies_the_columns_of_a_days_files(connector: QuarantineConnector) -> None:
+    store = connector.store
+    # a file of the same day with a column more and the price as an integer
+    drifted = [{**row, "price": 3, "coupon": "C"} for row in quarantined([60], NULL_CUSTOMER)]
+    write_rows(store, qpath(store, "orders", D14, "part-2.parquet"), drifted)
+    verb = connector.verb("quarantine-release")
+    params = release_params(to_date=D14)
+
+    verb.execute(ORDERS, params, ctx("act-9", plan=verb.plan(ORDERS, params)))
+
+    rows = {r["order_id"]: r for r in read_rows(store, vpath(store, "orders", D14, "released-act-9.parquet"))}
+    assert sorted(rows) == [1, 2, 3, 6, 7, 60]
+    assert rows[60]["coupon"] == "C" and rows[60]["price"] == 3.0 and rows[1]["coupon"] is None
 
 
 def test_release_acts_on_the_plan_and_names_rows_quarantined_since(connector: QuarantineConnector) -> None:
