@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorError, Risk, TargetRef
 from connectors.quarantine import QuarantineConnector, ledger
+from connectors.quarantine.stats import day_counts
 from connectors.quarantine.verbs import (
     CleanupParams,
     DiscardParams,
@@ -163,6 +164,23 @@ def test_release_crash_after_the_valid_files_is_completed_by_the_redelivery(conn
     assert quarantine_ids(connector, D14) == {BAD_PRICE: [4, 5]}
     assert ledger.pending_valid_files(store) == set()
     assert verb.verify(ORDERS, release_params(), outcome).ok
+
+
+def test_the_counts_never_see_a_released_row_twice(connector: QuarantineConnector) -> None:
+    store = connector.store
+    verb = connector.verb("quarantine-release")
+    plan = verb.plan(ORDERS, release_params())
+
+    def orders_on_the_14th() -> tuple[int, int]:
+        (count,) = day_counts(store, start=D14, end=D14, tables=["orders"])
+        return count.valid, count.quarantined
+
+    assert orders_on_the_14th() == (10, 7)
+    with pytest.raises(Crash):
+        verb.execute(ORDERS, release_params(), ctx("act-10", plan=plan, executed=crash))
+    assert orders_on_the_14th() == (10, 7)  # pending: the valid file is not counted, its rows still quarantined
+    verb.execute(ORDERS, release_params(), ctx("act-10", attempt=2, plan=plan))
+    assert orders_on_the_14th() == (15, 2)
 
 
 def test_release_crash_while_removing_from_quarantine_is_completed_by_the_redelivery(

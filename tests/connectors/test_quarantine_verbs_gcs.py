@@ -23,6 +23,7 @@ from tests.connectors.test_quarantine_verbs import (
     test_release_crash_while_removing_from_quarantine_is_completed_by_the_redelivery,
     test_release_moves_exactly_the_reasons_rows_of_the_days,
     test_release_refuses_a_file_changed_since_the_plan_and_changes_nothing,
+    test_the_counts_never_see_a_released_row_twice,
 )
 from tests.quarantine_qwrite import gcs_connector, seed_source
 
@@ -39,6 +40,7 @@ __all__ = [
     "test_release_crash_while_removing_from_quarantine_is_completed_by_the_redelivery",
     "test_release_moves_exactly_the_reasons_rows_of_the_days",
     "test_release_refuses_a_file_changed_since_the_plan_and_changes_nothing",
+    "test_the_counts_never_see_a_released_row_twice",
 ]
 
 
