@@ -74,6 +74,25 @@ def kept_partitions(store: Store, *, as_of: date) -> dict[tuple[str, date], list
     return kept
 
 
+def partitions_in_progress(store: Store) -> dict[tuple[str, date], list[str]]:
+    """(table, day) -> the releases and discards not done yet that act on files of that quarantine
+    partition: retention cleanup leaves them to finish (a re-delivery needs its files)."""
+    busy: dict[tuple[str, date], list[str]] = {}
+    for kind in (RELEASED, DISCARDED):
+        for entry in entries(store, kind):
+            if entry.get("state") == DONE:
+                continue
+            for day in sorted({str(f.get("day")) for f in entry.get("planned", [])}):
+                try:
+                    key = (str(entry["table"]), date.fromisoformat(day))
+                except (KeyError, ValueError):
+                    raise ConnectorError(
+                        f"the {kind} record of action {entry.get('action_id')!r} is malformed"
+                    ) from None
+                busy.setdefault(key, []).append(str(entry.get("action_id")))
+    return busy
+
+
 # ---------------------------------------------------------------------------------------------- writers
 
 

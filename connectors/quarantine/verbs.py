@@ -39,7 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.base import ConnectorError, ExecutionContext, Outcome, Plan, Risk, TargetRef, Touch, Verb, Verification
 from connectors.quarantine import ledger
-from connectors.quarantine.config import METADATA_COLUMNS, REASON_COLUMN, TableLocator, parse_locator
+from connectors.quarantine.config import (
+    METADATA_COLUMNS,
+    REASON_COLUMN,
+    TableLocator,
+    check_table,
+    parse_locator,
+)
 from connectors.quarantine.store import Store
 
 if TYPE_CHECKING:
@@ -302,8 +308,22 @@ def scan(store: Store, table: str, days: list[date], reason: str | None) -> list
     return found
 
 
-def planned_files(plan: Plan) -> list[QFile]:
-    return [QFile.from_json(dict(t.detail)) for t in plan.touches if t.kind == FILE]
+def planned_files(store: Store, plan: Plan, table: str, days: list[date]) -> list[QFile]:
+    """The quarantine files a plan lists, each checked to be a parquet file directly in one of the
+    request's partitions: execute deletes what the stored plan names, so it never trusts a path blindly."""
+    files = [QFile.from_json(dict(t.detail)) for t in plan.touches if t.kind == FILE]
+    for qfile in files:
+        if qfile.day not in days:
+            raise ConnectorError(f"the plan lists a file of {qfile.day}, outside the requested days")
+        check_in_partition(store, table, qfile.day, qfile.path)
+    return files
+
+
+def check_in_partition(store: Store, table: str, day: date, path: str) -> None:
+    """``path`` is a parquet file directly inside the quarantine partition (table, day); else permanent."""
+    directory, _, name = path.rpartition("/")
+    if directory != store.partition_dir(table, day, quarantined=True) or not name.endswith(".parquet"):
+        raise ConnectorError(f"the plan names {store.url(path)}, not a file of quarantine partition {table}/{day}")
 
 
 def check_unchanged(store: Store, files: list[QFile]) -> None:
@@ -472,7 +492,7 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
             ctx.log(f"already released by this action at {record.get('finished_at')}")
             return _release_outcome(record, already_done=True)
         if record is None:
-            files = planned_files(ctx.plan or self.plan(target, params))
+            files = planned_files(store, ctx.plan or self.plan(target, params), locator.table, params.days())
             if ctx.cancel_requested():
                 raise ConnectorError("cancelled on request before anything was written")
             check_unchanged(store, files)
@@ -637,7 +657,7 @@ class Discard(Verb["QuarantineConnector", DiscardParams]):
             ctx.log(f"already discarded by this action at {record.get('finished_at')}")
             return _discard_outcome(record, already_done=True)
         if record is None:
-            files = planned_files(ctx.plan or self.plan(target, params))
+            files = planned_files(store, ctx.plan or self.plan(target, params), locator.table, params.days())
             if ctx.cancel_requested():
                 raise ConnectorError("cancelled on request before anything was deleted")
             check_unchanged(store, files)
@@ -809,8 +829,10 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
         as_of = params.as_of or today_utc()
         cutoff = as_of - timedelta(days=retention)
         kept = ledger.kept_partitions(store, as_of=as_of)
+        busy = ledger.partitions_in_progress(store)
         touches: list[Touch] = []
         spared: list[dict[str, Any]] = []
+        in_progress: list[dict[str, Any]] = []
         tables: dict[str, dict[str, int]] = {}
         for table in store.tables():
             for day in store.days(table, quarantined=True):
@@ -826,6 +848,9 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
                             "actions": [k["action_id"] for k in keeps],
                         }
                     )
+                    continue
+                if (table, day) in busy:
+                    in_progress.append({"table": table, "day": day.isoformat(), "actions": busy[(table, day)]})
                     continue
                 files: list[dict[str, Any]] = [
                     {"path": f.path, "size": f.size, "rows": num_rows(store, f.path) or 0}
@@ -863,15 +888,19 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
             warnings.append("a large cleanup: more than a routine day's worth of partitions")
         if touches and warnings:
             risk = Risk.HIGH
-        return Plan(
-            summary=(
+        if touches:
+            summary = (
                 f"delete {totals['partitions']} quarantine partitions older than {retention} days (before {cutoff}): "
                 f"{totals['files']} files, {totals['rows']} rows, {totals['bytes']} bytes"
-                + (f"; {len(spared)} kept partitions left alone" if spared else "")
-                if touches
-                else f"nothing to delete: no quarantine partition before {cutoff} (retention {retention} days)"
-                + (f" that is not kept ({len(spared)} kept)" if spared else "")
-            ),
+            )
+        else:
+            summary = f"nothing to delete: no expired quarantine partition before {cutoff} (retention {retention} days)"
+        if spared:
+            summary += f"; {len(spared)} kept partitions left alone"
+        if in_progress:
+            summary += f"; {len(in_progress)} partitions of a release or discard in progress left for later"
+        return Plan(
+            summary=summary,
             touches=touches,
             counts=totals,
             estimated_bytes=totals["bytes"],
@@ -885,6 +914,7 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
                 "partitions": totals["partitions"],
                 "tables": tables,
                 "kept": spared,
+                "in_progress": in_progress,
                 "retention_days": retention,
                 "as_of": as_of.isoformat(),
             },
@@ -909,7 +939,7 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
                     "action_id": action_id,
                     "state": ledger.PENDING,
                     **plan.details,
-                    "partitions": [dict(t.detail) for t in plan.touches if t.kind == PARTITION],
+                    "partitions": planned_partitions(store, plan),
                     "started_at": _now(),
                 },
             )
@@ -948,6 +978,21 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
         if later:
             summary += f" ({len(later)} files written into them since the plan stay: {', '.join(later[:5])})"
         return Verification(ok=True, summary=summary, details=details)
+
+
+def planned_partitions(store: Store, plan: Plan) -> list[dict[str, Any]]:
+    """The partitions a cleanup plan lists, each file checked to lie in its quarantine partition."""
+    partitions = [dict(t.detail) for t in plan.touches if t.kind == PARTITION]
+    for partition in partitions:
+        try:
+            table, day = check_table(str(partition["table"])), date.fromisoformat(str(partition["day"]))
+        except (KeyError, ValueError) as exc:
+            raise ConnectorError(f"the plan lists a partition that is not one: {exc}") from None
+        if partition["path"] != store.partition_dir(table, day, quarantined=True):
+            raise ConnectorError(f"the plan names {partition['path']!r}, not the quarantine partition {table}/{day}")
+        for file in partition["files"]:
+            check_in_partition(store, table, day, str(file["path"]))
+    return partitions
 
 
 def _cleanup_outcome(record: dict[str, Any], *, already_done: bool) -> Outcome:

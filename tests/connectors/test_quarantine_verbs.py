@@ -421,6 +421,29 @@ def test_cleanup_acts_on_the_plan_not_on_files_written_since(connector: Quaranti
     assert verdict.ok and verdict.details["written_since_plan"] == [store.url(late)]
 
 
+def test_cleanup_leaves_the_partitions_of_a_release_in_progress(connector: QuarantineConnector) -> None:
+    release = connector.verb("quarantine-release")
+    with pytest.raises(Crash):
+        release.execute(
+            ORDERS, release_params(), ctx("act-11", plan=release.plan(ORDERS, release_params()), executed=crash)
+        )
+    verb = connector.verb("quarantine-cleanup")
+
+    plan = verb.plan(SOURCE, CleanupParams())
+
+    assert sorted((t.detail["table"], t.detail["day"]) for t in plan.touches) == [
+        ("customers", "2025-01-14"),
+        ("orders", "2025-01-20"),
+    ]
+    assert [(p["day"], p["actions"]) for p in plan.details["in_progress"]] == [
+        ("2025-01-14", ["act-11"]),
+        ("2025-01-15", ["act-11"]),
+    ]
+    assert "release or discard in progress" in plan.summary
+    release.execute(ORDERS, release_params(), ctx("act-11", attempt=2))  # its files are still there to finish
+    assert verb.plan(SOURCE, CleanupParams()).details["in_progress"] == []
+
+
 def test_cleanup_with_nothing_expired_plans_and_does_nothing(connector: QuarantineConnector) -> None:
     verb = connector.verb("quarantine-cleanup")
     params = CleanupParams(as_of=date(2025, 1, 20))
@@ -443,6 +466,29 @@ def test_plans_change_nothing(connector: QuarantineConnector) -> None:
     connector.verb("quarantine-keep").plan(ORDERS, keep_params())
     connector.verb("quarantine-cleanup").plan(SOURCE, CleanupParams())
     assert snapshot(connector.store) == before
+
+
+def test_execute_refuses_a_plan_naming_files_outside_the_requested_partitions(connector: QuarantineConnector) -> None:
+    store = connector.store
+    before = snapshot(store)
+    discard = connector.verb("quarantine-discard")
+    params = DiscardParams(reason=None, from_date=D14, to_date=D14)
+    plan = discard.plan(ORDERS, params)
+    touch = plan.touches[0]
+    valid_file = {**touch.detail, "path": vpath(store, "orders", D14)}  # the valid side, not quarantine
+    other_day = {**touch.detail, "day": "2025-01-20", "path": qpath(store, "orders", D20)}
+    for detail in (valid_file, other_day):
+        tampered = plan.model_copy(update={"touches": [touch.model_copy(update={"detail": detail})]})
+        with pytest.raises(ConnectorError, match=r"not a file of quarantine partition|outside the requested days"):
+            discard.execute(ORDERS, params, ctx("dis-x", plan=tampered))
+    cleanup = connector.verb("quarantine-cleanup")
+    plan = cleanup.plan(SOURCE, CleanupParams())
+    first = plan.touches[0]
+    escaped = {**first.detail, "files": [{"path": vpath(store, "orders", D14), "size": 1, "rows": 1}]}
+    tampered = plan.model_copy(update={"touches": [first.model_copy(update={"detail": escaped})]})
+    with pytest.raises(ConnectorError, match="not a file of quarantine partition"):
+        cleanup.execute(SOURCE, CleanupParams(), ctx("clean-x", plan=tampered))
+    assert snapshot(store) == before
 
 
 @pytest.mark.parametrize(
