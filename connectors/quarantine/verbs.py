@@ -515,9 +515,17 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
                     "started_at": _now(),
                 },
             )
+        elif record.get("state") == ledger.FAILED:
+            raise ConnectorError(f"this release failed before and was undone: {record.get('error')}")
         else:
             ctx.log("resuming a release this action started: completing what is left")
-        write_valid(store, record, ctx)
+        try:
+            write_valid(store, record, ctx)
+        except ConnectorError as exc:
+            if exc.transient:
+                raise  # retried: the next attempt completes the record
+            _undo_valid(store, record, exc, ctx)
+            raise
         ctx.executed(
             f"wrote {record['rows']} released rows to {len(record['valid_files'])} valid files",
             {"valid_files": [store.url(p) for p in record["valid_files"]]},
@@ -592,6 +600,18 @@ def write_valid(store: Store, record: dict[str, Any], ctx: ExecutionContext) -> 
             raise ConnectorError(f"the released rows of {day} do not fit one schema: {exc}") from None
         write_table(store, path, rows_of_day)
         ctx.log(f"wrote {rows} rows to {store.url(path)}")
+
+
+def _undo_valid(store: Store, record: dict[str, Any], exc: ConnectorError, ctx: ExecutionContext) -> None:
+    """A release that cannot write its valid files (rows that fit no schema, a planned file that changed)
+    is undone before anything left quarantine: its valid files are deleted and the record marked
+    ``failed``, so nothing stays pending (uncounted, and kept from cleanup) for good."""
+    for path in record["valid_files"]:
+        delete_file(store, path)
+    ledger.write(
+        store, ledger.RELEASED, {**record, "state": ledger.FAILED, "error": exc.message, "finished_at": _now()}
+    )
+    ctx.log(f"release undone: no valid file left, every row still in quarantine ({exc.message})")
 
 
 def _release_outcome(record: dict[str, Any], *, already_done: bool) -> Outcome:

@@ -239,6 +239,24 @@ def test_release_unifies_the_columns_of_a_days_files(connector: QuarantineConnec
     assert rows[60]["coupon"] == "C" and rows[60]["price"] == 3.0 and rows[1]["coupon"] is None
 
 
+def test_release_whose_rows_fit_no_schema_is_undone_and_blocks_nothing(connector: QuarantineConnector) -> None:
+    store = connector.store
+    clashing = [{**row, "price": "1,50"} for row in quarantined([61], NULL_CUSTOMER)]  # text where a number was
+    write_rows(store, qpath(store, "orders", D15, "part-1.parquet"), clashing)
+    before = data_files(store)
+    verb = connector.verb("quarantine-release")
+    plan = verb.plan(ORDERS, release_params())
+
+    with pytest.raises(ConnectorError, match="the released rows of 2025-01-15 do not fit one schema"):
+        verb.execute(ORDERS, release_params(), ctx("act-12", plan=plan))
+
+    assert data_files(store) == before  # the 14th's valid file, written first, is gone again
+    assert ledger.read(store, ledger.RELEASED, "act-12")["state"] == "failed"  # type: ignore[index]
+    assert connector.verb("quarantine-cleanup").plan(SOURCE, CleanupParams()).details["in_progress"] == []
+    with pytest.raises(ConnectorError, match="failed before and was undone"):
+        verb.execute(ORDERS, release_params(), ctx("act-12", attempt=2, plan=plan))
+
+
 def test_release_acts_on_the_plan_and_names_rows_quarantined_since(connector: QuarantineConnector) -> None:
     store = connector.store
     verb = connector.verb("quarantine-release")
