@@ -577,6 +577,8 @@ def write_valid(store: Store, record: dict[str, Any], ctx: ExecutionContext) -> 
     reason = record["reason"]
     for path, (day, rows) in zip(record["valid_files"], record["days"].items(), strict=True):
         ctx.heartbeat()
+        if ctx.cancel_requested():  # only here: once rows leave quarantine, finishing is the safe way out
+            raise ConnectorError("cancelled on request while writing the valid files")
         if num_rows(store, path) == rows:
             ctx.log(f"{store.url(path)} already holds its {rows} rows: not written again")
             continue

@@ -257,6 +257,23 @@ def test_release_whose_rows_fit_no_schema_is_undone_and_blocks_nothing(connector
         verb.execute(ORDERS, release_params(), ctx("act-12", attempt=2, plan=plan))
 
 
+def test_release_cancelled_while_writing_the_valid_files_is_undone(connector: QuarantineConnector) -> None:
+    store = connector.store
+    before = data_files(store)
+    verb = connector.verb("quarantine-release")
+    asked = iter([False, False, True])  # before the record, before the 14th's file, before the 15th's
+
+    with pytest.raises(ConnectorError, match="cancelled on request while writing the valid files"):
+        verb.execute(
+            ORDERS,
+            release_params(),
+            ctx("act-13", plan=verb.plan(ORDERS, release_params()), cancel_requested=lambda: next(asked)),
+        )
+
+    assert data_files(store) == before
+    assert ledger.read(store, ledger.RELEASED, "act-13")["state"] == "failed"  # type: ignore[index]
+
+
 def test_release_acts_on_the_plan_and_names_rows_quarantined_since(connector: QuarantineConnector) -> None:
     store = connector.store
     verb = connector.verb("quarantine-release")
