@@ -497,24 +497,20 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
                 raise ConnectorError("cancelled on request before anything was written")
             check_unchanged(store, files)
             per_day = _per_day(files)
-            record = ledger.write(
-                store,
-                ledger.RELEASED,
-                {
-                    "action_id": action_id,
-                    "state": ledger.PENDING,
-                    **_common(locator.table, params.reason, params.from_date, params.to_date),
-                    **_totals(files),
-                    "days": per_day,
-                    "planned": [f.as_json() for f in files],
-                    "valid_files": [
-                        f"{store.partition_dir(locator.table, date.fromisoformat(d), quarantined=False)}"
-                        f"/released-{action_id}.parquet"
-                        for d in per_day
-                    ],
-                    "started_at": _now(),
-                },
-            )
+            record = {
+                "action_id": action_id,
+                "state": ledger.PENDING,
+                **_common(locator.table, params.reason, params.from_date, params.to_date),
+                **_totals(files),
+                "days": per_day,
+                "planned": [f.as_json() for f in files],
+                "started_at": _now(),
+            }
+            valid = [valid_path(store, record, day) for day in per_day]
+            taken = [store.url(path) for path in valid if exists(store, path)]
+            if taken:  # an action id is new: a file of its name is not ours to overwrite
+                raise ConnectorError(f"{', '.join(taken)} already exists: nothing done, nothing overwritten")
+            record = ledger.write(store, ledger.RELEASED, {**record, "valid_files": valid})
         elif record.get("state") == ledger.FAILED:
             raise ConnectorError(f"this release failed before and was undone: {record.get('error')}")
         else:
@@ -551,7 +547,8 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
             return Verification(ok=False, summary=f"the release ledger of action {action_id!r} is {state}")
         problems = []
         valid_rows = 0
-        for path, (day, rows) in zip(record["valid_files"], record["days"].items(), strict=True):
+        for day, rows in record["days"].items():
+            path = valid_path(store, record, day)
             found = num_rows(store, path)
             valid_rows += found or 0
             if found is None:
@@ -569,13 +566,20 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
         return Verification(ok=True, summary=summary, details=details)
 
 
+def valid_path(store: Store, record: dict[str, Any], day: str) -> str:
+    """The valid file a release writes for ``day``: new in the valid partition, named after the action."""
+    partition = store.partition_dir(str(record["table"]), date.fromisoformat(day), quarantined=False)
+    return f"{partition}/released-{ledger.check_action_id(str(record['action_id']))}.parquet"
+
+
 def write_valid(store: Store, record: dict[str, Any], ctx: ExecutionContext) -> None:
     """Write each day's released rows (metadata columns dropped) to the day's valid file, unless a complete
     one is there already (an earlier delivery). All valid files are complete before any quarantine file is
     touched, so the rows they are made from are still in quarantine whenever one has to be written."""
     files = [QFile.from_json(f) for f in record["planned"]]
     reason = record["reason"]
-    for path, (day, rows) in zip(record["valid_files"], record["days"].items(), strict=True):
+    for day, rows in record["days"].items():
+        path = valid_path(store, record, day)
         ctx.heartbeat()
         if ctx.cancel_requested():  # only here: once rows leave quarantine, finishing is the safe way out
             raise ConnectorError("cancelled on request while writing the valid files")

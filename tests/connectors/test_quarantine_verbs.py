@@ -304,6 +304,21 @@ def test_release_refuses_a_file_changed_since_the_plan_and_changes_nothing(conne
     assert ledger.read(store, ledger.RELEASED, "act-7") is None
 
 
+def test_release_never_overwrites_a_file_of_its_name(connector: QuarantineConnector) -> None:
+    store = connector.store
+    squatter = vpath(store, "orders", D15, "released-act-14.parquet")
+    write_rows(store, squatter, [{"order_id": 1000}])
+    before = snapshot(store)
+    verb = connector.verb("quarantine-release")
+
+    with pytest.raises(
+        ConnectorError, match=r"released-act-14\.parquet already exists: nothing done, nothing overwritten"
+    ):
+        verb.execute(ORDERS, release_params(), ctx("act-14", plan=verb.plan(ORDERS, release_params())))
+
+    assert snapshot(store) == before
+
+
 def test_release_verify_fails_when_the_released_rows_are_not_all_there(connector: QuarantineConnector) -> None:
     store = connector.store
     verb = connector.verb("quarantine-release")
