@@ -281,8 +281,9 @@ class QFile:
             total=int(raw["total"]),
         )
 
-    def touch(self, store: Store) -> Touch:
-        action = "delete" if self.whole else "rewrite"
+    def touch(self, store: Store, *, action: str | None = None) -> Touch:
+        """The file as a plan shows it, with what happens to it (by default: ``delete`` or ``rewrite``)."""
+        action = action or ("delete" if self.whole else "rewrite")
         return Touch(kind=FILE, name=store.url(self.path), detail={**self.as_json(), "action": action})
 
 
@@ -459,7 +460,7 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
         valid = [
             Touch(
                 kind=VALID,
-                name=store.url(f"{store.partition_dir(locator.table, date.fromisoformat(d), quarantined=False)}"),
+                name=store.url(store.partition_dir(locator.table, date.fromisoformat(d), quarantined=False)),
                 detail={"day": d, "rows": rows, "file": "released-{action_id}.parquet"},
             )
             for d, rows in per_day.items()
@@ -751,7 +752,7 @@ class Keep(Verb["QuarantineConnector", KeepParams]):
     description = "Keep the quarantined records of one reason and day range past retention, with a note and an expiry."
 
     def plan(self, target: TargetRef, params: KeepParams) -> Plan:
-        """The partitions (and rows) the keep covers; changes no data (LOW)."""
+        """The files (and rows) the keep covers, each marked ``keep``; changes no data (LOW)."""
         locator: TableLocator = parse_locator(target, self.target_kinds)
         store = self.connector.store
         files = scan(store, locator.table, params.days(), params.reason)
@@ -766,14 +767,7 @@ class Keep(Verb["QuarantineConnector", KeepParams]):
                 f"keep {totals['rows']} rows of {_what(locator.table, params.reason, params)} until {params.expires}: "
                 f"retention cleanup leaves {len(per_day)} partitions alone; no data changes"
             ),
-            touches=[
-                Touch(
-                    kind=PARTITION,
-                    name=store.url(store.partition_dir(locator.table, date.fromisoformat(d), quarantined=True)),
-                    detail={"day": d, "rows": rows},
-                )
-                for d, rows in per_day.items()
-            ],
+            touches=[f.touch(store, action="keep") for f in files],
             counts={**totals, "days": len(per_day)},
             risk=Risk.LOW,
             details={

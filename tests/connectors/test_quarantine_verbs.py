@@ -397,6 +397,7 @@ def test_keep_writes_a_record_and_changes_no_data(connector: QuarantineConnector
     before = data_files(store)
     plan = verb.plan(ORDERS, keep_params())
     assert plan.risk == Risk.LOW and plan.counts["rows"] == 2
+    assert [(t.detail["path"], t.detail["action"]) for t in plan.touches] == [(qpath(store, "orders", D14), "keep")]
 
     outcome = verb.execute(ORDERS, keep_params(), ctx("keep-1", plan=plan))
 
