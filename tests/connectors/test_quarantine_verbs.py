@@ -183,8 +183,17 @@ def test_the_counts_never_see_a_released_row_twice(connector: QuarantineConnecto
     assert orders_on_the_14th() == (15, 2)
 
 
+@pytest.mark.parametrize(
+    ("beat", "gone"),
+    [
+        # two beats while writing the two valid files, then one before each quarantine file (in plan order:
+        # the 14th's mixed part-0, its part-1 of released rows only, the 15th's part-0)
+        (3, ["14/part-0"]),
+        (4, ["14/part-0", "14/part-1"]),
+    ],
+)
 def test_release_crash_while_removing_from_quarantine_is_completed_by_the_redelivery(
-    connector: QuarantineConnector,
+    connector: QuarantineConnector, beat: int, gone: list[str]
 ) -> None:
     store = connector.store
     verb = connector.verb("quarantine-release")
@@ -192,14 +201,17 @@ def test_release_crash_while_removing_from_quarantine_is_completed_by_the_redeli
     beats = iter(range(100))
 
     def heartbeat() -> None:
-        # two beats while writing the two valid files, then one per quarantine file: die on the second file
-        if next(beats) == 3:
+        if next(beats) == beat:
             raise Crash("worker lost")
 
     with pytest.raises(Crash):
         verb.execute(ORDERS, release_params(), ctx("act-4", plan=plan, heartbeat=heartbeat))
-    assert not store.fs.exists(qpath(store, "orders", D14))  # the mixed file was replaced already
-    assert store.fs.exists(qpath(store, "orders", D14, "part-1.parquet"))
+    originals = {
+        "14/part-0": qpath(store, "orders", D14),
+        "14/part-1": qpath(store, "orders", D14, "part-1.parquet"),
+        "15/part-0": qpath(store, "orders", D15),
+    }
+    assert sorted(name for name, path in originals.items() if not store.fs.exists(path)) == gone
 
     outcome = verb.execute(ORDERS, release_params(), ctx("act-4", attempt=2, plan=plan))
 
@@ -208,6 +220,27 @@ def test_release_crash_while_removing_from_quarantine_is_completed_by_the_redeli
     assert D15 not in store.days("orders", quarantined=True)
     verdict = verb.verify(ORDERS, release_params(), outcome)
     assert verdict.ok, verdict.summary
+
+
+def test_release_crash_between_the_rewritten_copy_and_the_delete_keeps_one_copy(
+    connector: QuarantineConnector,
+) -> None:
+    store = connector.store
+    verb = connector.verb("quarantine-release")
+    plan = verb.plan(ORDERS, release_params())
+    with pytest.raises(Crash):
+        verb.execute(ORDERS, release_params(), ctx("act-15", plan=plan, executed=crash))
+    # the state a worker leaves when it dies after writing the copy of the mixed file, before deleting it
+    original = qpath(store, "orders", D14)
+    copy = qpath(store, "orders", D14, "rewritten-act-15-000.parquet")
+    write_rows(store, copy, [r for r in read_rows(store, original) if r["_quarantine_reason"] == BAD_PRICE])
+    written = store.fs.modified(copy)
+
+    verb.execute(ORDERS, release_params(), ctx("act-15", attempt=2, plan=plan))
+
+    assert not store.fs.exists(original)
+    assert store.fs.modified(copy) == written  # found complete: not written again
+    assert quarantine_ids(connector, D14) == {BAD_PRICE: [4, 5]}
 
 
 def test_release_rewrites_a_valid_file_cut_short_by_a_crash(connector: QuarantineConnector) -> None:
