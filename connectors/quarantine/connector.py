@@ -18,6 +18,7 @@ from connectors.quarantine.checks import (
 from connectors.quarantine.config import LOCATOR_MODELS, QuarantineConfig
 from connectors.quarantine.review import QuarantineReviewVerb
 from connectors.quarantine.store import Store
+from connectors.quarantine.verbs import Cleanup, Discard, Keep, Release
 
 
 class QuarantineConnector(Connector):
@@ -32,7 +33,7 @@ class QuarantineConnector(Connector):
     config_model = QuarantineConfig
     secret_names = ("gcs_token",)
     target_kinds = ("quarantine", "quarantine_table")
-    verbs = (QuarantineReviewVerb,)
+    verbs = (QuarantineReviewVerb, Release, Discard, Keep, Cleanup)
     checks = (QuarantineRateCheck, QuarantineReasonsCheck, QuarantineStorageCheck, QuarantineRecordsCheck)
 
     def __init__(self, config: BaseModel | Mapping[str, Any], secrets: Mapping[str, str]) -> None:

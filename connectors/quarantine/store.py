@@ -53,7 +53,20 @@ class Store:
         self.remote = cfg.root.startswith("gs://")
         self.fs: AbstractFileSystem = self._filesystem(cfg, secrets)
         self.root = cfg.root.removeprefix("gs://") if self.remote else cfg.root
-        self._read_failure: OSError | None = None
+        self._read_failure: Exception | None = None
+        self.errors = self._errors(self.remote)
+
+    @staticmethod
+    def _errors(remote: bool) -> tuple[type[Exception], ...]:
+        """What a failed storage call raises (and is worth retrying): OSError (the disk; gcsfs's connection
+        errors) and, on GCS, gcsfs's HttpError (a 5xx or 429 left after its own retries) and aiohttp's
+        client errors. Imported only for a GCS root (gcsfs takes a while to import)."""
+        if not remote:
+            return (OSError,)
+        from aiohttp import ClientError
+        from gcsfs.retry import HttpError
+
+        return (OSError, TimeoutError, ClientError, HttpError)
 
     @staticmethod
     def _filesystem(cfg: QuarantineConfig, secrets: Mapping[str, str]) -> AbstractFileSystem:
@@ -106,7 +119,7 @@ class Store:
             return list(self.fs.ls(path, detail=True))
         except FileNotFoundError:
             return []
-        except OSError as exc:  # network errors of gcsfs are OSErrors (and aiohttp's are too)
+        except self.errors as exc:
             raise ConnectorError(f"listing {self.url(path)} failed: {exc}", transient=True) from None
 
     def tables(self) -> list[str]:
@@ -141,7 +154,7 @@ class Store:
             found = self.fs.find(path, detail=True, withdirs=False)
         except FileNotFoundError:
             return []
-        except OSError as exc:
+        except self.errors as exc:
             raise ConnectorError(f"listing {self.url(path)} failed: {exc}", transient=True) from None
         return sorted(
             (
@@ -159,7 +172,7 @@ class Store:
         bytes asked with one ranged request (gcsfs' own files look the object up first and read ahead)."""
         return _RangeFile(self, info)
 
-    def read_failure(self) -> OSError | None:
+    def read_failure(self) -> Exception | None:
         """The last read error of a file DuckDB read through :meth:`open_listed` (then forgotten). DuckDB reports
         an exception of a Python filesystem as a generic error; this tells a network failure or a file removed
         since the listing (transient) from a file DuckDB cannot read (permanent)."""
@@ -172,7 +185,7 @@ class Store:
             return bytes(self.fs.cat_file(path, start=start, end=end))
         except FileNotFoundError:
             raise  # removed since the listing: the caller decides
-        except OSError as exc:
+        except self.errors as exc:
             raise ConnectorError(f"reading {self.url(path)} failed: {exc}", transient=self.remote) from None
 
     @contextmanager
@@ -203,7 +216,7 @@ class _RangeFile(AbstractBufferedFile):
     def _fetch_range(self, start: int, end: int) -> bytes:
         try:
             return bytes(self.fs.cat_file(self.path, start=start, end=end))
-        except OSError as exc:
+        except self.store.errors as exc:
             self.store._read_failure = exc
             raise
 
