@@ -441,7 +441,7 @@ def generate(
     n_days = days or profile.days
     first = end - timedelta(days=n_days - 1)
     marker = {"layout": LAYOUT_VERSION, "profile": profile.name, "seed": seed, "end": end.isoformat()}
-    marker |= {"days": n_days, "tables": names}
+    marker |= {"days": n_days, "tables": names, "valid_rows": profile.valid_rows}
     fs, marker_path = store.fs, store.join(MARKER)
     started = time.perf_counter()
     out = Written()
