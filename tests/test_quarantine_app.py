@@ -135,7 +135,8 @@ def test_production_release_needs_a_second_person_escalate_opens_an_incident_and
         )
         with pytest.raises(Conflict):
             services.disposition_request(actor=responder, item_id=other.pk, kind="escalate")
-    incident = Incident.objects.get(pk=escalation.incident_id)
+    assert escalation.incident is not None
+    incident = escalation.incident
     assert Incident.objects.filter(alert_type="quarantine.high_rate").count() == 1
     assert (incident.severity, incident.alert_type) == ("high", "quarantine.high_rate")
     evidence = incident.details["details"]
@@ -150,7 +151,7 @@ def test_production_release_needs_a_second_person_escalate_opens_an_incident_and
 
     markdown = services.review_markdown(review=review)
     assert f"week {review.week_start} to {end}" in markdown
-    assert "| orders | price < 0 | 360 | release | done | rita | alice (approved" in markdown
+    assert "| orders | price \\< 0 | 360 | release | done | rita | alice (approved" in markdown
     assert "rows 360" in markdown
     assert f"incident INC-{incident.pk}" in markdown and "escalate: source team" in markdown
     assert "Nothing: every item over the threshold or new has a disposition." in markdown

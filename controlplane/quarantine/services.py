@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -508,12 +509,14 @@ def disposition_record_outcome(*, action: ActionRun) -> Disposition | None:
 # ----------------------------------------------------------------------------------------- markdown
 
 
+_MARKUP = re.compile(r"([\\\[\]<>`|])")
+
+
 def _md(value: Any) -> str:
-    """A table cell: pipes and newlines escaped, markdown punctuation left as text."""
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-    for ch in "`*_[]<>!":
-        text = text.replace(ch, "\\" + ch)
-    return text
+    """Untrusted text (reasons and notes come from data and people) as one literal table cell: on one line,
+    with the characters that open links, images, raw HTML, code or a new cell backslash-escaped (as the
+    post-incident record does)."""
+    return _MARKUP.sub(r"\\\1", " ".join(str(value).split()))
 
 
 def _when(value: datetime | None) -> str:
@@ -734,7 +737,8 @@ def reviews_schedule_due(*, now: datetime | None = None) -> list[ActionRun]:
     ``weekly_review``, the review of the last complete week, unless it exists. Once per week per source:
     the request's idempotency key is (source, week_end) for the scheduler account, so a later tick (or a
     second beat) returns the same action. A source the action path refuses (busy, unreachable) is logged and
-    tried again on the next tick. Returns the actions requested now."""
+    tried again on the next tick. Returns the review actions of this tick's due sources (a later tick of the
+    same week finds the same actions)."""
     now = (now or timezone.now()).astimezone(UTC)
     week_end = last_week_end(now.date())
     environments: set[int] = set()
@@ -788,9 +792,10 @@ def cleanup_request(*, target: Target, as_of: date | None = None) -> ActionRun |
     if not any(plan.counts.get(k) for k in ("files", "partitions", "rows", "bytes")):
         return None
     retention = _config(target).retention_days
-    with context.change_context(channel=Channel.SCHEDULE, user=scheduler_actor()):
+    actor = scheduler_actor()
+    with context.change_context(channel=Channel.SCHEDULE, user=actor):
         result = action_request(
-            actor=context.current().user,
+            actor=actor,
             verb=CLEANUP_VERB,
             target_key=target.key,
             params=params,
