@@ -470,7 +470,7 @@ def _escalate(*, actor: User, item: ReviewItem, note: str) -> Disposition:
     return disposition
 
 
-OUTCOME_COUNTS = ("table", "reason", "from_date", "to_date", "rows", "files", "bytes")
+OUTCOME_COUNTS = ("table", "reason", "from_date", "to_date", "rows", "files", "bytes", "days")
 
 
 def disposition_record_outcome(*, action: ActionRun) -> Disposition | None:
