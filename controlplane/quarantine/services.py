@@ -26,6 +26,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from pydantic import ValidationError
 
+from connectors.quarantine import stats
 from connectors.quarantine.config import QuarantineConfig
 from controlplane import access
 from controlplane.actions.models import ActionRun, ActionState
@@ -39,7 +40,7 @@ from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents.models import Incident
 from controlplane.incidents.services import alert_ingest
 from controlplane.quarantine.models import Disposition, QuarantineReview, ReviewItem, ReviewSchedule
-from controlplane.quarantine.selectors import _connector, _stats
+from controlplane.quarantine.selectors import _connector
 
 log = logging.getLogger(__name__)
 
@@ -630,7 +631,6 @@ def breaches_open_incidents(*, target: Target, day: date | None = None) -> list[
     escalation rule (high, naming the rule) keyed by its table or reason and its first day. A breach or rule
     that already had an incident (open or resolved) opens none: a repeat run is harmless. Alert type
     ``quarantine.high_rate`` (runbook 003-quarantine-high-rate). Returns the incidents opened now."""
-    stats = _stats()
     end = day or (_today() - timedelta(days=1))
     cfg = _config(target)
     connector = _connector(target)
