@@ -26,6 +26,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from pydantic import ValidationError
 
+from connectors.base import ConnectorError
 from connectors.quarantine import stats
 from connectors.quarantine.config import QuarantineConfig
 from controlplane import access
@@ -40,7 +41,7 @@ from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents.models import Incident
 from controlplane.incidents.services import alert_ingest
 from controlplane.quarantine.models import Disposition, QuarantineReview, ReviewItem, ReviewSchedule
-from controlplane.quarantine.selectors import _connector
+from controlplane.quarantine.selectors import _connector, item_sample
 
 log = logging.getLogger(__name__)
 
@@ -429,9 +430,22 @@ def _evidence(item: ReviewItem) -> dict[str, Any]:
         "over_threshold": item.over_threshold,
         "threshold_pct": review.threshold_pct,
         "days": list(table.get("days", [])),
-        "sample_keys": list(item.sample_keys)[:SAMPLE_KEYS_KEPT],
+        "sample_keys": list(item.sample_keys)[:SAMPLE_KEYS_KEPT] or _sample_keys(item),
         "escalations": rules,
     }
+
+
+def _sample_keys(item: ReviewItem) -> list[dict[str, Any]]:
+    """The key columns of the first records of the item's (table, reason) in the review's week, read now
+    (the weekly summary leaves sample keys out to stay fast). A source that cannot be read gives none:
+    the escalation is not held up by it (the incident says so in its evidence)."""
+    review = item.review
+    try:
+        found = item_sample(item=item, limit=SAMPLE_KEYS_KEPT)
+    except (ConnectorError, InvalidInput) as exc:
+        log.warning("no sample keys of %s / %r for review %s: %s", item.table, item.reason, review.pk, exc)
+        return []
+    return [{k: row.get(k) for k in found.key_columns} for row in found.rows]
 
 
 def _escalate(*, actor: User, item: ReviewItem, note: str) -> Disposition:
