@@ -201,8 +201,11 @@ def test_schedule_requests_one_review_per_source_and_week(db: Any, tmp_path: Pat
     for later in (timedelta(hours=6, minutes=30), timedelta(days=2, hours=9)):  # the next ticks that week
         services.reviews_schedule_due(now=at + later)
     assert ActionRun.objects.filter(verb="quarantine-review").count() == 1
+    # A week's request that ended without a review is not requested again every tick (a person can).
+    ActionRun.objects.filter(pk=action.pk).update(state=ActionState.FAILED, finished_at=timezone.now())
+    assert [a.pk for a in services.reviews_schedule_due(now=at + timedelta(days=3))] == [action.pk]
+    assert ActionRun.objects.filter(verb="quarantine-review").count() == 1
 
-    ActionRun.objects.filter(pk=action.pk).update(state=ActionState.CANCELLED)  # free the target
     this_week = services.reviews_schedule_due(now=at + timedelta(days=7, hours=6, minutes=15))
     assert [a.params["week_end"] for a in this_week] == [end.isoformat()]
     assert ActionRun.objects.filter(verb="quarantine-review").count() == 2
