@@ -305,3 +305,25 @@ def test_retention_cleanup_is_a_previewed_scheduled_action_waiting_for_approval_
     # 30 days of retention and nothing older than 20 days: nothing to delete, nothing requested
     assert services.cleanup_request(target=dev) is None
     assert ActionRun.objects.filter(verb="quarantine-cleanup").count() == 1
+
+
+def test_an_admin_edits_the_schedule_and_the_change_is_audited(db: Any, django_user_model: Any) -> None:
+    from django.test import Client
+
+    ada = django_user_model.objects.create_user("ada", is_staff=True, is_superuser=True)
+    schedule = ReviewSchedule.objects.get()
+    client = Client()
+    client.force_login(ada)
+    form = {"weekday": "2", "hour": "7", "enabled": "on", "environment": ""}
+    response = client.post(f"/admin/quarantine/reviewschedule/{schedule.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    schedule.refresh_from_db()
+    assert (schedule.weekday, schedule.hour) == (2, 7)
+    event = AuditEvent.objects.get(event="quarantine.schedule.updated")
+    before, after = event.before or {}, event.after or {}
+    assert (before["weekday"], after["weekday"], event.actor_name) == (0, 2, "ada")
+    bad = client.post(f"/admin/quarantine/reviewschedule/{schedule.pk}/change/", {**form, "hour": "24"})
+    assert bad.status_code == 200  # the form shows the error; nothing is saved
+    schedule.refresh_from_db()
+    assert schedule.hour == 7
+    assert client.get("/admin/quarantine/quarantinereview/add/").status_code == 403  # records are read-only

@@ -730,6 +730,28 @@ def scheduler_actor() -> Any:
     return user
 
 
+def schedule_save(*, schedule: ReviewSchedule) -> ReviewSchedule:
+    """Save a schedule an admin edited, with its audit event (``quarantine.schedule.created``/``updated``,
+    before and after) in the same transaction."""
+    before = None
+    if schedule.pk is not None:
+        old = ReviewSchedule.objects.select_related("environment").filter(pk=schedule.pk).first()
+        before = old.audit_state() if old is not None else None
+    schedule.full_clean()
+    with transaction.atomic():
+        schedule.save()
+        event = "quarantine.schedule.updated" if before is not None else "quarantine.schedule.created"
+        audit_record(event=event, obj=schedule, before=before, after=schedule.audit_state())
+    return schedule
+
+
+def schedule_delete(*, schedule: ReviewSchedule) -> None:
+    """Delete a schedule, audited (``quarantine.schedule.deleted``) in the same transaction."""
+    with transaction.atomic():
+        audit_record(event="quarantine.schedule.deleted", obj=schedule, before=schedule.audit_state())
+        schedule.delete()
+
+
 def quarantine_sources(*, environments: list[Environment] | None = None) -> list[Target]:
     """The ``quarantine`` targets (sources), of ``environments`` when given, with connection and environment."""
     qs = Target.objects.filter(kind="quarantine").select_related("connection__environment", "pipeline")
