@@ -327,3 +327,47 @@ def test_an_admin_edits_the_schedule_and_the_change_is_audited(db: Any, django_u
     schedule.refresh_from_db()
     assert schedule.hour == 7
     assert client.get("/admin/quarantine/quarantinereview/add/").status_code == 403  # records are read-only
+
+
+def test_a_bot_reads_reviews_and_decides_through_the_api(api_for: Any, tmp_path: Path) -> None:
+    end = week_end()
+    write_source(tmp_path / "silver", end)
+    source = make_source(tmp_path / "silver", environments()["dev"])
+    review = QuarantineReview.objects.create(
+        target=source, week_start=end - timedelta(days=6), week_end=end, threshold_pct=5.0
+    )
+    item = review.items.create(table="orders", reason=NEGATIVE_PRICE, count=360, new=True, needs_disposition=True)
+    reader = api_for("viewer", ["quarantine:read"])
+
+    listed = reader.get("/api/v1/quarantine/reviews", status="open")
+    assert listed.status_code == 200
+    assert [(r["id"], r["target"], r["status"]) for r in listed.json()["results"]] == [(review.pk, source.key, "open")]
+    detail = reader.get(f"/api/v1/quarantine/reviews/{review.pk}").json()
+    assert [(i["table"], i["reason"], i["needs_disposition"]) for i in detail["items"]] == [
+        ("orders", NEGATIVE_PRICE, True)
+    ]
+    decide = f"/api/v1/quarantine/reviews/{review.pk}/items/{item.pk}/dispositions"
+    assert reader.post(decide, {"kind": "release"}).status_code == 403  # reading does not decide
+
+    bot = api_for("responder", ["actions:write"])
+    assert bot.post(decide, {"kind": "release", "table": "customers"}).status_code == 400  # not from the body
+    release = bot.post(decide, {"kind": "release", "to_date": (end - timedelta(days=1)).isoformat()})
+    assert release.status_code == 201, release.content
+    body = release.json()
+    assert (body["kind"], body["state"], body["decided_by"]) == ("release", "pending", "rita")
+    action = ActionRun.objects.get(pk=body["action"])
+    assert (action.verb, action.params["to_date"], action.channel) == (
+        "quarantine-release",
+        (end - timedelta(days=1)).isoformat(),
+        "api",
+    )
+    escalated = bot.post(decide, {"kind": "escalate", "note": "new failure mode"}).json()
+    assert escalated["state"] == "done" and Incident.objects.filter(pk=escalated["incident"]).exists()
+    assert bot.get(f"/api/v1/quarantine/reviews/{review.pk}").status_code == 403  # actions:write reads nothing
+
+    elsewhere = f"/api/v1/quarantine/reviews/{review.pk + 1}/items/{item.pk}/dispositions"
+    assert bot.post(elsewhere, {"kind": "escalate"}).status_code == 404  # an item of another review
+
+    requested = bot.post("/api/v1/quarantine/reviews", {"target": source.key, "week_end": end.isoformat()})
+    assert requested.status_code == 202, requested.content
+    assert (requested.json()["verb"], requested.json()["params"]) == ("quarantine-review", {"week_end": str(end)})
