@@ -266,6 +266,8 @@ def test_breaches_and_escalation_rules_open_deduplicated_incidents(db: Any, tmp_
         ("orders", (end - timedelta(days=n)).isoformat()) for n in (2, 1, 0)
     ]
     assert {i.severity for i in breaches} == {"high"}  # 14% is over the escalation level (10%) too
+    assert {i.details["details"]["table_target"] for i in breaches} == {f"{source.key}.orders"}
+    assert {i.details["details"]["source"] for i in breaches} == {source.key}
     rules = {i.details["details"]["rule"] for i in opened if i.details["details"]["kind"] == "escalation"}
     assert {"rate_days", "new_reason"} <= rules
     assert all(i.severity == "high" and i.alert_type == "quarantine.high_rate" for i in opened)

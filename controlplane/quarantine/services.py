@@ -421,6 +421,7 @@ def _evidence(item: ReviewItem) -> dict[str, Any]:
         "review": review.pk,
         "source": review.target.key,
         "table": item.table,
+        "table_target": _table_target(review.target, item.table).key,
         "reason": item.reason,
         "week_start": review.week_start.isoformat(),
         "week_end": review.week_end.isoformat(),
@@ -644,7 +645,10 @@ def breaches_open_incidents(*, target: Target, day: date | None = None) -> list[
     yesterday, UTC): one per (table, day) over the threshold (medium; high above ``escalate_pct``), one per
     escalation rule (high, naming the rule) keyed by its table or reason and its first day. A breach or rule
     that already had an incident (open or resolved) opens none: a repeat run is harmless. Alert type
-    ``quarantine.high_rate`` (runbook 003-quarantine-high-rate). Returns the incidents opened now."""
+    ``quarantine.high_rate`` (runbook 003-quarantine-high-rate). The alert's ``details`` (the incident's
+    ``details.details``) name ``kind`` (breach or escalation), ``source`` (the source's target key),
+    ``table``, ``table_target`` (the table's catalog target key), ``date`` or ``rule``/``days``, and the
+    counts. Returns the incidents opened now."""
     end = day or (_today() - timedelta(days=1))
     cfg = _config(target)
     connector = _connector(target)
@@ -652,6 +656,9 @@ def breaches_open_incidents(*, target: Target, day: date | None = None) -> list[
     breaches = stats.breaches(connector.store, cfg, start=start, end=end)
     escalations = stats.escalations(connector.store, cfg, week_end=end)
     alerts: list[dict[str, Any]] = []
+    tables = {b.table for b in breaches} | {e.table for e in escalations if e.table}
+    with context.change_context(channel=Channel.SCHEDULE, actor_name="quarantine breaches"):
+        table_targets = {t: _table_target(target, t).key for t in tables}
     for b in breaches:
         rate = float(b.rate or 0.0)
         alerts.append(
@@ -663,6 +670,7 @@ def breaches_open_incidents(*, target: Target, day: date | None = None) -> list[
                     "kind": "breach",
                     "source": target.key,
                     "table": b.table,
+                    "table_target": table_targets[b.table],
                     "date": b.date.isoformat(),
                     "valid": b.valid,
                     "quarantined": b.quarantined,
@@ -689,6 +697,7 @@ def breaches_open_incidents(*, target: Target, day: date | None = None) -> list[
                     "rule": e.rule,
                     "source": target.key,
                     "table": e.table,
+                    "table_target": table_targets.get(e.table) if e.table else None,
                     "reason": e.reason,
                     "days": [d.isoformat() for d in e.days],
                     "detail": e.detail,
