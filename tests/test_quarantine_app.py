@@ -373,3 +373,31 @@ def test_a_bot_reads_reviews_and_decides_through_the_api(api_for: Any, tmp_path:
     requested = bot.post("/api/v1/quarantine/reviews", {"target": source.key, "week_end": end.isoformat()})
     assert requested.status_code == 202, requested.content
     assert (requested.json()["verb"], requested.json()["params"]) == ("quarantine-review", {"week_end": str(end)})
+
+
+def test_a_rejected_release_is_recorded_failed_and_can_be_decided_again(
+    actors: Any, tmp_path: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    end = week_end()
+    write_source(tmp_path / "silver", end)
+    source = make_source(tmp_path / "silver", environments()["prod"])
+    review = QuarantineReview.objects.create(
+        target=source, week_start=end - timedelta(days=6), week_end=end, threshold_pct=5.0
+    )
+    item = review.items.create(table="orders", reason=NEGATIVE_PRICE, count=360, new=True, needs_disposition=True)
+    responder, approver = actors["responder"], actors["approver"]
+    with change_context(channel=Channel.WEB, user=responder):
+        first = services.disposition_request(actor=responder, item_id=item.pk, kind="release")
+    assert first.action is not None
+    with change_context(channel=Channel.WEB, user=approver), django_capture_on_commit_callbacks(execute=True):
+        actions.action_reject(actor=approver, action_id=first.action.id, comment="not before the fix upstream")
+    first.refresh_from_db()
+    assert (first.state, first.counts["action_state"]) == (Disposition.State.FAILED, "rejected")
+    assert "quarantine.disposition_recorded" in audit_events(first)
+    review.refresh_from_db()
+    assert review.status == "open"
+
+    with change_context(channel=Channel.WEB, user=responder):
+        second = services.disposition_request(actor=responder, item_id=item.pk, kind="release")
+    assert second.pk != first.pk and second.action_id != first.action_id
+    assert second.state == Disposition.State.PENDING
