@@ -33,6 +33,8 @@ SAMPLE = {
     "run_id": "999999",
     "step_id": "no-such-step",
     "command": "complete",
+    "review_id": "999999",
+    "item_id": "999999",
 }
 _RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
 

@@ -16,6 +16,7 @@ SCOPES = {
     "alerts:write": "send alerts (Airflow callbacks, Alertmanager, any bot) that open or update incidents",
     "runbooks:read": "read runbooks and runbook runs",
     "runbooks:write": "start runbook runs and advance their steps (the steps' own policy applies)",
+    "quarantine:read": "read quarantine reviews, their items and dispositions (deciding takes actions:write)",
 }
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from controlplane.api import views
+from controlplane.api import quarantine, views
 
 app_name = "api"
 
@@ -24,4 +24,12 @@ urlpatterns = [
     path("incidents/<int:incident_id>/comments", views.IncidentComment.as_view(), name="incident-comments"),
     path("incidents/<int:incident_id>/<str:move>", views.IncidentStatusChange.as_view(), name="incident-status"),
     path("audit", views.AuditList.as_view(), name="audit"),
+    # quarantine reviews (controlplane/api/quarantine.py)
+    path("quarantine/reviews", quarantine.ReviewCollection.as_view(), name="quarantine-reviews"),
+    path("quarantine/reviews/<int:review_id>", quarantine.ReviewDetail.as_view(), name="quarantine-review"),
+    path(
+        "quarantine/reviews/<int:review_id>/items/<int:item_id>/dispositions",
+        quarantine.ItemDispositions.as_view(),
+        name="quarantine-dispositions",
+    ),
 ]
