@@ -232,6 +232,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.slack.tasks.kick_pending_queues",
         "schedule": 30.0,
     },
+    # Quarantine (controlplane/quarantine/tasks.py): the weekly reviews' moments are data (ReviewSchedule,
+    # admin); this tick asks every 15 minutes whether one passed (idempotent per source and week).
+    "quarantine-reviews-due": {
+        "task": "controlplane.quarantine.tasks.request_due_reviews",
+        "schedule": 900.0,
+    },
+    # Daily: incidents for yesterday's threshold breaches and escalation rules; the retention cleanup request.
+    "quarantine-breaches": {
+        "task": "controlplane.quarantine.tasks.open_breach_incidents",
+        "schedule": 86400.0,
+    },
+    "quarantine-retention-cleanup": {
+        "task": "controlplane.quarantine.tasks.request_retention_cleanups",
+        "schedule": 86400.0,
+    },
 }
 
 REST_FRAMEWORK = {

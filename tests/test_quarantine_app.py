@@ -1,0 +1,236 @@
+"""Quarantine reviews in the app: the review made from a worker's outcome, dispositions through the action
+path (a second person in production), escalation incidents, completion, the markdown record, the schedule
+and breach incidents. Real Postgres, Redis, worker processes and parquet files on local disk."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from controlplane.access import PolicyError
+from controlplane.actions import services as actions
+from controlplane.actions.models import ActionRun, ActionState
+from controlplane.audit.context import Channel, change_context
+from controlplane.audit.models import AuditEvent
+from controlplane.errors import Conflict, InvalidInput
+from controlplane.incidents.models import Incident
+from controlplane.quarantine import services
+from controlplane.quarantine.models import Disposition, QuarantineReview, ReviewSchedule
+from runbooks.selectors import runbooks_for_incident
+from tests.conftest import wait_for
+from tests.quarantine_qapp import environments, make_source, write_source
+
+NULL_KEY, NEGATIVE_PRICE, BAD_EMAIL = "customer_id IS NULL", "price < 0", "email invalid"
+
+
+def week_end() -> Any:
+    return services.last_week_end(timezone.now().astimezone(UTC).date())
+
+
+def audit_events(obj: Any) -> list[str]:
+    label = obj._meta.label_lower
+    return list(AuditEvent.objects.filter(object_type=label, object_id=str(obj.pk)).values_list("event", flat=True))
+
+
+def review_of(source: Any, end: Any, timeout: float = 60) -> QuarantineReview:
+    return wait_for(
+        lambda: QuarantineReview.objects.filter(target=source, week_end=end).first(),
+        timeout=timeout,
+        what="the review to be made from the action's outcome",
+    )
+
+
+@pytest.mark.worker
+def test_review_action_executed_by_a_worker_becomes_the_review_and_its_items(
+    actors: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    end = week_end()
+    write_source(tmp_path / "silver", end)
+    source = make_source(tmp_path / "silver", environments()["dev"])
+    worker_factory()
+    responder = actors["responder"]
+    with change_context(channel=Channel.WEB, user=responder):
+        action = services.review_request(actor=responder, target_key=source.key, week_end=end)
+    assert action.verb == "quarantine-review" and action.state == ActionState.QUEUED  # dev: no approval
+
+    review = review_of(source, end)
+    assert review.created_by_action_id == action.id
+    assert (review.week_start, review.threshold_pct, review.status) == (end - timedelta(days=6), 5.0, "open")
+    items = {(i.table, i.reason): i for i in review.items.all()}
+    assert set(items) == {("orders", NULL_KEY), ("orders", NEGATIVE_PRICE), ("customers", BAD_EMAIL)}
+    new = items[("orders", NEGATIVE_PRICE)]
+    assert (new.count, new.new, new.over_threshold, new.needs_disposition) == (360, True, True, True)
+    steady = items[("orders", NULL_KEY)]
+    assert (steady.count, steady.new, steady.over_threshold, steady.needs_disposition) == (140, False, True, True)
+    quiet = items[("customers", BAD_EMAIL)]
+    assert (quiet.count, quiet.needs_disposition) == (35, False)
+    assert {e["rule"] for e in review.escalations} >= {"rate_days", "new_reason"}
+    assert "quarantine.review_created" in audit_events(review)
+
+    # The same week again: the action runs, the review stays the one already made.
+    ActionRun.objects.filter(pk=action.pk).update(idempotency_key=None)
+    with change_context(channel=Channel.WEB, user=responder):
+        again = services.review_request(actor=responder, target_key=source.key, week_end=end)
+    wait_for(lambda: ActionRun.objects.get(pk=again.pk).state == ActionState.SUCCEEDED, timeout=60, what="again")
+    assert QuarantineReview.objects.filter(target=source).count() == 1
+
+
+@pytest.mark.worker
+def test_production_release_needs_a_second_person_escalate_opens_an_incident_and_the_review_is_done(
+    actors: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    end = week_end()
+    root = tmp_path / "silver"
+    write_source(root, end)
+    source = make_source(root, environments()["prod"])
+    call_command("load_runbooks", verbosity=0)
+    worker_factory()
+    responder, approver = actors["responder"], actors["approver"]
+    with change_context(channel=Channel.WEB, user=responder):
+        review_action = services.review_request(actor=responder, target_key=source.key, week_end=end)
+    assert review_action.state == ActionState.AWAITING_APPROVAL  # a protected environment: every action
+    with change_context(channel=Channel.WEB, user=approver):
+        actions.action_approve(actor=approver, action_id=review_action.id)
+    review = review_of(source, end)
+    item = review.items.get(table="orders", reason=NEGATIVE_PRICE)
+    other = review.items.get(table="orders", reason=NULL_KEY)
+
+    with change_context(channel=Channel.WEB, user=responder):
+        release = services.disposition_request(actor=responder, item_id=item.pk, kind="release")
+        twice = services.disposition_request(actor=responder, item_id=item.pk, kind="release")
+    assert twice.pk == release.pk  # a double submission is the same decision
+    assert release.state == Disposition.State.PENDING and release.action is not None
+    assert release.action.state == ActionState.AWAITING_APPROVAL
+    assert release.action.params == {"reason": NEGATIVE_PRICE, "from_date": str(review.week_start), "to_date": str(end)}
+    assert release.action.target.locator == {"table": "orders"} and release.action.target.kind == "quarantine_table"
+    with pytest.raises(PolicyError), change_context(channel=Channel.WEB, user=responder):
+        actions.action_approve(actor=responder, action_id=release.action.id)
+    release.refresh_from_db()
+    assert release.state == Disposition.State.PENDING
+    with change_context(channel=Channel.WEB, user=approver):
+        actions.action_approve(actor=approver, action_id=release.action.id, comment="fixed upstream")
+
+    wait_for(
+        lambda: Disposition.objects.get(pk=release.pk).state != Disposition.State.PENDING,
+        timeout=90,
+        what="the release to be recorded",
+    )
+    release.refresh_from_db()
+    assert release.state == Disposition.State.DONE, release.counts
+    assert release.counts["rows"] == 360 and release.decided_at is not None
+    released = list((root / "orders").glob(f"ingest_dt=*/released-{release.action_id}.parquet"))
+    assert len(released) == 3 and sum(pq.read_metadata(p).num_rows for p in released) == 360
+    review.refresh_from_db()
+    assert review.status == "open"  # the steady reason over the threshold still waits
+
+    with change_context(channel=Channel.WEB, user=responder):
+        escalation = services.disposition_request(
+            actor=responder, item_id=other.pk, kind="escalate", note="source team to fix the customer feed"
+        )
+        with pytest.raises(Conflict):
+            services.disposition_request(actor=responder, item_id=other.pk, kind="escalate")
+    incident = Incident.objects.get(pk=escalation.incident_id)
+    assert Incident.objects.filter(alert_type="quarantine.high_rate").count() == 1
+    assert (incident.severity, incident.alert_type) == ("high", "quarantine.high_rate")
+    evidence = incident.details["details"]
+    assert (evidence["table"], evidence["reason"], evidence["count"]) == ("orders", NULL_KEY, 140)
+    assert len(evidence["days"]) == 7 and evidence["sample_keys"]
+    assert "003-quarantine-high-rate" in [v.runbook.slug for v in runbooks_for_incident(incident)]
+    assert "quarantine.disposition_recorded" in audit_events(escalation)
+
+    review.refresh_from_db()
+    assert review.status == "done" and review.completed_at is not None
+    assert "quarantine.review_completed" in audit_events(review)
+
+    markdown = services.review_markdown(review=review)
+    assert f"week {review.week_start} to {end}" in markdown
+    assert "| orders | price < 0 | 360 | release | done | rita | alice (approved" in markdown
+    assert "rows 360" in markdown
+    assert f"incident INC-{incident.pk}" in markdown and "escalate: source team" in markdown
+    assert "Nothing: every item over the threshold or new has a disposition." in markdown
+
+
+def test_keep_needs_a_note_and_an_expiry_and_bad_input_changes_nothing(actors: Any, tmp_path: Path) -> None:
+    end = week_end()
+    source = make_source(tmp_path / "silver", environments()["dev"])
+    review = QuarantineReview.objects.create(
+        target=source, week_start=end - timedelta(days=6), week_end=end, threshold_pct=5.0
+    )
+    item = review.items.create(table="orders", reason=NEGATIVE_PRICE, count=3, new=True, needs_disposition=True)
+    responder = actors["responder"]
+    with change_context(channel=Channel.WEB, user=responder):
+        for kind, params, note in [
+            ("keep", {"expires": (end + timedelta(days=30)).isoformat()}, ""),
+            ("keep", {}, "waiting for the vendor"),
+            ("release", {"from_date": (end - timedelta(days=9)).isoformat()}, ""),
+            ("release", {"table": "customers"}, ""),
+            ("shred", {}, ""),
+        ]:
+            with pytest.raises(InvalidInput):
+                services.disposition_request(actor=responder, item_id=item.pk, kind=kind, params=params, note=note)
+        with pytest.raises(PolicyError):
+            services.disposition_request(actor=actors["viewer"], item_id=item.pk, kind="escalate")
+    assert not Disposition.objects.exists() and not ActionRun.objects.exists() and not Incident.objects.exists()
+
+
+def test_schedule_requests_one_review_per_source_and_week(db: Any, tmp_path: Path) -> None:
+    envs = environments()
+    end = week_end()
+    write_source(tmp_path / "silver", end)
+    prod = make_source(tmp_path / "silver", envs["prod"])
+    make_source(tmp_path / "silver", envs["prod"], name="manual", weekly_review=False)
+    make_source(tmp_path / "silver", envs["dev"])  # dev: not in the default (production) schedule
+    assert ReviewSchedule.objects.get().weekday == 0  # the migration's Monday 06:00 UTC
+    monday = end + timedelta(days=1) - timedelta(days=7)  # last week's Monday: its week_end is end - 7
+    at = datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
+
+    assert services.reviews_schedule_due(now=at + timedelta(hours=5, minutes=45)) == []  # before 06:00
+    first = services.reviews_schedule_due(now=at + timedelta(hours=6, minutes=15))
+    assert [a.target_id for a in first] == [prod.pk]
+    action = first[0]
+    assert (action.channel, action.requested_by.username) == ("schedule", services.SCHEDULER_USERNAME)
+    assert action.params == {"week_end": (end - timedelta(days=7)).isoformat()}
+    assert action.state == ActionState.AWAITING_APPROVAL  # production: an approver lets it run
+    for later in (timedelta(hours=6, minutes=30), timedelta(days=2, hours=9)):  # the next ticks that week
+        services.reviews_schedule_due(now=at + later)
+    assert ActionRun.objects.filter(verb="quarantine-review").count() == 1
+
+    ActionRun.objects.filter(pk=action.pk).update(state=ActionState.CANCELLED)  # free the target
+    this_week = services.reviews_schedule_due(now=at + timedelta(days=7, hours=6, minutes=15))
+    assert [a.params["week_end"] for a in this_week] == [end.isoformat()]
+    assert ActionRun.objects.filter(verb="quarantine-review").count() == 2
+
+    ReviewSchedule.objects.update(enabled=False)
+    ActionRun.objects.update(state=ActionState.CANCELLED)
+    assert services.reviews_schedule_due(now=at + timedelta(days=14, hours=7)) == []
+
+
+def test_breaches_and_escalation_rules_open_deduplicated_incidents(db: Any, tmp_path: Path) -> None:
+    end = week_end()
+    write_source(tmp_path / "silver", end)
+    source = make_source(tmp_path / "silver", environments()["dev"])
+    call_command("load_runbooks", verbosity=0)
+
+    opened = services.breaches_open_incidents(target=source, day=end)
+    breaches = [i for i in opened if i.details["details"]["kind"] == "breach"]
+    assert sorted((i.details["details"]["table"], i.details["details"]["date"]) for i in breaches) == [
+        ("orders", (end - timedelta(days=n)).isoformat()) for n in (2, 1, 0)
+    ]
+    assert {i.severity for i in breaches} == {"high"}  # 14% is over the escalation level (10%) too
+    rules = {i.details["details"]["rule"] for i in opened if i.details["details"]["kind"] == "escalation"}
+    assert {"rate_days", "new_reason"} <= rules
+    assert all(i.severity == "high" and i.alert_type == "quarantine.high_rate" for i in opened)
+    assert all(i.pipeline == source.pipeline for i in opened)
+    assert "003-quarantine-high-rate" in [v.runbook.slug for v in runbooks_for_incident(opened[0])]
+    count = Incident.objects.count()
+
+    assert services.breaches_open_incidents(target=source, day=end) == []  # the same run again
+    Incident.objects.update(status=Incident.Status.RESOLVED)
+    assert services.breaches_open_incidents(target=source, day=end) == []  # a resolved breach stays resolved
+    assert Incident.objects.count() == count
