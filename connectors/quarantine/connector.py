@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from connectors.base import Connector, ConnectorError, HealthResult
 from connectors.quarantine.config import LOCATOR_MODELS, QuarantineConfig
 from connectors.quarantine.store import Store
+from connectors.quarantine.verbs import Cleanup, Discard, Keep, Release
 
 
 class QuarantineConnector(Connector):
@@ -25,6 +26,7 @@ class QuarantineConnector(Connector):
     config_model = QuarantineConfig
     secret_names = ("gcs_token",)
     target_kinds = ("quarantine", "quarantine_table")
+    verbs = (Release, Discard, Keep, Cleanup)
 
     def __init__(self, config: BaseModel | Mapping[str, Any], secrets: Mapping[str, str]) -> None:
         if not isinstance(config, QuarantineConfig):
