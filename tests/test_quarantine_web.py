@@ -20,6 +20,7 @@ from django.test import Client
 
 from controlplane.actions.models import ActionRun
 from controlplane.quarantine.models import Disposition, QuarantineReview
+from controlplane.quarantine.views import csv_safe
 from tests.quarantine_qweb import (
     DUPLICATE,
     FUTURE_DATE,
@@ -216,6 +217,14 @@ def test_sample_csv_key_columns_first_then_json(review: QuarantineReview, actors
     assert len(rows) == 1 + 50  # the first 50 of 115
     assert all(r[1] == NULL_CUSTOMER for r in rows[1:])
     assert json.loads(rows[1][3]) == {"amount": 3.25, "customer_id": None}
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised() -> None:
+    assert csv_safe('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
+    assert csv_safe("@SUM(A1)") == "'@SUM(A1)"
+    assert csv_safe("-2.5") == "-2.5"  # a number stays a number
+    assert csv_safe("+1 555") == "'+1 555"
+    assert csv_safe("o-1") == "o-1"
 
 
 def test_sample_of_an_item_of_another_review_is_404(

@@ -320,11 +320,26 @@ def item_sample(request: HttpRequest, review_id: int, item_id: int) -> HttpRespo
     return render(request, template, context, status=status)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: str) -> str:
+    """A cell a spreadsheet will not run: quarantined records are untrusted input, and a text starting with
+    ``=``, ``+``, ``-``, ``@``, tab or CR is read as a formula by Excel and LibreOffice (OWASP "CSV
+    injection"), so it gets a leading ``'``; numbers such as ``-2.5`` stay as they are."""
+    if value.startswith(FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
 @require_GET
 @web_login_required
 def item_sample_csv(request: HttpRequest, review_id: int, item_id: int) -> HttpResponse:
     """``/quarantine/<id>/items/<item_id>/sample.csv``: the same sample as CSV (key columns first, the
-    reason, the time, then the other columns as one JSON column)."""
+    reason, the time, then the other columns as one JSON column), formula-looking cells neutralised."""
     review = _review_or_404(review_id)
     item = _item_or_404(review, item_id)
     sample, error, status = _sample(item)
@@ -333,7 +348,7 @@ def item_sample_csv(request: HttpRequest, review_id: int, item_id: int) -> HttpR
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(sample_columns(sample))
-    writer.writerows(sample_rows(sample))
+    writer.writerows([csv_safe(v) for v in row] for row in sample_rows(sample))
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     name = f"quarantine-{review.pk}-{item.table}-{item.pk}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
