@@ -50,7 +50,7 @@ def test_responder_reviews_a_week_loads_a_sample_and_keeps_a_new_reason(
             expect(page.locator('svg.trend[data-table="orders"]')).to_be_visible()
 
             card = page.locator(f"#item-{item.pk}")
-            expect(card.get_by_test_id("needs-disposition")).to_be_visible()
+            expect(card.get_by_test_id("disposition-status")).to_have_text("needs a decision")
             card.get_by_role("link", name="Show the first 50 records").click()
             sample = card.locator(".sample table")
             expect(sample).to_be_visible()  # swapped in place: still on the review page
@@ -63,6 +63,7 @@ def test_responder_reviews_a_week_loads_a_sample_and_keeps_a_new_reason(
             card.get_by_role("button", name="Keep").click()
             card = page.locator(f"#item-{item.pk}")
             expect(card).to_contain_text("keep requested.")
+            expect(card.get_by_test_id("disposition-status")).to_have_text("decision pending")
             action = ActionRun.objects.get()
             expect(card.get_by_test_id("disposition-action")).to_have_attribute("href", f"/actions/{action.id}/")
             expect(card.locator(".plan")).to_be_visible()  # the action's preview

@@ -260,6 +260,11 @@ class ItemView:
     def growth(self) -> float | None:
         return growth_pct(self.item.count, self.item.previous_week)
 
+    @property
+    def pending(self) -> bool:
+        """A disposition is on its way (its action waits for approval or runs)."""
+        return any(d.state == Disposition.State.PENDING for d in self.dispositions)
+
 
 def item_view(item: ReviewItem, **extra: Any) -> ItemView:
     return ItemView(item=item, dispositions=list(item.dispositions.all()), **extra)
