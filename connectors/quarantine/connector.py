@@ -9,7 +9,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from connectors.base import Connector, ConnectorError, HealthResult
+from connectors.quarantine.checks import (
+    QuarantineRateCheck,
+    QuarantineReasonsCheck,
+    QuarantineRecordsCheck,
+    QuarantineStorageCheck,
+)
 from connectors.quarantine.config import LOCATOR_MODELS, QuarantineConfig
+from connectors.quarantine.review import QuarantineReviewVerb
 from connectors.quarantine.store import Store
 from connectors.quarantine.verbs import Cleanup, Discard, Keep, Release
 
@@ -26,7 +33,8 @@ class QuarantineConnector(Connector):
     config_model = QuarantineConfig
     secret_names = ("gcs_token",)
     target_kinds = ("quarantine", "quarantine_table")
-    verbs = (Release, Discard, Keep, Cleanup)
+    verbs = (QuarantineReviewVerb, Release, Discard, Keep, Cleanup)
+    checks = (QuarantineRateCheck, QuarantineReasonsCheck, QuarantineStorageCheck, QuarantineRecordsCheck)
 
     def __init__(self, config: BaseModel | Mapping[str, Any], secrets: Mapping[str, str]) -> None:
         if not isinstance(config, QuarantineConfig):

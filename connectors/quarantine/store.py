@@ -123,6 +123,24 @@ class Store:
             key=lambda f: f.path,
         )
 
+    def find(self, path: str) -> list[FileInfo]:
+        """Every parquet file under ``path`` at any depth, with sizes (one listing request per 1000 objects on
+        GCS instead of one per partition); [] when ``path`` does not exist."""
+        try:
+            found = self.fs.find(path, detail=True, withdirs=False)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ConnectorError(f"listing {self.url(path)} failed: {exc}", transient=True) from None
+        return sorted(
+            (
+                FileInfo(path=name, size=int(info.get("size") or 0))
+                for name, info in found.items()
+                if info.get("type") == "file" and name.endswith(".parquet")
+            ),
+            key=lambda f: f.path,
+        )
+
     # ------------------------------------------------------------------------------------------- duckdb
 
     @contextmanager
