@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from controlplane.actions.models import ActionRun
+from controlplane.incidents.models import Incident
 from controlplane.quarantine.models import Disposition, QuarantineReview
 from controlplane.quarantine.views import csv_safe
 from tests.quarantine_qweb import (
@@ -198,6 +201,36 @@ def test_items_show_counts_and_need_a_decision(review: QuarantineReview, actors:
     sample = f"/quarantine/{review.pk}/items/{item.pk}/sample/"
     assert f'href="{sample}" hx-get="{sample}"' in block.group(0)
     assert f'href="/quarantine/{review.pk}/items/{item.pk}/sample.csv"' in block.group(0)
+
+
+def test_review_page_queries_do_not_grow_with_items_and_dispositions(
+    review: QuarantineReview, source: Any, actors: dict[str, Any]
+) -> None:
+    client = client_for(actors["viewer"])
+
+    def queries(path: str) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200
+        return len(captured)
+
+    before = (queries(f"/quarantine/{review.pk}/"), queries("/quarantine/"))
+    for n, item in enumerate(review.items.all()):
+        incident = make_incident(n)
+        Disposition.objects.create(
+            item=item, kind="escalate", state="done", decided_by=actors["responder"], incident=incident
+        )
+    for weeks in (1, 2, 3):
+        make_review(source, week_end=date_before(WEEK_END, 7 * weeks))
+    assert (queries(f"/quarantine/{review.pk}/"), queries("/quarantine/")) == before
+
+
+def make_incident(n: int) -> Incident:
+    return Incident.objects.create(
+        title=f"quarantine {n}",
+        severity=Incident.Severity.HIGH,
+        fingerprint=f"q-{n}",
+        alert_type="quarantine.high_rate",
+    )
 
 
 def test_viewer_sees_no_disposition_form(review: QuarantineReview, actors: dict[str, Any]) -> None:
