@@ -2,8 +2,8 @@
 
 Validation goes beyond the pydantic shape: templates must compile, ``steps.<id>`` may only name an
 earlier step, ``params.<name>`` only a declared parameter, and an executable check or action must name a
-check or verb some registered connector offers; steps on a system without a connector say so with
-``waits_for`` (and may not claim to wait for a connector that exists).
+check or verb some registered connector offers, with parameters that check or verb takes; steps on a system
+without a connector say so with ``waits_for`` (and may not claim to wait for a connector that exists).
 """
 
 from __future__ import annotations
@@ -116,14 +116,17 @@ def _line_of(node: Any, loc: Iterable[Any]) -> int:
     return line
 
 
-def _offered() -> tuple[set[str], set[str], set[str]]:
-    verbs: set[str] = set()
-    checks: set[str] = set()
+def _offered() -> tuple[dict[str, set[str]], dict[str, set[str]], set[str]]:
+    """Verbs and checks of the registered connectors, each with the names of its parameters; the kinds."""
+    verbs: dict[str, set[str]] = {}
+    checks: dict[str, set[str]] = {}
     kinds: set[str] = set()
     for cls in connector_classes().values():
         kinds.add(cls.kind)
-        verbs.update(v.name for v in cls.verbs)
-        checks.update(c.name for c in cls.checks)
+        for verb in cls.verbs:
+            verbs.setdefault(verb.name, set()).update(verb.params_model.model_fields)
+        for check in cls.checks:
+            checks.setdefault(check.name, set()).update(check.params_model.model_fields)
     return verbs, checks, kinds
 
 
@@ -171,6 +174,13 @@ def semantic_problems(runbook: Runbook) -> list[tuple[list[Any], str]]:
             problems.append(([*loc, "verb"], f"no connector offers the verb {step.verb!r} (there are {sorted(verbs)})"))
         elif waits_for is None and step.kind == "check" and step.check not in checks:
             problems.append(([*loc, "check"], f"no connector offers the check {step.check!r} (see {sorted(checks)})"))
+        elif waits_for is None and step.kind in ("action", "check"):
+            what, name = ("verb", step.verb) if step.kind == "action" else ("check", step.check)
+            takes = (verbs if step.kind == "action" else checks)[name]
+            for key in sorted(set(step.params) - takes):
+                problems.append(
+                    ([*loc, "params", key], f"the {what} {name!r} takes no parameter {key!r} ({sorted(takes)})")
+                )
         earlier.add(step.id)
     return problems
 

@@ -77,8 +77,9 @@ def _pid(directory: Path) -> int | None:
     return pid if "sandbox.gcs" in cmdline else None
 
 
-def start_gcs(root: Path, port: int) -> GcsServer:
-    """Start (or reuse) the emulator under ``ROOT/gcs`` on 127.0.0.1:``port``, detached; wait until it answers."""
+def start_gcs(root: Path, port: int, *, log_requests: bool = False) -> GcsServer:
+    """Start (or reuse) the emulator under ``ROOT/gcs`` on 127.0.0.1:``port``, detached; wait until it answers.
+    ``log_requests``: one line per HTTP request in ``gcs.log`` (a benchmark counts them)."""
     server = GcsServer(directory=root.resolve() / "gcs", port=port)
     (server.directory / "data").mkdir(parents=True, exist_ok=True)
     if _pid(server.directory) is not None:
@@ -94,6 +95,7 @@ def start_gcs(root: Path, port: int) -> GcsServer:
         str(port),
         "--data-dir",
         str(server.directory / "data"),
+        *(["--log-requests"] if log_requests else []),
     ]
     with server.log_file.open("ab") as log:
         proc = subprocess.Popen(
@@ -143,11 +145,17 @@ def stop_gcs(root: Path) -> bool:
     return _stop_dir(root.resolve() / "gcs")
 
 
-def serve(port: int, data_dir: Path) -> None:
-    """Run the emulator in the foreground until SIGTERM."""
+def serve(port: int, data_dir: Path, *, log_requests: bool = False) -> None:
+    """Run the emulator in the foreground until SIGTERM; with ``log_requests`` its access log (one
+    ``"GET /path HTTP/1.1" 200`` line per request) goes to stderr."""
     import http.server
+    import logging
 
     from gcp_storage_emulator.server import create_server
+
+    if log_requests:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+        logging.getLogger("gcp_storage_emulator.server").setLevel(logging.INFO)
 
     http.server.HTTPServer.request_queue_size = LISTEN_BACKLOG
     server = create_server(LOOPBACK, port, in_memory=False, data_dir=str(data_dir))
@@ -161,8 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("serve", help="run the emulator in the foreground")
     run.add_argument("--port", type=int, required=True)
     run.add_argument("--data-dir", type=Path, required=True)
+    run.add_argument("--log-requests", action="store_true", help="one line per HTTP request on stderr")
     args = parser.parse_args(argv)
-    serve(args.port, args.data_dir)
+    serve(args.port, args.data_dir, log_requests=args.log_requests)
     return 0
 
 

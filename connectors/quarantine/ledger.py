@@ -46,7 +46,9 @@ def entries(store: Store, kind: str) -> list[dict[str, Any]]:
                 found.append(json.load(handle))
         except FileNotFoundError:
             continue  # removed between listing and reading
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:  # not JSON: a record cut short or written by something else
+            raise ConnectorError(f"reading {store.url(entry['name'])} failed: {exc}", transient=True) from None
+        except store.errors as exc:
             raise ConnectorError(f"reading {store.url(entry['name'])} failed: {exc}", transient=True) from None
     return sorted(found, key=lambda e: str(e.get("action_id", "")))
 
@@ -97,7 +99,9 @@ def read(store: Store, kind: str, action_id: str) -> dict[str, Any] | None:
             found: dict[str, Any] = json.load(handle)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:  # not JSON: written by something else; retrying will not fix it
+        raise ConnectorError(f"{store.url(path)} is not a ledger record ({exc}): look at it") from None
+    except store.errors as exc:
         raise ConnectorError(f"reading {store.url(path)} failed: {exc}", transient=True) from None
     return found
 
@@ -110,6 +114,6 @@ def write(store: Store, kind: str, record: dict[str, Any]) -> dict[str, Any]:
         if not store.remote:  # GCS has no directories; a local disk needs the parent first
             store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         store.fs.pipe_file(path, data)
-    except OSError as exc:
+    except store.errors as exc:
         raise ConnectorError(f"writing {store.url(path)} failed: {exc}", transient=True) from None
     return record

@@ -43,6 +43,19 @@ class Store:
         self.remote = cfg.root.startswith("gs://")
         self.fs: AbstractFileSystem = self._filesystem(cfg, secrets)
         self.root = cfg.root.removeprefix("gs://") if self.remote else cfg.root
+        self.errors = self._errors(self.remote)
+
+    @staticmethod
+    def _errors(remote: bool) -> tuple[type[Exception], ...]:
+        """What a failed storage call raises (and is worth retrying): OSError (the disk; gcsfs's connection
+        errors) and, on GCS, gcsfs's HttpError (a 5xx or 429 left after its own retries) and aiohttp's
+        client errors. Imported only for a GCS root (gcsfs takes a while to import)."""
+        if not remote:
+            return (OSError,)
+        from aiohttp import ClientError
+        from gcsfs.retry import HttpError
+
+        return (OSError, TimeoutError, ClientError, HttpError)
 
     @staticmethod
     def _filesystem(cfg: QuarantineConfig, secrets: Mapping[str, str]) -> AbstractFileSystem:
@@ -95,7 +108,7 @@ class Store:
             return list(self.fs.ls(path, detail=True))
         except FileNotFoundError:
             return []
-        except OSError as exc:  # network errors of gcsfs are OSErrors (and aiohttp's are too)
+        except self.errors as exc:
             raise ConnectorError(f"listing {self.url(path)} failed: {exc}", transient=True) from None
 
     def tables(self) -> list[str]:

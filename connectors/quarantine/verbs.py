@@ -167,7 +167,7 @@ def _io(store: Store, what: str, path: str) -> Iterator[None]:
         raise
     except pa.ArrowInvalid as exc:
         raise ConnectorError(f"{what} {store.url(path)} failed: not a readable parquet file ({exc})") from None
-    except OSError as exc:
+    except store.errors as exc:
         raise ConnectorError(f"{what} {store.url(path)} failed: {exc}", transient=True) from None
 
 

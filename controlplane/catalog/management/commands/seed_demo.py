@@ -1,6 +1,8 @@
-"""``manage.py seed_demo --pg-port P [--airflow-url URL ...]``: the demo catalog over the sandbox weather
-warehouse (and, given ``--airflow-url``, over the sandbox Airflow's DAGs), one demo user per role, and the
-``airflow-bot`` user whose API token the Airflow failure callbacks use.
+"""``manage.py seed_demo --pg-port P [--airflow-url URL ...] [--quarantine-prod-root R --quarantine-dev-root R]``:
+the demo catalog over the sandbox weather warehouse (and, given ``--airflow-url``, over the sandbox Airflow's
+DAGs; given the quarantine roots, over two quarantine sources: production on the GCS emulator, development on
+local disk), one demo user per role, and the ``airflow-bot`` user whose API token the Airflow failure
+callbacks use.
 
 Idempotent: what exists is kept, what is missing is created through the catalog services, so a second run
 writes nothing and records no audit event. Everything runs in one transaction under a ``system`` change
@@ -20,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from connectors.base import ConnectorError
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.services import audit_record
 from controlplane.catalog import services as catalog
@@ -111,6 +114,23 @@ AIRFLOW_DAGS = (
 )
 
 
+@dataclass(frozen=True)
+class QuarantineSpec:
+    """One demo quarantine source (seed 003, section 5's retention policy): connection ``quarantine-<env>``,
+    target ``<env>.quarantine.silver_base`` (the source) and ``<env>.quarantine.<table>`` per table found."""
+
+    env: str
+    threshold_pct: float
+    retention_days: int
+    weekly_review: bool
+
+
+QUARANTINE_SOURCES = (
+    QuarantineSpec("prod", threshold_pct=5.0, retention_days=30, weekly_review=True),
+    QuarantineSpec("dev", threshold_pct=10.0, retention_days=7, weekly_review=False),
+)
+
+
 @dataclass
 class SeedReport:
     """What a run did: names of created and changed objects, warnings, and the logins to print."""
@@ -152,6 +172,15 @@ class Command(BaseCommand):
             help="secret reference for that user's password (env:NAME or file:/path); never the password itself",
         )
         parser.add_argument(
+            "--quarantine-prod-root",
+            default=None,
+            help="the production quarantine source's Silver base path (gs://bucket/prefix on the GCS emulator)",
+        )
+        parser.add_argument("--quarantine-gcs-endpoint", default=None, help="the GCS emulator's URL")
+        parser.add_argument(
+            "--quarantine-dev-root", default=None, help="the development quarantine source's Silver base path (local)"
+        )
+        parser.add_argument(
             "--reset-passwords", action="store_true", help="give every demo user a new password and print it"
         )
 
@@ -168,6 +197,9 @@ class Command(BaseCommand):
         airflow_config = {"base_url": airflow_url.rstrip("/")} if airflow_url else {}
         if airflow_url and options["airflow_user"]:
             airflow_config["username"] = options["airflow_user"]
+        roots = {"prod": options["quarantine_prod_root"], "dev": options["quarantine_dev_root"]}
+        if any(roots.values()) and not all(roots.values()):
+            raise CommandError("--quarantine-prod-root and --quarantine-dev-root go together")
         report = SeedReport()
         with change_context(channel=Channel.SYSTEM, actor_name="seed_demo"):
             try:
@@ -175,6 +207,8 @@ class Command(BaseCommand):
                     _seed_catalog(report, config=config, password_ref=options["password_ref"])
                     if airflow_config:
                         _seed_airflow(report, config=airflow_config, password_ref=options["airflow_password_ref"])
+                    if roots["prod"]:
+                        _seed_quarantine(report, roots=roots, gcs_endpoint=options["quarantine_gcs_endpoint"])
                     _seed_users(report, reset_passwords=options["reset_passwords"])
             except ServiceError as exc:
                 raise CommandError(exc.message) from None
@@ -257,6 +291,55 @@ def _seed_airflow(report: SeedReport, *, config: dict[str, Any], password_ref: s
             pipeline=None,
             display_name=f"Airflow ({env_name})",
         )
+
+
+def _seed_quarantine(report: SeedReport, *, roots: dict[str, str], gcs_endpoint: str | None) -> None:
+    """Per environment: connection ``quarantine-<env>``, a silver pipeline, the source target and one
+    ``quarantine_table`` target per table the source has (listed through the connector)."""
+    for spec in QUARANTINE_SOURCES:
+        env = _seed_environment(report, name=spec.env, protected=spec.env == "prod")
+        root = roots[spec.env]
+        config: dict[str, Any] = {
+            "root": root,
+            "threshold_pct": spec.threshold_pct,
+            "retention_days": spec.retention_days,
+            "weekly_review": spec.weekly_review,
+        }
+        if root.startswith("gs://") and gcs_endpoint:
+            config["gcs_endpoint"] = gcs_endpoint
+        conn = _seed_connection(
+            report, name=f"quarantine-{spec.env}", kind="quarantine", env=env, config=config, password_ref=None
+        )
+        try:
+            tables = [row["table"] for row in catalog.connector_for(conn).metadata("tables")]
+        except ConnectorError as exc:
+            raise CommandError(f"quarantine-{spec.env}: cannot list the tables of {root}: {exc.message}") from None
+        pipeline = _seed_pipeline(
+            report,
+            name=f"{spec.env}-ecom_silver_base",
+            env=env,
+            layer=Pipeline.Layer.SILVER,
+            description=f"E-commerce Silver base layer and its quarantined records ({root})",
+        )
+        _seed_target(
+            report,
+            key=f"{spec.env}.quarantine.silver_base",
+            kind="quarantine",
+            conn=conn,
+            locator={},
+            pipeline=pipeline,
+            display_name=f"Silver quarantine ({spec.env})",
+        )
+        for table in tables:
+            _seed_target(
+                report,
+                key=f"{spec.env}.quarantine.{table}",
+                kind="quarantine_table",
+                conn=conn,
+                locator={"table": table},
+                pipeline=pipeline,
+                display_name=f"Quarantined {table} ({spec.env})",
+            )
 
 
 def _seed_environment(report: SeedReport, *, name: str, protected: bool) -> Environment:
