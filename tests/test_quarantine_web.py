@@ -165,14 +165,35 @@ def test_heat_map_cells_coloured_against_the_threshold(review: QuarantineReview,
 
 
 def test_trend_line_per_table_from_the_files(review: QuarantineReview, actors: dict[str, Any]) -> None:
-    page = text(client_for(actors["viewer"]).get(f"/quarantine/{review.pk}/"))
+    client = client_for(actors["viewer"])
+    page = text(client.get(f"/quarantine/{review.pk}/"))
+    trends = f"/quarantine/{review.pk}/trends/"
+    # read from the source after the page (htmx), or through the same link without JavaScript
+    assert f'hx-get="{trends}" hx-trigger="load"' in page and f'<a href="{trends}">' in page
+    response = client.get(trends, headers={"HX-Request": "true"})
+    assert response.status_code == 200 and "HX-Request" in response["Vary"]
+    partial = text(response)
+    assert "<html" not in partial
     for table in ("orders", "customers"):
-        assert re.search(rf'<svg[^>]*class="chart trend"[^>]*data-table="{table}"', page)
-    trend = re.search(r'<svg[^>]*class="chart trend"[^>]*data-table="orders".*?</svg>', page, re.S)
+        assert re.search(rf'<svg[^>]*class="chart trend"[^>]*data-table="{table}"', partial)
+    trend = re.search(r'<svg[^>]*class="chart trend"[^>]*data-table="orders".*?</svg>', partial, re.S)
     assert trend
     assert 'class="threshold"' in trend.group(0)
     # the review's week: 125 of 7000 valid rows (1.79%), read from the parquet files now
     assert "week ending 2026-11-29: rate 1.79% (125 quarantined of 7,000 valid)" in trend.group(0)
+    assert "<html" in text(client.get(trends)) and "week ending 2026-11-29" in text(client.get(trends))
+
+
+def test_a_source_that_cannot_be_read_leaves_the_review_readable(
+    review: QuarantineReview, tmp_path: Path, actors: dict[str, Any]
+) -> None:
+    for path in sorted(tmp_path.rglob("*.parquet")):
+        path.write_bytes(b"not parquet")
+    client = client_for(actors["viewer"])
+    assert client.get(f"/quarantine/{review.pk}/").status_code == 200  # the heat map is the stored summary
+    response = client.get(f"/quarantine/{review.pk}/trends/", headers={"HX-Request": "true"})
+    assert response.status_code in (400, 503)
+    assert "The source could not be read for the trends" in text(response)
 
 
 def test_reasons_with_growth_and_new_ones_marked(review: QuarantineReview, actors: dict[str, Any]) -> None:

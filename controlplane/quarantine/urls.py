@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.review_list, name="reviews"),
     path("request/", views.review_request, name="review-request"),
     path("<int:review_id>/", views.review_detail, name="review"),
+    path("<int:review_id>/trends/", views.review_trends, name="review-trends"),
     path("<int:review_id>/record.md", views.review_record, name="review-record"),
     path("<int:review_id>/items/<int:item_id>/sample/", views.item_sample, name="item-sample"),
     path("<int:review_id>/items/<int:item_id>/sample.csv", views.item_sample_csv, name="item-sample-csv"),

@@ -200,17 +200,18 @@ def _limits(review: QuarantineReview) -> tuple[float, float | None]:
     return threshold, config.escalate_pct
 
 
-def _trends(review: QuarantineReview, threshold: float) -> tuple[list[tuple[str, SafeString]], str]:
-    """A trend chart per table, or why the source could not be read (the rest of the page still shows)."""
+def _trends(review: QuarantineReview, threshold: float) -> tuple[list[tuple[str, SafeString]], str, int]:
+    """A trend chart per table, or why the source could not be read and the status to answer with."""
     try:
         trends = selectors.review_trends(review=review)
     except (ServiceError, ConnectorError) as exc:
-        return [], service_error(exc)[0]
+        message, status = service_error(exc)
+        return [], message, status
     charted = []
     for table, weeks in trends.items():
         points = [charts.TrendPoint(str(w["week_end"]), w["rate"], w["quarantined"], w["valid"]) for w in weeks]
         charted.append((table, _svg(charts.trend_svg(table, points, threshold=threshold))))
-    return charted, ""
+    return charted, "", 200
 
 
 def _item_order(item: ReviewItem) -> tuple[bool, str, int]:
@@ -228,7 +229,6 @@ def _detail_context(request: HttpRequest, review: QuarantineReview) -> dict[str,
         for c in row.cells
     ]
     tables = [row.table for row in heat.rows]
-    trends, trends_error = _trends(review, threshold)
     items = list(review.items.all())
     return {
         "review": review,
@@ -236,8 +236,6 @@ def _detail_context(request: HttpRequest, review: QuarantineReview) -> dict[str,
         "threshold": threshold,
         "heatmap_svg": _svg(charts.heatmap_svg(tables, days, cells, threshold=threshold, escalate=escalate)),
         "legend_svg": _svg(charts.legend_svg(threshold=threshold, escalate=escalate)),
-        "trends": trends,
-        "trends_error": trends_error,
         "reasons": top_reasons(items),
         "items": [item_view(item) for item in sorted(items, key=_item_order)],
         "can_dispose": access.has_role(request.user, "responder"),
@@ -277,6 +275,21 @@ def review_detail(request: HttpRequest, review_id: int) -> HttpResponse:
     """``/quarantine/<id>/``: the review with its charts, reasons and items."""
     review = _review_or_404(review_id)
     return render(request, "quarantine/detail.html", _detail_context(request, review))
+
+
+@vary_on_headers("HX-Request")
+@require_GET
+@web_login_required
+def review_trends(request: HttpRequest, review_id: int) -> HttpResponse:
+    """``/quarantine/<id>/trends/``: a trend line per table, the 12 weekly rates ending with the review's week,
+    read from the source now. The review page loads it after itself (htmx), so a slow or unreachable source
+    never holds up the page; without JavaScript the same link opens it as a page."""
+    review = _review_or_404(review_id)
+    threshold, _ = _limits(review)
+    trends, error, status = _trends(review, threshold)
+    context = {"review": review, "trends": trends, "trends_error": error, "threshold": threshold}
+    template = "quarantine/partials/trends.html" if is_htmx(request) else "quarantine/trends.html"
+    return render(request, template, context, status=status)
 
 
 def _sample(item: ReviewItem) -> tuple[Any, str, int]:
