@@ -411,6 +411,21 @@ def test_keep_disposition_requests_an_action_and_shows_its_preview(
     assert 'data-testid="disposition-status">decision pending<' in partial  # until the action succeeded
 
 
+def test_escalate_opens_an_incident_and_decides_the_item_at_once(
+    review: QuarantineReview, actors: dict[str, Any]
+) -> None:
+    item = item_of(review, FUTURE_DATE)
+    data = {"kind": "escalate", "note": "a new reason from the partner feed: source team to look"}
+    response = dispose(client_for(actors["responder"]), review, item, data, htmx=True)
+    assert response.status_code == 200, text(response)
+    incident = Incident.objects.get()
+    partial = text(response)
+    assert f'href="/incidents/{incident.pk}/"' in partial
+    assert 'data-testid="disposition-status">decided<' in partial
+    assert '<span id="review-status" hx-swap-oob="true">' in partial  # the page's status follows
+    assert ActionRun.objects.count() == 0
+
+
 def test_release_in_production_waits_for_approval(tmp_path: Path, actors: dict[str, Any]) -> None:
     write_source(tmp_path)
     review = make_review(quarantine_source(tmp_path, env_name="prod", protected=True))
