@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from connectors.registry import connector_classes
 from runbooks import templating
-from runbooks.schema import PARAM_REFERENCE, STEP_REFERENCE, Runbook
+from runbooks.schema import PARAM_REFERENCE, STEP_REFERENCE, ActionStep, CheckStep, Runbook
 
 LIBRARY = Path(__file__).resolve().parent / "library"
 
@@ -174,9 +174,9 @@ def semantic_problems(runbook: Runbook) -> list[tuple[list[Any], str]]:
             problems.append(([*loc, "verb"], f"no connector offers the verb {step.verb!r} (there are {sorted(verbs)})"))
         elif waits_for is None and step.kind == "check" and step.check not in checks:
             problems.append(([*loc, "check"], f"no connector offers the check {step.check!r} (see {sorted(checks)})"))
-        elif waits_for is None and step.kind in ("action", "check"):
-            what, name = ("verb", step.verb) if step.kind == "action" else ("check", step.check)
-            takes = (verbs if step.kind == "action" else checks)[name]
+        elif waits_for is None and isinstance(step, ActionStep | CheckStep):
+            what, name = ("verb", step.verb) if isinstance(step, ActionStep) else ("check", step.check)
+            takes = (verbs if isinstance(step, ActionStep) else checks)[name]
             for key in sorted(set(step.params) - takes):
                 problems.append(
                     ([*loc, "params", key], f"the {what} {name!r} takes no parameter {key!r} ({sorted(takes)})")

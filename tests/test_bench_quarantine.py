@@ -36,7 +36,7 @@ def test_quarantine_review_bench_runs_and_prints_its_figures(tmp_path: Path) -> 
         pytest.fail(f"bench/quarantine_review.py did not finish in time\n{out[-3000:]}\n{err[-3000:]}")
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-4000:]}\n{err[-4000:]}"
     for pattern in (
-        r"weekly summary, local +2 +[\d.]+ +[\d.]+ +\d+",
+        r"weekly summary, local +2 +[\d.]+ +[\d.]+ +[\d.]+ +\d+",
         r"seed's polars way \(per-file read \+ concat diagonal_relaxed\) +1 ",
         r"weekly summary, GCS emulator \(orders x 14 days\) +1 ",
         r"same numbers from both ways: yes \(2 tables",

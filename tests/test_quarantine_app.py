@@ -135,7 +135,8 @@ def test_production_release_needs_a_second_person_escalate_opens_an_incident_and
         )
         with pytest.raises(Conflict):
             services.disposition_request(actor=responder, item_id=other.pk, kind="escalate")
-    incident = Incident.objects.get(pk=escalation.incident_id)
+    assert escalation.incident is not None
+    incident = escalation.incident
     assert Incident.objects.filter(alert_type="quarantine.high_rate").count() == 1
     assert (incident.severity, incident.alert_type) == ("high", "quarantine.high_rate")
     evidence = incident.details["details"]
@@ -150,7 +151,7 @@ def test_production_release_needs_a_second_person_escalate_opens_an_incident_and
 
     markdown = services.review_markdown(review=review)
     assert f"week {review.week_start} to {end}" in markdown
-    assert "| orders | price < 0 | 360 | release | done | rita | alice (approved" in markdown
+    assert "| orders | price \\< 0 | 360 | release | done | rita | alice (approved" in markdown
     assert "rows 360" in markdown
     assert f"incident INC-{incident.pk}" in markdown and "escalate: source team" in markdown
     assert "Nothing: every item over the threshold or new has a disposition." in markdown
@@ -234,3 +235,31 @@ def test_breaches_and_escalation_rules_open_deduplicated_incidents(db: Any, tmp_
     Incident.objects.update(status=Incident.Status.RESOLVED)
     assert services.breaches_open_incidents(target=source, day=end) == []  # a resolved breach stays resolved
     assert Incident.objects.count() == count
+
+
+def test_retention_cleanup_is_a_previewed_scheduled_action_waiting_for_approval_in_production(
+    db: Any, tmp_path: Path
+) -> None:
+    envs = environments()
+    end = week_end()
+    write_source(tmp_path / "silver", end)  # 35 days ending last Sunday: the oldest are past 30 days
+    prod = make_source(tmp_path / "silver", envs["prod"])
+    fresh = tmp_path / "fresh"
+    write_source(fresh, end)
+    for old in sorted((fresh / "quarantine").glob("*/ingest_dt=*")):
+        if old.name < f"ingest_dt={end - timedelta(days=20)}":
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+    dev = make_source(fresh, envs["dev"], name="fresh")
+
+    action = services.cleanup_request(target=prod)
+    assert action is not None
+    assert (action.verb, action.channel, action.state) == ("quarantine-cleanup", "schedule", "awaiting_approval")
+    assert action.requested_by.username == services.SCHEDULER_USERNAME
+    assert action.plan["touches"] and "30 days" in action.reason
+    assert services.cleanup_request(target=prod) == action  # once a day
+    assert "action.requested" in audit_events(action)
+    # 30 days of retention and nothing older than 20 days: nothing to delete, nothing requested
+    assert services.cleanup_request(target=dev) is None
+    assert ActionRun.objects.filter(verb="quarantine-cleanup").count() == 1

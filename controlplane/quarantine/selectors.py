@@ -4,13 +4,13 @@ source through its connector)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
+from connectors.quarantine import stats
 from connectors.quarantine.connector import QuarantineConnector
 from controlplane.catalog.models import Target
 from controlplane.catalog.services import connector_for
@@ -119,11 +119,6 @@ def review_heatmap(*, review: QuarantineReview) -> HeatMap:
     return HeatMap(days=days, rows=rows, threshold_pct=threshold)
 
 
-def _stats() -> Any:
-    # connectors.quarantine.stats comes with branch i15-qread; a plain import once that is merged here
-    return importlib.import_module("connectors.quarantine.stats")
-
-
 def _connector(target: Target) -> QuarantineConnector:
     connector = connector_for(target.connection)
     if not isinstance(connector, QuarantineConnector):
@@ -135,15 +130,13 @@ def review_trends(*, review: QuarantineReview, weeks: int = 12) -> dict[str, lis
     """Per table, the weekly rates of the ``weeks`` weeks ending with the review's week (oldest first),
     read from the source now (``connectors.quarantine.stats.weekly_rates``): ``{table: [{"week_start",
     "week_end", "valid", "quarantined", "rate"}]}``. ConnectorError when the source cannot be read."""
-    stats = _stats()
     connector = _connector(review.target)
     return stats.weekly_rates(connector.store, week_end=review.week_end, weeks=weeks)
 
 
-def item_sample(*, item: ReviewItem, limit: int = 50) -> Any:
+def item_sample(*, item: ReviewItem, limit: int = 50) -> stats.Sample:
     """The first ``limit`` quarantined records of the item's (table, reason) in the review's week, key
     columns first (``connectors.quarantine.stats.sample``: ``Sample(key_columns, rows)``), read now."""
-    stats = _stats()
     review = item.review
     connector = _connector(review.target)
     return stats.sample(

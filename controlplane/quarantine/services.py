@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from pydantic import ValidationError
 
+from connectors.quarantine import stats
 from connectors.quarantine.config import QuarantineConfig
 from controlplane import access
 from controlplane.actions.models import ActionRun, ActionState
@@ -38,7 +40,7 @@ from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents.models import Incident
 from controlplane.incidents.services import alert_ingest
 from controlplane.quarantine.models import Disposition, QuarantineReview, ReviewItem, ReviewSchedule
-from controlplane.quarantine.selectors import _connector, _stats
+from controlplane.quarantine.selectors import _connector
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +471,7 @@ def _escalate(*, actor: User, item: ReviewItem, note: str) -> Disposition:
     return disposition
 
 
-OUTCOME_COUNTS = ("table", "reason", "from_date", "to_date", "rows", "files", "bytes")
+OUTCOME_COUNTS = ("table", "reason", "from_date", "to_date", "rows", "files", "bytes", "days")
 
 
 def disposition_record_outcome(*, action: ActionRun) -> Disposition | None:
@@ -508,12 +510,14 @@ def disposition_record_outcome(*, action: ActionRun) -> Disposition | None:
 # ----------------------------------------------------------------------------------------- markdown
 
 
+_MARKUP = re.compile(r"([\\\[\]<>`|])")
+
+
 def _md(value: Any) -> str:
-    """A table cell: pipes and newlines escaped, markdown punctuation left as text."""
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-    for ch in "`*_[]<>!":
-        text = text.replace(ch, "\\" + ch)
-    return text
+    """Untrusted text (reasons and notes come from data and people) as one literal table cell: on one line,
+    with the characters that open links, images, raw HTML, code or a new cell backslash-escaped (as the
+    post-incident record does)."""
+    return _MARKUP.sub(r"\\\1", " ".join(str(value).split()))
 
 
 def _when(value: datetime | None) -> str:
@@ -627,7 +631,6 @@ def breaches_open_incidents(*, target: Target, day: date | None = None) -> list[
     escalation rule (high, naming the rule) keyed by its table or reason and its first day. A breach or rule
     that already had an incident (open or resolved) opens none: a repeat run is harmless. Alert type
     ``quarantine.high_rate`` (runbook 003-quarantine-high-rate). Returns the incidents opened now."""
-    stats = _stats()
     end = day or (_today() - timedelta(days=1))
     cfg = _config(target)
     connector = _connector(target)
@@ -734,7 +737,8 @@ def reviews_schedule_due(*, now: datetime | None = None) -> list[ActionRun]:
     ``weekly_review``, the review of the last complete week, unless it exists. Once per week per source:
     the request's idempotency key is (source, week_end) for the scheduler account, so a later tick (or a
     second beat) returns the same action. A source the action path refuses (busy, unreachable) is logged and
-    tried again on the next tick. Returns the actions requested now."""
+    tried again on the next tick. Returns the review actions of this tick's due sources (a later tick of the
+    same week finds the same actions)."""
     now = (now or timezone.now()).astimezone(UTC)
     week_end = last_week_end(now.date())
     environments: set[int] = set()
@@ -788,9 +792,10 @@ def cleanup_request(*, target: Target, as_of: date | None = None) -> ActionRun |
     if not any(plan.counts.get(k) for k in ("files", "partitions", "rows", "bytes")):
         return None
     retention = _config(target).retention_days
-    with context.change_context(channel=Channel.SCHEDULE, user=scheduler_actor()):
+    actor = scheduler_actor()
+    with context.change_context(channel=Channel.SCHEDULE, user=actor):
         result = action_request(
-            actor=context.current().user,
+            actor=actor,
             verb=CLEANUP_VERB,
             target_key=target.key,
             params=params,

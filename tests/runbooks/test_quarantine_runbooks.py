@@ -17,6 +17,7 @@ from controlplane.catalog.models import Environment
 from runbooks import services
 from runbooks.loader import LIBRARY, parse_file, parse_text
 from runbooks.models import StepRun
+from runbooks.schema import ActionStep, CheckStep
 from sandbox.quarantine import TABLES, review_week_end, spike_days
 from sandbox.quarantine import main as generate
 
@@ -43,10 +44,10 @@ def test_the_quarantine_steps_are_executable_on_quarantine_targets() -> None:
         for step in runbook.steps:
             if step.id not in WAITED[name]:
                 continue
-            assert step.waits_for is None, f"{name} {step.id}"
-            spec = (
+            assert isinstance(step, CheckStep | ActionStep) and step.waits_for is None, f"{name} {step.id}"
+            spec: Any = (
                 QuarantineConnector.check_class(step.check)
-                if step.kind == "check"
+                if isinstance(step, CheckStep)
                 else QuarantineConnector.verb_class(step.verb)
             )
             assert spec is not None, f"{name} {step.id}: not a quarantine check or verb"
