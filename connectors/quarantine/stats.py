@@ -50,6 +50,7 @@ MAX_WINDOW_DAYS = 366
 NULL_REASON = "(none)"
 # footers of remote files are fetched this many at a time (local reads are faster one after another)
 REMOTE_FOOTER_WORKERS = 8
+FOOTER_READ = 64 * 1024
 _READ = "union_by_name=true, hive_partitioning=false"
 
 
@@ -174,7 +175,7 @@ def reason_stats(store: Store, *, table: str, start: dt.date, end: dt.date) -> l
     _check_window(start, end)
     table = _table(table)
     files = _listing(store, table, start - dt.timedelta(days=HISTORY_DAYS), end, quarantined=True)
-    with store.duckdb() as con:
+    with store.duckdb(listed=[f for day in files.values() for f in day]) as con:
         return _reasons(
             con, store, table, files, start, end, _columns_of(store, files, start, end), sample_keys=SAMPLE_KEYS
         )
@@ -227,11 +228,12 @@ def sample(
     table = _table(table)
     if not 1 <= limit <= MAX_SAMPLE:
         raise ConnectorError(f"limit must be between 1 and {MAX_SAMPLE}, got {limit}")
-    paths = [f.path for files in _listing(store, table, start, end, quarantined=True).values() for f in files]
+    listed = [f for files in _listing(store, table, start, end, quarantined=True).values() for f in files]
+    paths = [f.path for f in listed]
     if not paths:
         return Sample(key_columns=list(store.cfg.key_columns.get(table, [])), rows=[])
     where, params = _reason_filter(reason)
-    with store.duckdb() as con:
+    with store.duckdb(listed=listed) as con:
         result = _arrow(
             con,
             store,
@@ -371,10 +373,11 @@ def _collect(
     previous = start - dt.timedelta(days=WEEK_DAYS)
     count_from = min(previous, valid_from)
     pending = _pending(store)
+    history_from = start - dt.timedelta(days=HISTORY_DAYS)
+    listings = {t: _listing(store, t, history_from, week_end, quarantined=True) for t in _tables(store, tables)}
     found = []
-    with store.duckdb() as con:
-        for table in _tables(store, tables):
-            listing = _listing(store, table, start - dt.timedelta(days=HISTORY_DAYS), week_end, quarantined=True)
+    with store.duckdb(listed=[f for listing in listings.values() for day in listing.values() for f in day]) as con:
+        for table, listing in listings.items():
             quarantined = _footer_parts(store, {day: fs for day, fs in listing.items() if day >= count_from})
             valid = _footer_parts(store, _listing(store, table, valid_from, week_end, quarantined=False), pending)
             counts = _day_counts(table, _days(count_from, week_end), valid, quarantined)
@@ -575,7 +578,7 @@ def _key_columns(store: Store, table: str, columns: Sequence[str]) -> list[str]:
 
 
 def _columns_of(store: Store, listing: dict[dt.date, list[FileInfo]], start: dt.date, end: dt.date) -> list[str]:
-    footers = _footers(store, [f.path for day, files in listing.items() if start <= day <= end for f in files])
+    footers = _footers(store, [f for day, files in listing.items() if start <= day <= end for f in files])
     return _union_columns(footers.values())
 
 
@@ -586,26 +589,40 @@ def _union_columns(parts: Iterable[_Part]) -> list[str]:
     return list(columns)
 
 
-def _footers(store: Store, paths: Sequence[str]) -> dict[str, _Part]:
+def _footers(store: Store, files: Sequence[FileInfo]) -> dict[str, _Part]:
     """Rows and top-level columns of each file from its footer; a file gone since the listing is skipped."""
 
-    def read(path: str) -> _Part | None:
+    def read(info: FileInfo) -> _Part | None:
         try:
-            meta = pq.read_metadata(path, filesystem=store.fs)
+            meta = pq.read_metadata(pa.BufferReader(_footer(store, info)))
         except FileNotFoundError:
             return None  # removed since the listing (a release or a cleanup): its rows are elsewhere now
-        except pa.ArrowInvalid as exc:
-            raise ConnectorError(f"{store.url(path)} is not a readable parquet file: {exc}") from None
-        except OSError as exc:
-            raise ConnectorError(f"reading {store.url(path)} failed: {exc}", transient=store.remote) from None
-        return _Part(path=path, rows=meta.num_rows, columns=tuple(meta.schema.to_arrow_schema().names))
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise ConnectorError(f"{store.url(info.path)} is not a readable parquet file: {exc}") from None
+        return _Part(path=info.path, rows=meta.num_rows, columns=tuple(meta.schema.to_arrow_schema().names))
 
-    if store.remote and len(paths) > 1:
+    if store.remote and len(files) > 1:
         with ThreadPoolExecutor(max_workers=REMOTE_FOOTER_WORKERS) as pool:
-            parts = list(pool.map(read, paths))
+            parts = list(pool.map(read, files))
     else:
-        parts = [read(p) for p in paths]
+        parts = [read(f) for f in files]
     return {p.path: p for p in parts if p is not None}
+
+
+def _footer(store: Store, info: FileInfo) -> bytes:
+    """The end of a parquet file holding its footer (``<metadata><length: 4 bytes LE>PAR1``): one ranged read
+    of the last 64 KiB, a second one only when the metadata is larger. pyarrow reads the footer from it."""
+    if info.size < 12:
+        raise ValueError(f"{info.size} bytes is too small for a parquet file")
+    tail = store.read_range(info.path, max(0, info.size - FOOTER_READ), info.size)
+    if tail[-4:] != b"PAR1":
+        raise ValueError("the file does not end with the parquet magic bytes")
+    needed = int.from_bytes(tail[-8:-4], "little") + 8
+    if needed > len(tail):
+        if needed + 4 > info.size:
+            raise ValueError("the footer length exceeds the file")
+        tail = store.read_range(info.path, info.size - needed, info.size)
+    return tail
 
 
 def _day_counts(
@@ -622,7 +639,7 @@ def _day_counts(
 def _footer_parts(
     store: Store, listing: dict[dt.date, list[FileInfo]], exclude: frozenset[str] = frozenset()
 ) -> dict[dt.date, list[_Part]]:
-    footers = _footers(store, [f.path for files in listing.values() for f in files if f.path not in exclude])
+    footers = _footers(store, [f for files in listing.values() for f in files if f.path not in exclude])
     return {day: [footers[f.path] for f in files if f.path in footers] for day, files in listing.items()}
 
 

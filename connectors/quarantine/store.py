@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import duckdb
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 from connectors.base import ConnectorError
 from connectors.quarantine.config import TABLE_NAME, QuarantineConfig
@@ -33,6 +34,15 @@ CONTROL_DIR = "_control"
 class FileInfo:
     path: str
     size: int
+    #: last modification as the listing reported it (None when it did not)
+    mtime: datetime | None = None
+
+
+def _file_info(name: str, entry: Mapping[str, Any]) -> FileInfo:
+    mtime = entry.get("mtime")
+    if isinstance(mtime, int | float):  # local listings: seconds since the epoch
+        mtime = datetime.fromtimestamp(mtime, UTC)
+    return FileInfo(path=name, size=int(entry.get("size") or 0), mtime=mtime if isinstance(mtime, datetime) else None)
 
 
 class Store:
@@ -129,7 +139,7 @@ class Store:
         """The parquet files of one partition, with their sizes."""
         return sorted(
             (
-                FileInfo(path=e["name"], size=int(e.get("size") or 0))
+                _file_info(e["name"], e)
                 for e in self.ls(self.partition_dir(table, day, quarantined=quarantined))
                 if e.get("type") == "file" and e["name"].endswith(".parquet")
             ),
@@ -147,7 +157,7 @@ class Store:
             raise ConnectorError(f"listing {self.url(path)} failed: {exc}", transient=True) from None
         return sorted(
             (
-                FileInfo(path=name, size=int(info.get("size") or 0))
+                _file_info(name, info)
                 for name, info in found.items()
                 if info.get("type") == "file" and name.endswith(".parquet")
             ),
@@ -156,16 +166,86 @@ class Store:
 
     # ------------------------------------------------------------------------------------------- duckdb
 
+    def open_listed(self, info: FileInfo) -> Any:
+        """Open a listed file for reading: its size comes from the listing and each read fetches exactly the
+        bytes asked with one ranged request (gcsfs' own files look the object up first and read ahead)."""
+        return _RangeFile(self.fs, info)
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a file, one request on GCS."""
+        try:
+            return bytes(self.fs.cat_file(path, start=start, end=end))
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise ConnectorError(f"reading {self.url(path)} failed: {exc}", transient=self.remote) from None
+
     @contextmanager
-    def duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def duckdb(self, listed: Iterable[FileInfo] = ()) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB connection that reads this store's files (and closes at the end). Without the ICU extension
-        (it cannot be installed offline) DuckDB's time zone is UTC: timestamps read and compare in UTC."""
+        (it cannot be installed offline) DuckDB's time zone is UTC: timestamps read and compare in UTC.
+
+        On GCS, DuckDB asks the filesystem for every file's glob, existence and size, several times per file;
+        for the ``listed`` files those answers come from the listing instead of a request each."""
         con = duckdb.connect()
         try:
             if self.remote:
-                con.register_filesystem(self.fs)
+                con.register_filesystem(_ListedFileSystem(self, listed) if listed else self.fs)
             yield con
         except duckdb.IOException as exc:
             raise ConnectorError(f"reading the quarantine files failed: {exc}", transient=self.remote) from None
         finally:
             con.close()
+
+
+class _RangeFile(AbstractBufferedFile):
+    """A read-only file of known size whose reads are ranged reads of the filesystem (no read-ahead)."""
+
+    def __init__(self, fs: AbstractFileSystem, info: FileInfo) -> None:
+        super().__init__(fs, info.path, mode="rb", size=info.size, cache_type="none")
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        return bytes(self.fs.cat_file(self.path, start=start, end=end))
+
+
+class _ListedFileSystem(AbstractFileSystem):
+    """The store's GCS filesystem as DuckDB sees it: glob, exists and info of listed files are answered from
+    the listing and they open as :meth:`Store.open_listed` does; everything else goes to the store's
+    filesystem."""
+
+    protocol = ("gs", "gcs")
+    cachable = False
+
+    def __init__(self, store: Store, listed: Iterable[FileInfo]) -> None:
+        super().__init__()
+        self.store = store
+        self.listed = {info.path: info for info in listed}
+
+    def _known(self, path: str) -> FileInfo | None:
+        return self.listed.get(path.removeprefix("gs://").removeprefix("gcs://"))
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        known = self._known(path)
+        if known is None:
+            return dict(self.store.fs.info(path, **kwargs))
+        return {"name": known.path, "size": known.size, "type": "file"}
+
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        return self._known(path) is not None or bool(self.store.fs.exists(path, **kwargs))
+
+    def glob(self, path: str, **kwargs: Any) -> Any:
+        known = self._known(path)
+        return [known.path] if known is not None else self.store.fs.glob(path, **kwargs)
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        return self.store.fs.ls(path, detail=detail, **kwargs)
+
+    def modified(self, path: str) -> Any:
+        known = self._known(path)
+        return known.mtime if known is not None and known.mtime is not None else self.store.fs.modified(path)
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        known = self._known(path)
+        if known is not None and mode == "rb":
+            return self.store.open_listed(known)
+        return self.store.fs.open(path, mode, **kwargs)
