@@ -5,6 +5,7 @@ while a release is half done.
 - ``released/{action_id}.json``: a release. ``state`` is ``pending`` from before its valid file is written
   until every quarantine file it rewrote is replaced, then ``done``. The valid files of a pending release
   are not counted (their rows are still counted on the quarantine side), so no row counts twice.
+  A release that cannot write its valid files is undone (they are deleted) and marked ``failed``.
 - ``discarded/{action_id}.json``: a discard, ``pending`` -> ``done`` like a release (without valid files).
 - ``keep/{action_id}.json``: a keep decision (table, reason, days, note, expiry); retention cleanup leaves
   kept partitions alone until the expiry (inclusive).
@@ -31,6 +32,7 @@ CLEANUP = "cleanup"
 KINDS = (RELEASED, DISCARDED, KEEP, CLEANUP)
 PENDING = "pending"
 DONE = "done"
+FAILED = "failed"  # undone before anything left quarantine (a release that could not write its valid files)
 # an action id becomes a file name (and part of data file names): one safe path segment
 ACTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 
@@ -72,6 +74,25 @@ def kept_partitions(store: Store, *, as_of: date) -> dict[tuple[str, date], list
         for offset in range((end - start).days + 1):
             kept.setdefault((str(entry["table"]), date.fromordinal(start.toordinal() + offset)), []).append(entry)
     return kept
+
+
+def partitions_in_progress(store: Store) -> dict[tuple[str, date], list[str]]:
+    """(table, day) -> the releases and discards not done yet that act on files of that quarantine
+    partition: retention cleanup leaves them to finish (a re-delivery needs its files)."""
+    busy: dict[tuple[str, date], list[str]] = {}
+    for kind in (RELEASED, DISCARDED):
+        for entry in entries(store, kind):
+            if entry.get("state") in (DONE, FAILED):
+                continue
+            for day in sorted({str(f.get("day")) for f in entry.get("planned", [])}):
+                try:
+                    key = (str(entry["table"]), date.fromisoformat(day))
+                except (KeyError, ValueError):
+                    raise ConnectorError(
+                        f"the {kind} record of action {entry.get('action_id')!r} is malformed"
+                    ) from None
+                busy.setdefault(key, []).append(str(entry.get("action_id")))
+    return busy
 
 
 # ---------------------------------------------------------------------------------------------- writers

@@ -153,7 +153,7 @@ class Store:
             found = self.fs.find(path, detail=True, withdirs=False)
         except FileNotFoundError:
             return []
-        except OSError as exc:
+        except self.errors as exc:
             raise ConnectorError(f"listing {self.url(path)} failed: {exc}", transient=True) from None
         return sorted(
             (

@@ -39,7 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.base import ConnectorError, ExecutionContext, Outcome, Plan, Risk, TargetRef, Touch, Verb, Verification
 from connectors.quarantine import ledger
-from connectors.quarantine.config import METADATA_COLUMNS, REASON_COLUMN, TableLocator, parse_locator
+from connectors.quarantine.config import (
+    METADATA_COLUMNS,
+    REASON_COLUMN,
+    TableLocator,
+    check_table,
+    parse_locator,
+)
 from connectors.quarantine.store import Store
 
 if TYPE_CHECKING:
@@ -180,12 +186,17 @@ def read_table(store: Store, path: str, columns: list[str] | None = None) -> pa.
         return parquet.read(columns=columns)
 
 
+def footer_rows(store: Store, path: str) -> int:
+    """The row count of a parquet file from its footer (FileNotFoundError when it is gone)."""
+    with _io(store, "reading", path), store.fs.open(path, "rb") as handle:
+        return int(pq.ParquetFile(handle).metadata.num_rows)
+
+
 def num_rows(store: Store, path: str) -> int | None:
     """The row count of a parquet file from its footer; None when the file is missing or unreadable (a
     write cut short on local disk)."""
     try:
-        with _io(store, "reading", path), store.fs.open(path, "rb") as handle:
-            return int(pq.ParquetFile(handle).metadata.num_rows)
+        return footer_rows(store, path)
     except FileNotFoundError:
         return None
     except ConnectorError as exc:
@@ -270,8 +281,9 @@ class QFile:
             total=int(raw["total"]),
         )
 
-    def touch(self, store: Store) -> Touch:
-        action = "delete" if self.whole else "rewrite"
+    def touch(self, store: Store, *, action: str | None = None) -> Touch:
+        """The file as a plan shows it, with what happens to it (by default: ``delete`` or ``rewrite``)."""
+        action = action or ("delete" if self.whole else "rewrite")
         return Touch(kind=FILE, name=store.url(self.path), detail={**self.as_json(), "action": action})
 
 
@@ -286,9 +298,7 @@ def scan(store: Store, table: str, days: list[date], reason: str | None) -> list
         for info in store.files(table, day, quarantined=True):
             try:
                 if reason is None:
-                    total = rows = num_rows(store, info.path)
-                    if total is None:
-                        raise ConnectorError(f"{store.url(info.path)} is not a readable parquet file")
+                    total = rows = footer_rows(store, info.path)
                 else:
                     column = read_table(store, info.path, [REASON_COLUMN])
                     total, rows = column.num_rows, int(pc.sum(matching(column, reason)).as_py() or 0)
@@ -299,8 +309,22 @@ def scan(store: Store, table: str, days: list[date], reason: str | None) -> list
     return found
 
 
-def planned_files(plan: Plan) -> list[QFile]:
-    return [QFile.from_json(dict(t.detail)) for t in plan.touches if t.kind == FILE]
+def planned_files(store: Store, plan: Plan, table: str, days: list[date]) -> list[QFile]:
+    """The quarantine files a plan lists, each checked to be a parquet file directly in one of the
+    request's partitions: execute deletes what the stored plan names, so it never trusts a path blindly."""
+    files = [QFile.from_json(dict(t.detail)) for t in plan.touches if t.kind == FILE]
+    for qfile in files:
+        if qfile.day not in days:
+            raise ConnectorError(f"the plan lists a file of {qfile.day}, outside the requested days")
+        check_in_partition(store, table, qfile.day, qfile.path)
+    return files
+
+
+def check_in_partition(store: Store, table: str, day: date, path: str) -> None:
+    """``path`` is a parquet file directly inside the quarantine partition (table, day); else permanent."""
+    directory, _, name = path.rpartition("/")
+    if directory != store.partition_dir(table, day, quarantined=True) or not name.endswith(".parquet"):
+        raise ConnectorError(f"the plan names {store.url(path)}, not a file of quarantine partition {table}/{day}")
 
 
 def check_unchanged(store: Store, files: list[QFile]) -> None:
@@ -436,7 +460,7 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
         valid = [
             Touch(
                 kind=VALID,
-                name=store.url(f"{store.partition_dir(locator.table, date.fromisoformat(d), quarantined=False)}"),
+                name=store.url(store.partition_dir(locator.table, date.fromisoformat(d), quarantined=False)),
                 detail={"day": d, "rows": rows, "file": "released-{action_id}.parquet"},
             )
             for d, rows in per_day.items()
@@ -469,32 +493,36 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
             ctx.log(f"already released by this action at {record.get('finished_at')}")
             return _release_outcome(record, already_done=True)
         if record is None:
-            files = planned_files(ctx.plan or self.plan(target, params))
+            files = planned_files(store, ctx.plan or self.plan(target, params), locator.table, params.days())
             if ctx.cancel_requested():
                 raise ConnectorError("cancelled on request before anything was written")
             check_unchanged(store, files)
             per_day = _per_day(files)
-            record = ledger.write(
-                store,
-                ledger.RELEASED,
-                {
-                    "action_id": action_id,
-                    "state": ledger.PENDING,
-                    **_common(locator.table, params.reason, params.from_date, params.to_date),
-                    **_totals(files),
-                    "days": per_day,
-                    "planned": [f.as_json() for f in files],
-                    "valid_files": [
-                        f"{store.partition_dir(locator.table, date.fromisoformat(d), quarantined=False)}"
-                        f"/released-{action_id}.parquet"
-                        for d in per_day
-                    ],
-                    "started_at": _now(),
-                },
-            )
+            record = {
+                "action_id": action_id,
+                "state": ledger.PENDING,
+                **_common(locator.table, params.reason, params.from_date, params.to_date),
+                **_totals(files),
+                "days": per_day,
+                "planned": [f.as_json() for f in files],
+                "started_at": _now(),
+            }
+            valid = [valid_path(store, record, day) for day in per_day]
+            taken = [store.url(path) for path in valid if exists(store, path)]
+            if taken:  # an action id is new: a file of its name is not ours to overwrite
+                raise ConnectorError(f"{', '.join(taken)} already exists: nothing done, nothing overwritten")
+            record = ledger.write(store, ledger.RELEASED, {**record, "valid_files": valid})
+        elif record.get("state") == ledger.FAILED:
+            raise ConnectorError(f"this release failed before and was undone: {record.get('error')}")
         else:
             ctx.log("resuming a release this action started: completing what is left")
-        write_valid(store, record, ctx)
+        try:
+            write_valid(store, record, ctx)
+        except ConnectorError as exc:
+            if exc.transient:
+                raise  # retried: the next attempt completes the record
+            _undo_valid(store, record, exc, ctx)
+            raise
         ctx.executed(
             f"wrote {record['rows']} released rows to {len(record['valid_files'])} valid files",
             {"valid_files": [store.url(p) for p in record["valid_files"]]},
@@ -520,7 +548,8 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
             return Verification(ok=False, summary=f"the release ledger of action {action_id!r} is {state}")
         problems = []
         valid_rows = 0
-        for path, (day, rows) in zip(record["valid_files"], record["days"].items(), strict=True):
+        for day, rows in record["days"].items():
+            path = valid_path(store, record, day)
             found = num_rows(store, path)
             valid_rows += found or 0
             if found is None:
@@ -538,14 +567,23 @@ class Release(Verb["QuarantineConnector", ReleaseParams]):
         return Verification(ok=True, summary=summary, details=details)
 
 
+def valid_path(store: Store, record: dict[str, Any], day: str) -> str:
+    """The valid file a release writes for ``day``: new in the valid partition, named after the action."""
+    partition = store.partition_dir(str(record["table"]), date.fromisoformat(day), quarantined=False)
+    return f"{partition}/released-{ledger.check_action_id(str(record['action_id']))}.parquet"
+
+
 def write_valid(store: Store, record: dict[str, Any], ctx: ExecutionContext) -> None:
     """Write each day's released rows (metadata columns dropped) to the day's valid file, unless a complete
     one is there already (an earlier delivery). All valid files are complete before any quarantine file is
     touched, so the rows they are made from are still in quarantine whenever one has to be written."""
     files = [QFile.from_json(f) for f in record["planned"]]
     reason = record["reason"]
-    for path, (day, rows) in zip(record["valid_files"], record["days"].items(), strict=True):
+    for day, rows in record["days"].items():
+        path = valid_path(store, record, day)
         ctx.heartbeat()
+        if ctx.cancel_requested():  # only here: once rows leave quarantine, finishing is the safe way out
+            raise ConnectorError("cancelled on request while writing the valid files")
         if num_rows(store, path) == rows:
             ctx.log(f"{store.url(path)} already holds its {rows} rows: not written again")
             continue
@@ -563,8 +601,24 @@ def write_valid(store: Store, record: dict[str, Any], ctx: ExecutionContext) -> 
                     f"{store.url(qfile.path)} holds {chosen.num_rows} rows of the reason, the plan said {qfile.rows}"
                 )
             parts.append(chosen.drop_columns([c for c in METADATA_COLUMNS if c in chosen.column_names]))
-        write_table(store, path, pa.concat_tables(parts, promote_options="default"))
+        try:  # columns added or widened between files of the day: unified (a missing column is null)
+            rows_of_day = pa.concat_tables(parts, promote_options="permissive")
+        except pa.ArrowException as exc:
+            raise ConnectorError(f"the released rows of {day} do not fit one schema: {exc}") from None
+        write_table(store, path, rows_of_day)
         ctx.log(f"wrote {rows} rows to {store.url(path)}")
+
+
+def _undo_valid(store: Store, record: dict[str, Any], exc: ConnectorError, ctx: ExecutionContext) -> None:
+    """A release that cannot write its valid files (rows that fit no schema, a planned file that changed)
+    is undone before anything left quarantine: its valid files are deleted and the record marked
+    ``failed``, so nothing stays pending (uncounted, and kept from cleanup) for good."""
+    for path in record["valid_files"]:
+        delete_file(store, path)
+    ledger.write(
+        store, ledger.RELEASED, {**record, "state": ledger.FAILED, "error": exc.message, "finished_at": _now()}
+    )
+    ctx.log(f"release undone: no valid file left, every row still in quarantine ({exc.message})")
 
 
 def _release_outcome(record: dict[str, Any], *, already_done: bool) -> Outcome:
@@ -630,7 +684,7 @@ class Discard(Verb["QuarantineConnector", DiscardParams]):
             ctx.log(f"already discarded by this action at {record.get('finished_at')}")
             return _discard_outcome(record, already_done=True)
         if record is None:
-            files = planned_files(ctx.plan or self.plan(target, params))
+            files = planned_files(store, ctx.plan or self.plan(target, params), locator.table, params.days())
             if ctx.cancel_requested():
                 raise ConnectorError("cancelled on request before anything was deleted")
             check_unchanged(store, files)
@@ -698,7 +752,7 @@ class Keep(Verb["QuarantineConnector", KeepParams]):
     description = "Keep the quarantined records of one reason and day range past retention, with a note and an expiry."
 
     def plan(self, target: TargetRef, params: KeepParams) -> Plan:
-        """The partitions (and rows) the keep covers; changes no data (LOW)."""
+        """The files (and rows) the keep covers, each marked ``keep``; changes no data (LOW)."""
         locator: TableLocator = parse_locator(target, self.target_kinds)
         store = self.connector.store
         files = scan(store, locator.table, params.days(), params.reason)
@@ -713,14 +767,7 @@ class Keep(Verb["QuarantineConnector", KeepParams]):
                 f"keep {totals['rows']} rows of {_what(locator.table, params.reason, params)} until {params.expires}: "
                 f"retention cleanup leaves {len(per_day)} partitions alone; no data changes"
             ),
-            touches=[
-                Touch(
-                    kind=PARTITION,
-                    name=store.url(store.partition_dir(locator.table, date.fromisoformat(d), quarantined=True)),
-                    detail={"day": d, "rows": rows},
-                )
-                for d, rows in per_day.items()
-            ],
+            touches=[f.touch(store, action="keep") for f in files],
             counts={**totals, "days": len(per_day)},
             risk=Risk.LOW,
             details={
@@ -802,8 +849,10 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
         as_of = params.as_of or today_utc()
         cutoff = as_of - timedelta(days=retention)
         kept = ledger.kept_partitions(store, as_of=as_of)
+        busy = ledger.partitions_in_progress(store)
         touches: list[Touch] = []
         spared: list[dict[str, Any]] = []
+        in_progress: list[dict[str, Any]] = []
         tables: dict[str, dict[str, int]] = {}
         for table in store.tables():
             for day in store.days(table, quarantined=True):
@@ -819,6 +868,9 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
                             "actions": [k["action_id"] for k in keeps],
                         }
                     )
+                    continue
+                if (table, day) in busy:
+                    in_progress.append({"table": table, "day": day.isoformat(), "actions": busy[(table, day)]})
                     continue
                 files: list[dict[str, Any]] = [
                     {"path": f.path, "size": f.size, "rows": num_rows(store, f.path) or 0}
@@ -856,15 +908,19 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
             warnings.append("a large cleanup: more than a routine day's worth of partitions")
         if touches and warnings:
             risk = Risk.HIGH
-        return Plan(
-            summary=(
+        if touches:
+            summary = (
                 f"delete {totals['partitions']} quarantine partitions older than {retention} days (before {cutoff}): "
                 f"{totals['files']} files, {totals['rows']} rows, {totals['bytes']} bytes"
-                + (f"; {len(spared)} kept partitions left alone" if spared else "")
-                if touches
-                else f"nothing to delete: no quarantine partition before {cutoff} (retention {retention} days)"
-                + (f" that is not kept ({len(spared)} kept)" if spared else "")
-            ),
+            )
+        else:
+            summary = f"nothing to delete: no expired quarantine partition before {cutoff} (retention {retention} days)"
+        if spared:
+            summary += f"; {len(spared)} kept partitions left alone"
+        if in_progress:
+            summary += f"; {len(in_progress)} partitions of a release or discard in progress left for later"
+        return Plan(
+            summary=summary,
             touches=touches,
             counts=totals,
             estimated_bytes=totals["bytes"],
@@ -878,6 +934,7 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
                 "partitions": totals["partitions"],
                 "tables": tables,
                 "kept": spared,
+                "in_progress": in_progress,
                 "retention_days": retention,
                 "as_of": as_of.isoformat(),
             },
@@ -902,7 +959,7 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
                     "action_id": action_id,
                     "state": ledger.PENDING,
                     **plan.details,
-                    "partitions": [dict(t.detail) for t in plan.touches if t.kind == PARTITION],
+                    "partitions": planned_partitions(store, plan),
                     "started_at": _now(),
                 },
             )
@@ -941,6 +998,21 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
         if later:
             summary += f" ({len(later)} files written into them since the plan stay: {', '.join(later[:5])})"
         return Verification(ok=True, summary=summary, details=details)
+
+
+def planned_partitions(store: Store, plan: Plan) -> list[dict[str, Any]]:
+    """The partitions a cleanup plan lists, each file checked to lie in its quarantine partition."""
+    partitions = [dict(t.detail) for t in plan.touches if t.kind == PARTITION]
+    for partition in partitions:
+        try:
+            table, day = check_table(str(partition["table"])), date.fromisoformat(str(partition["day"]))
+        except (KeyError, ValueError) as exc:
+            raise ConnectorError(f"the plan lists a partition that is not one: {exc}") from None
+        if partition["path"] != store.partition_dir(table, day, quarantined=True):
+            raise ConnectorError(f"the plan names {partition['path']!r}, not the quarantine partition {table}/{day}")
+        for file in partition["files"]:
+            check_in_partition(store, table, day, str(file["path"]))
+    return partitions
 
 
 def _cleanup_outcome(record: dict[str, Any], *, already_done: bool) -> Outcome:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorError, Risk, TargetRef
 from connectors.quarantine import QuarantineConnector, ledger
+from connectors.quarantine.stats import day_counts
 from connectors.quarantine.verbs import (
     CleanupParams,
     DiscardParams,
@@ -150,8 +151,11 @@ def test_release_crash_after_the_valid_files_is_completed_by_the_redelivery(conn
     assert ledger.read(store, ledger.RELEASED, "act-3")["state"] == "pending"  # type: ignore[index]
     assert ledger.pending_valid_files(store) == valid  # written, but not counted while pending
     assert quarantine_ids(connector, D14)[NULL_CUSTOMER] == [1, 2, 3, 6, 7]  # still quarantined (and counted)
+    written = {path: store.fs.modified(path) for path in valid}
 
     outcome = verb.execute(ORDERS, release_params(), ctx("act-3", attempt=2, plan=plan))
+
+    assert {path: store.fs.modified(path) for path in valid} == written  # found complete, not written again
 
     assert not outcome.already_done
     assert ids(read_rows(store, vpath(store, "orders", D14, "released-act-3.parquet"))) == [1, 2, 3, 6, 7]
@@ -162,8 +166,34 @@ def test_release_crash_after_the_valid_files_is_completed_by_the_redelivery(conn
     assert verb.verify(ORDERS, release_params(), outcome).ok
 
 
+def test_the_counts_never_see_a_released_row_twice(connector: QuarantineConnector) -> None:
+    store = connector.store
+    verb = connector.verb("quarantine-release")
+    plan = verb.plan(ORDERS, release_params())
+
+    def orders_on_the_14th() -> tuple[int, int]:
+        (count,) = day_counts(store, start=D14, end=D14, tables=["orders"])
+        return count.valid, count.quarantined
+
+    assert orders_on_the_14th() == (10, 7)
+    with pytest.raises(Crash):
+        verb.execute(ORDERS, release_params(), ctx("act-10", plan=plan, executed=crash))
+    assert orders_on_the_14th() == (10, 7)  # pending: the valid file is not counted, its rows still quarantined
+    verb.execute(ORDERS, release_params(), ctx("act-10", attempt=2, plan=plan))
+    assert orders_on_the_14th() == (15, 2)
+
+
+@pytest.mark.parametrize(
+    ("beat", "gone"),
+    [
+        # two beats while writing the two valid files, then one before each quarantine file (in plan order:
+        # the 14th's mixed part-0, its part-1 of released rows only, the 15th's part-0)
+        (3, ["14/part-0"]),
+        (4, ["14/part-0", "14/part-1"]),
+    ],
+)
 def test_release_crash_while_removing_from_quarantine_is_completed_by_the_redelivery(
-    connector: QuarantineConnector,
+    connector: QuarantineConnector, beat: int, gone: list[str]
 ) -> None:
     store = connector.store
     verb = connector.verb("quarantine-release")
@@ -171,14 +201,17 @@ def test_release_crash_while_removing_from_quarantine_is_completed_by_the_redeli
     beats = iter(range(100))
 
     def heartbeat() -> None:
-        # two beats while writing the two valid files, then one per quarantine file: die on the second file
-        if next(beats) == 3:
+        if next(beats) == beat:
             raise Crash("worker lost")
 
     with pytest.raises(Crash):
         verb.execute(ORDERS, release_params(), ctx("act-4", plan=plan, heartbeat=heartbeat))
-    assert not store.fs.exists(qpath(store, "orders", D14))  # the mixed file was replaced already
-    assert store.fs.exists(qpath(store, "orders", D14, "part-1.parquet"))
+    originals = {
+        "14/part-0": qpath(store, "orders", D14),
+        "14/part-1": qpath(store, "orders", D14, "part-1.parquet"),
+        "15/part-0": qpath(store, "orders", D15),
+    }
+    assert sorted(name for name, path in originals.items() if not store.fs.exists(path)) == gone
 
     outcome = verb.execute(ORDERS, release_params(), ctx("act-4", attempt=2, plan=plan))
 
@@ -187,6 +220,27 @@ def test_release_crash_while_removing_from_quarantine_is_completed_by_the_redeli
     assert D15 not in store.days("orders", quarantined=True)
     verdict = verb.verify(ORDERS, release_params(), outcome)
     assert verdict.ok, verdict.summary
+
+
+def test_release_crash_between_the_rewritten_copy_and_the_delete_keeps_one_copy(
+    connector: QuarantineConnector,
+) -> None:
+    store = connector.store
+    verb = connector.verb("quarantine-release")
+    plan = verb.plan(ORDERS, release_params())
+    with pytest.raises(Crash):
+        verb.execute(ORDERS, release_params(), ctx("act-15", plan=plan, executed=crash))
+    # the state a worker leaves when it dies after writing the copy of the mixed file, before deleting it
+    original = qpath(store, "orders", D14)
+    copy = qpath(store, "orders", D14, "rewritten-act-15-000.parquet")
+    write_rows(store, copy, [r for r in read_rows(store, original) if r["_quarantine_reason"] == BAD_PRICE])
+    written = store.fs.modified(copy)
+
+    verb.execute(ORDERS, release_params(), ctx("act-15", attempt=2, plan=plan))
+
+    assert not store.fs.exists(original)
+    assert store.fs.modified(copy) == written  # found complete: not written again
+    assert quarantine_ids(connector, D14) == {BAD_PRICE: [4, 5]}
 
 
 def test_release_rewrites_a_valid_file_cut_short_by_a_crash(connector: QuarantineConnector) -> None:
@@ -201,6 +255,56 @@ def test_release_rewrites_a_valid_file_cut_short_by_a_crash(connector: Quarantin
     verb.execute(ORDERS, release_params(), ctx("act-5", attempt=2, plan=plan))
 
     assert ids(read_rows(store, half)) == [1, 2, 3, 6, 7]
+
+
+def test_release_unifies_the_columns_of_a_days_files(connector: QuarantineConnector) -> None:
+    store = connector.store
+    # a file of the same day with a column more and the price as an integer
+    drifted = [{**row, "price": 3, "coupon": "C"} for row in quarantined([60], NULL_CUSTOMER)]
+    write_rows(store, qpath(store, "orders", D14, "part-2.parquet"), drifted)
+    verb = connector.verb("quarantine-release")
+    params = release_params(to_date=D14)
+
+    verb.execute(ORDERS, params, ctx("act-9", plan=verb.plan(ORDERS, params)))
+
+    rows = {r["order_id"]: r for r in read_rows(store, vpath(store, "orders", D14, "released-act-9.parquet"))}
+    assert sorted(rows) == [1, 2, 3, 6, 7, 60]
+    assert rows[60]["coupon"] == "C" and rows[60]["price"] == 3.0 and rows[1]["coupon"] is None
+
+
+def test_release_whose_rows_fit_no_schema_is_undone_and_blocks_nothing(connector: QuarantineConnector) -> None:
+    store = connector.store
+    clashing = [{**row, "price": "1,50"} for row in quarantined([61], NULL_CUSTOMER)]  # text where a number was
+    write_rows(store, qpath(store, "orders", D15, "part-1.parquet"), clashing)
+    before = data_files(store)
+    verb = connector.verb("quarantine-release")
+    plan = verb.plan(ORDERS, release_params())
+
+    with pytest.raises(ConnectorError, match="the released rows of 2025-01-15 do not fit one schema"):
+        verb.execute(ORDERS, release_params(), ctx("act-12", plan=plan))
+
+    assert data_files(store) == before  # the 14th's valid file, written first, is gone again
+    assert ledger.read(store, ledger.RELEASED, "act-12")["state"] == "failed"  # type: ignore[index]
+    assert connector.verb("quarantine-cleanup").plan(SOURCE, CleanupParams()).details["in_progress"] == []
+    with pytest.raises(ConnectorError, match="failed before and was undone"):
+        verb.execute(ORDERS, release_params(), ctx("act-12", attempt=2, plan=plan))
+
+
+def test_release_cancelled_while_writing_the_valid_files_is_undone(connector: QuarantineConnector) -> None:
+    store = connector.store
+    before = data_files(store)
+    verb = connector.verb("quarantine-release")
+    asked = iter([False, False, True])  # before the record, before the 14th's file, before the 15th's
+
+    with pytest.raises(ConnectorError, match="cancelled on request while writing the valid files"):
+        verb.execute(
+            ORDERS,
+            release_params(),
+            ctx("act-13", plan=verb.plan(ORDERS, release_params()), cancel_requested=lambda: next(asked)),
+        )
+
+    assert data_files(store) == before
+    assert ledger.read(store, ledger.RELEASED, "act-13")["state"] == "failed"  # type: ignore[index]
 
 
 def test_release_acts_on_the_plan_and_names_rows_quarantined_since(connector: QuarantineConnector) -> None:
@@ -231,6 +335,21 @@ def test_release_refuses_a_file_changed_since_the_plan_and_changes_nothing(conne
 
     assert snapshot(store) == before
     assert ledger.read(store, ledger.RELEASED, "act-7") is None
+
+
+def test_release_never_overwrites_a_file_of_its_name(connector: QuarantineConnector) -> None:
+    store = connector.store
+    squatter = vpath(store, "orders", D15, "released-act-14.parquet")
+    write_rows(store, squatter, [{"order_id": 1000}])
+    before = snapshot(store)
+    verb = connector.verb("quarantine-release")
+
+    with pytest.raises(
+        ConnectorError, match=r"released-act-14\.parquet already exists: nothing done, nothing overwritten"
+    ):
+        verb.execute(ORDERS, release_params(), ctx("act-14", plan=verb.plan(ORDERS, release_params())))
+
+    assert snapshot(store) == before
 
 
 def test_release_verify_fails_when_the_released_rows_are_not_all_there(connector: QuarantineConnector) -> None:
@@ -311,6 +430,7 @@ def test_keep_writes_a_record_and_changes_no_data(connector: QuarantineConnector
     before = data_files(store)
     plan = verb.plan(ORDERS, keep_params())
     assert plan.risk == Risk.LOW and plan.counts["rows"] == 2
+    assert [(t.detail["path"], t.detail["action"]) for t in plan.touches] == [(qpath(store, "orders", D14), "keep")]
 
     outcome = verb.execute(ORDERS, keep_params(), ctx("keep-1", plan=plan))
 
@@ -385,6 +505,29 @@ def test_cleanup_acts_on_the_plan_not_on_files_written_since(connector: Quaranti
     assert verdict.ok and verdict.details["written_since_plan"] == [store.url(late)]
 
 
+def test_cleanup_leaves_the_partitions_of_a_release_in_progress(connector: QuarantineConnector) -> None:
+    release = connector.verb("quarantine-release")
+    with pytest.raises(Crash):
+        release.execute(
+            ORDERS, release_params(), ctx("act-11", plan=release.plan(ORDERS, release_params()), executed=crash)
+        )
+    verb = connector.verb("quarantine-cleanup")
+
+    plan = verb.plan(SOURCE, CleanupParams())
+
+    assert sorted((t.detail["table"], t.detail["day"]) for t in plan.touches) == [
+        ("customers", "2025-01-14"),
+        ("orders", "2025-01-20"),
+    ]
+    assert [(p["day"], p["actions"]) for p in plan.details["in_progress"]] == [
+        ("2025-01-14", ["act-11"]),
+        ("2025-01-15", ["act-11"]),
+    ]
+    assert "release or discard in progress" in plan.summary
+    release.execute(ORDERS, release_params(), ctx("act-11", attempt=2))  # its files are still there to finish
+    assert verb.plan(SOURCE, CleanupParams()).details["in_progress"] == []
+
+
 def test_cleanup_with_nothing_expired_plans_and_does_nothing(connector: QuarantineConnector) -> None:
     verb = connector.verb("quarantine-cleanup")
     params = CleanupParams(as_of=date(2025, 1, 20))
@@ -407,6 +550,29 @@ def test_plans_change_nothing(connector: QuarantineConnector) -> None:
     connector.verb("quarantine-keep").plan(ORDERS, keep_params())
     connector.verb("quarantine-cleanup").plan(SOURCE, CleanupParams())
     assert snapshot(connector.store) == before
+
+
+def test_execute_refuses_a_plan_naming_files_outside_the_requested_partitions(connector: QuarantineConnector) -> None:
+    store = connector.store
+    before = snapshot(store)
+    discard = connector.verb("quarantine-discard")
+    params = DiscardParams(reason=None, from_date=D14, to_date=D14)
+    plan = discard.plan(ORDERS, params)
+    touch = plan.touches[0]
+    valid_file = {**touch.detail, "path": vpath(store, "orders", D14)}  # the valid side, not quarantine
+    other_day = {**touch.detail, "day": "2025-01-20", "path": qpath(store, "orders", D20)}
+    for detail in (valid_file, other_day):
+        tampered = plan.model_copy(update={"touches": [touch.model_copy(update={"detail": detail})]})
+        with pytest.raises(ConnectorError, match=r"not a file of quarantine partition|outside the requested days"):
+            discard.execute(ORDERS, params, ctx("dis-x", plan=tampered))
+    cleanup = connector.verb("quarantine-cleanup")
+    plan = cleanup.plan(SOURCE, CleanupParams())
+    first = plan.touches[0]
+    escaped = {**first.detail, "files": [{"path": vpath(store, "orders", D14), "size": 1, "rows": 1}]}
+    tampered = plan.model_copy(update={"touches": [first.model_copy(update={"detail": escaped})]})
+    with pytest.raises(ConnectorError, match="not a file of quarantine partition"):
+        cleanup.execute(SOURCE, CleanupParams(), ctx("clean-x", plan=tampered))
+    assert snapshot(store) == before
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,11 @@ from tests.connectors.test_quarantine_verbs import (
     test_release_acts_on_the_plan_and_names_rows_quarantined_since,
     test_release_again_with_the_same_action_id_writes_nothing,
     test_release_crash_after_the_valid_files_is_completed_by_the_redelivery,
+    test_release_crash_between_the_rewritten_copy_and_the_delete_keeps_one_copy,
     test_release_crash_while_removing_from_quarantine_is_completed_by_the_redelivery,
     test_release_moves_exactly_the_reasons_rows_of_the_days,
     test_release_refuses_a_file_changed_since_the_plan_and_changes_nothing,
+    test_the_counts_never_see_a_released_row_twice,
 )
 from tests.quarantine_qwrite import gcs_connector, seed_source
 
@@ -36,9 +38,11 @@ __all__ = [
     "test_release_acts_on_the_plan_and_names_rows_quarantined_since",
     "test_release_again_with_the_same_action_id_writes_nothing",
     "test_release_crash_after_the_valid_files_is_completed_by_the_redelivery",
+    "test_release_crash_between_the_rewritten_copy_and_the_delete_keeps_one_copy",
     "test_release_crash_while_removing_from_quarantine_is_completed_by_the_redelivery",
     "test_release_moves_exactly_the_reasons_rows_of_the_days",
     "test_release_refuses_a_file_changed_since_the_plan_and_changes_nothing",
+    "test_the_counts_never_see_a_released_row_twice",
 ]
 
 
