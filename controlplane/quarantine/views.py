@@ -34,6 +34,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from connectors.base import ConnectorError
 from connectors.quarantine.config import QuarantineConfig
+from connectors.quarantine.stats import Sample
 from controlplane import access
 from controlplane.audit.context import Channel
 from controlplane.catalog.models import Target
@@ -248,7 +249,7 @@ class ItemView:
     """One (table, reason) item as the page shows it, with the last disposition POST's answer."""
 
     item: ReviewItem
-    dispositions: list[Any]
+    dispositions: list[Disposition]
     error: str = ""
     error_details: dict[str, Any] | None = None
     notice: str = ""
@@ -292,7 +293,7 @@ def review_trends(request: HttpRequest, review_id: int) -> HttpResponse:
     return render(request, template, context, status=status)
 
 
-def _sample(item: ReviewItem) -> tuple[Any, str, int]:
+def _sample(item: ReviewItem) -> tuple[Sample | None, str, int]:
     """The item's sample from the files, or the reason it could not be read (and the status to answer)."""
     try:
         return selectors.item_sample(item=item, limit=SAMPLE_LIMIT), "", 200
@@ -301,12 +302,12 @@ def _sample(item: ReviewItem) -> tuple[Any, str, int]:
         return None, message, status
 
 
-def sample_columns(sample: Any) -> list[str]:
+def sample_columns(sample: Sample) -> list[str]:
     """The sample's columns: key columns first, then the reason and the time, then the rest as JSON."""
     return [*sample.key_columns, "reason", "timestamp", "record"]
 
 
-def sample_rows(sample: Any) -> list[list[str]]:
+def sample_rows(sample: Sample) -> list[list[str]]:
     """The sample's rows in ``sample_columns`` order, every value as text (the record as compact JSON)."""
     out = []
     for row in sample.rows:
