@@ -197,6 +197,19 @@ def test_a_source_that_cannot_be_read_leaves_the_review_readable(
     assert "The source could not be read for the trends" in text(response)
 
 
+def test_escalation_rules_that_fired_are_shown(review: QuarantineReview, actors: dict[str, Any]) -> None:
+    client = client_for(actors["viewer"])
+    assert "Escalation rules that fired" not in text(client.get(f"/quarantine/{review.pk}/"))
+    review.escalations = [
+        {"rule": "new_reason", "table": "orders", "reason": FUTURE_DATE, "days": ["2026-11-27"],
+         "detail": "orders: new reason 'order_date in future' first seen 2026-11-27"},
+    ]  # fmt: skip
+    review.save()
+    page = text(client.get(f"/quarantine/{review.pk}/"))
+    rule = re.search(r'<li data-rule="new_reason">.*?</li>', page, re.S)
+    assert rule and "orders: new reason &#x27;order_date in future&#x27; first seen 2026-11-27" in rule.group(0)
+
+
 def test_reasons_with_growth_and_new_ones_marked(review: QuarantineReview, actors: dict[str, Any]) -> None:
     page = text(client_for(actors["viewer"]).get(f"/quarantine/{review.pk}/"))
     reasons = re.search(r'<table class="list compact reasons">.*?</table>', page, re.S)
