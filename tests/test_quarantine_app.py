@@ -4,6 +4,8 @@ and breach incidents. Real Postgres, Redis, worker processes and parquet files o
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,13 +22,23 @@ from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditEvent
 from controlplane.errors import Conflict, InvalidInput
 from controlplane.incidents.models import Incident
-from controlplane.quarantine import services
+from controlplane.quarantine import selectors, services
 from controlplane.quarantine.models import Disposition, QuarantineReview, ReviewSchedule
 from runbooks.selectors import runbooks_for_incident
+from sandbox import slack as standin
 from tests.conftest import wait_for
 from tests.quarantine_qapp import environments, make_source, write_source
 
+SLACK_TOKEN = "xoxb-quarantine-test"
 NULL_KEY, NEGATIVE_PRICE, BAD_EMAIL = "customer_id IS NULL", "price < 0", "email invalid"
+
+
+@pytest.fixture
+def slack() -> Iterator[standin.SlackStandIn]:
+    """The Slack stand-in (sandbox/slack.py); workers reach it through the environment they are given."""
+    server = standin.start(token=SLACK_TOKEN)
+    yield server
+    server.stop()
 
 
 def week_end() -> Any:
@@ -48,12 +60,20 @@ def review_of(source: Any, end: Any, timeout: float = 60) -> QuarantineReview:
 
 @pytest.mark.worker
 def test_review_action_executed_by_a_worker_becomes_the_review_and_its_items(
-    actors: Any, worker_factory: Any, tmp_path: Path
+    actors: Any, worker_factory: Any, slack: standin.SlackStandIn, tmp_path: Path
 ) -> None:
     end = week_end()
     write_source(tmp_path / "silver", end)
-    source = make_source(tmp_path / "silver", environments()["dev"])
-    worker_factory()
+    envs = environments()
+    envs["dev"].slack_channel = "#quarantine-dev"
+    envs["dev"].save()
+    source = make_source(tmp_path / "silver", envs["dev"])
+    worker_factory(
+        SLACK_BOT_TOKEN_REF="env:CP_TEST_QAPP_SLACK_TOKEN",
+        CP_TEST_QAPP_SLACK_TOKEN=SLACK_TOKEN,
+        SLACK_API_URL=slack.api_url,
+        PUBLIC_URL="https://cp.example.test",
+    )
     responder = actors["responder"]
     with change_context(channel=Channel.WEB, user=responder):
         action = services.review_request(actor=responder, target_key=source.key, week_end=end)
@@ -72,6 +92,25 @@ def test_review_action_executed_by_a_worker_becomes_the_review_and_its_items(
     assert (quiet.count, quiet.needs_disposition) == (35, False)
     assert {e["rule"] for e in review.escalations} >= {"rate_days", "new_reason"}
     assert "quarantine.review_created" in audit_events(review)
+
+    # Announced in the environment's Slack channel with the count of decisions and the link.
+    def announced() -> list[str]:
+        with slack.state.lock:
+            sent = json.loads(json.dumps(slack.state.messages))
+        return [m["text"] for m in sent if m["channel"] == standin.channel_id("#quarantine-dev")]
+
+    text = wait_for(announced, timeout=30, what="the review's Slack message")[0]
+    assert f"Quarantine review of {source.key}" in text and "2 (table, reason) to decide" in text
+    assert f"https://cp.example.test/quarantine/{review.pk}/" in text
+
+    # What the pages read: the heat map from the stored summary, the trends and a sample from the source.
+    heat = {row.table: row for row in selectors.review_heatmap(review=review).rows}
+    assert [c.over for c in heat["orders"].cells] == [False] * 4 + [True] * 3
+    assert not any(c.over for c in heat["customers"].cells)
+    trends = selectors.review_trends(review=review)
+    assert len(trends["orders"]) == 12 and trends["orders"][-1]["quarantined"] == 500
+    sample = selectors.item_sample(item=new, limit=5)
+    assert sample.key_columns == ["order_id"] and len(sample.rows) == 5
 
     # The same week again: the action runs, the review stays the one already made.
     ActionRun.objects.filter(pk=action.pk).update(idempotency_key=None)
@@ -201,8 +240,11 @@ def test_schedule_requests_one_review_per_source_and_week(db: Any, tmp_path: Pat
     for later in (timedelta(hours=6, minutes=30), timedelta(days=2, hours=9)):  # the next ticks that week
         services.reviews_schedule_due(now=at + later)
     assert ActionRun.objects.filter(verb="quarantine-review").count() == 1
+    # A week's request that ended without a review is not requested again every tick (a person can).
+    ActionRun.objects.filter(pk=action.pk).update(state=ActionState.FAILED, finished_at=timezone.now())
+    assert [a.pk for a in services.reviews_schedule_due(now=at + timedelta(days=3))] == [action.pk]
+    assert ActionRun.objects.filter(verb="quarantine-review").count() == 1
 
-    ActionRun.objects.filter(pk=action.pk).update(state=ActionState.CANCELLED)  # free the target
     this_week = services.reviews_schedule_due(now=at + timedelta(days=7, hours=6, minutes=15))
     assert [a.params["week_end"] for a in this_week] == [end.isoformat()]
     assert ActionRun.objects.filter(verb="quarantine-review").count() == 2
@@ -263,3 +305,25 @@ def test_retention_cleanup_is_a_previewed_scheduled_action_waiting_for_approval_
     # 30 days of retention and nothing older than 20 days: nothing to delete, nothing requested
     assert services.cleanup_request(target=dev) is None
     assert ActionRun.objects.filter(verb="quarantine-cleanup").count() == 1
+
+
+def test_an_admin_edits_the_schedule_and_the_change_is_audited(db: Any, django_user_model: Any) -> None:
+    from django.test import Client
+
+    ada = django_user_model.objects.create_user("ada", is_staff=True, is_superuser=True)
+    schedule = ReviewSchedule.objects.get()
+    client = Client()
+    client.force_login(ada)
+    form = {"weekday": "2", "hour": "7", "enabled": "on", "environment": ""}
+    response = client.post(f"/admin/quarantine/reviewschedule/{schedule.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    schedule.refresh_from_db()
+    assert (schedule.weekday, schedule.hour) == (2, 7)
+    event = AuditEvent.objects.get(event="quarantine.schedule.updated")
+    before, after = event.before or {}, event.after or {}
+    assert (before["weekday"], after["weekday"], event.actor_name) == (0, 2, "ada")
+    bad = client.post(f"/admin/quarantine/reviewschedule/{schedule.pk}/change/", {**form, "hour": "24"})
+    assert bad.status_code == 200  # the form shows the error; nothing is saved
+    schedule.refresh_from_db()
+    assert schedule.hour == 7
+    assert client.get("/admin/quarantine/quarantinereview/add/").status_code == 403  # records are read-only

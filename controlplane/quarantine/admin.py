@@ -9,13 +9,26 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from controlplane.quarantine import services
 from controlplane.quarantine.models import Disposition, QuarantineReview, ReviewItem, ReviewSchedule
 
 
 @admin.register(ReviewSchedule)
 class ReviewScheduleAdmin(admin.ModelAdmin):
+    """Schedules are data an admin edits; every change is audited through the services."""
+
     list_display = ("id", "weekday", "hour", "enabled", "environment")
     list_filter = ("enabled",)
+
+    def save_model(self, request: HttpRequest, obj: ReviewSchedule, form: Any, change: bool) -> None:
+        services.schedule_save(schedule=obj)
+
+    def delete_model(self, request: HttpRequest, obj: ReviewSchedule) -> None:
+        services.schedule_delete(schedule=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for schedule in queryset:
+            services.schedule_delete(schedule=schedule)
 
 
 class _ReadOnly(admin.ModelAdmin):

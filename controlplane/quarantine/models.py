@@ -181,3 +181,11 @@ class ReviewSchedule(models.Model):
         day = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")[self.weekday]
         where = self.environment.name if self.environment_id and self.environment else "production"
         return f"{day} {self.hour:02d}:00 UTC, {where}" + ("" if self.enabled else " (disabled)")
+
+    def audit_state(self) -> dict[str, object]:
+        return {
+            "weekday": self.weekday,
+            "hour": self.hour,
+            "enabled": self.enabled,
+            "environment": self.environment.name if self.environment_id and self.environment else None,
+        }

@@ -26,6 +26,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from pydantic import ValidationError
 
+from connectors.base import ConnectorError
 from connectors.quarantine import stats
 from connectors.quarantine.config import QuarantineConfig
 from controlplane import access
@@ -40,7 +41,7 @@ from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.incidents.models import Incident
 from controlplane.incidents.services import alert_ingest
 from controlplane.quarantine.models import Disposition, QuarantineReview, ReviewItem, ReviewSchedule
-from controlplane.quarantine.selectors import _connector
+from controlplane.quarantine.selectors import _connector, item_sample
 
 log = logging.getLogger(__name__)
 
@@ -429,9 +430,22 @@ def _evidence(item: ReviewItem) -> dict[str, Any]:
         "over_threshold": item.over_threshold,
         "threshold_pct": review.threshold_pct,
         "days": list(table.get("days", [])),
-        "sample_keys": list(item.sample_keys)[:SAMPLE_KEYS_KEPT],
+        "sample_keys": list(item.sample_keys)[:SAMPLE_KEYS_KEPT] or _sample_keys(item),
         "escalations": rules,
     }
+
+
+def _sample_keys(item: ReviewItem) -> list[dict[str, Any]]:
+    """The key columns of the first records of the item's (table, reason) in the review's week, read now
+    (the weekly summary leaves sample keys out to stay fast). A source that cannot be read gives none:
+    the escalation is not held up by it (the incident says so in its evidence)."""
+    review = item.review
+    try:
+        found = item_sample(item=item, limit=SAMPLE_KEYS_KEPT)
+    except (ConnectorError, InvalidInput) as exc:
+        log.warning("no sample keys of %s / %r for review %s: %s", item.table, item.reason, review.pk, exc)
+        return []
+    return [{k: row.get(k) for k in found.key_columns} for row in found.rows]
 
 
 def _escalate(*, actor: User, item: ReviewItem, note: str) -> Disposition:
@@ -714,6 +728,28 @@ def scheduler_actor() -> Any:
         user.save(update_fields=["password"])
         user.groups.add(Group.objects.get_or_create(name="responder")[0])
     return user
+
+
+def schedule_save(*, schedule: ReviewSchedule) -> ReviewSchedule:
+    """Save a schedule an admin edited, with its audit event (``quarantine.schedule.created``/``updated``,
+    before and after) in the same transaction."""
+    before = None
+    if schedule.pk is not None:
+        old = ReviewSchedule.objects.select_related("environment").filter(pk=schedule.pk).first()
+        before = old.audit_state() if old is not None else None
+    schedule.full_clean()
+    with transaction.atomic():
+        schedule.save()
+        event = "quarantine.schedule.updated" if before is not None else "quarantine.schedule.created"
+        audit_record(event=event, obj=schedule, before=before, after=schedule.audit_state())
+    return schedule
+
+
+def schedule_delete(*, schedule: ReviewSchedule) -> None:
+    """Delete a schedule, audited (``quarantine.schedule.deleted``) in the same transaction."""
+    with transaction.atomic():
+        audit_record(event="quarantine.schedule.deleted", obj=schedule, before=schedule.audit_state())
+        schedule.delete()
 
 
 def quarantine_sources(*, environments: list[Environment] | None = None) -> list[Target]:
