@@ -51,6 +51,8 @@ NULL_REASON = "(none)"
 # footers of remote files are fetched this many at a time (local reads are faster one after another)
 REMOTE_FOOTER_WORKERS = 8
 FOOTER_READ = 64 * 1024
+# above this many reasons to look up in the history, the history is grouped instead of filtered
+MAX_FILTERED_REASONS = 200
 _READ = "union_by_name=true, hive_partitioning=false"
 
 
@@ -501,18 +503,24 @@ def _reasons(
         ).to_pylist():
             samples[row["reason"]] = [jsonable(k) for k in row["keys"] or []]
     rows = _fetch(con, store, f"{select} FROM {_files(store, period)} GROUP BY ALL", f"reading the reasons of {table}")
+    column = _ident(REASON_COLUMN)
     counted: dict[str | None, int] = {}
-    before: set[str | None] = set()
-    history = [(name, files) for name, files in (("previous", previous), ("older", older)) if files]
-    if history:
-        query = " UNION ALL ".join(
-            f"SELECT '{name}', {_ident(REASON_COLUMN)}, count(*) FROM {_files(store, files)} GROUP BY ALL"
-            for name, files in history
+    if previous:
+        query = f"SELECT {column}, count(*) FROM {_files(store, previous)} GROUP BY ALL"
+        counted = {r: int(n) for r, n in _fetch(con, store, query, f"reading last week's reasons of {table}")}
+    before: set[str | None] = set(counted)
+    # the weeks before that only tell whether the period's other reasons were seen: usually none is left
+    # to look for, and a filter on a few values is cheaper than grouping every row
+    unseen = {row[0] for row in rows} - before
+    if older and unseen:
+        where = " OR ".join(
+            ([f"{column} IN ({', '.join(_literal(r) for r in unseen if r is not None)})"] if unseen - {None} else [])
+            + ([f"{column} IS NULL"] if None in unseen else [])
         )
-        for part, reason, n in _fetch(con, store, query, f"reading the earlier reasons of {table}"):
-            before.add(reason)
-            if part == "previous":
-                counted[reason] = int(n)
+        if len(unseen) > MAX_FILTERED_REASONS:
+            where = "true"
+        query = f"SELECT DISTINCT {column} FROM {_files(store, older)} WHERE {where}"
+        before |= {r for (r,) in _fetch(con, store, query, f"reading the earlier reasons of {table}")}
     stats = [
         ReasonStat(
             reason=NULL_REASON if reason is None else str(reason),

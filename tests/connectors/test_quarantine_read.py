@@ -471,3 +471,31 @@ def test_the_reason_and_timestamp_columns_are_read_by_name(tmp_path: Path) -> No
     [reason] = stats.reason_stats(store_for(tmp_path), table="orders", start=WEEK_START, end=WEEK_END)
 
     assert reason.first_seen == dt.datetime(2025, 3, 24, 9, tzinfo=dt.UTC)
+
+
+def test_a_reason_seen_three_weeks_before_is_not_new_a_null_one_neither(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    write_day(FS, root, "orders", WEEK_START - dt.timedelta(days=20), reasons={None: 1, "x's reason": 1})
+    write_day(FS, root, "orders", WEEK_START, reasons={None: 2, "x's reason": 1, "fresh": 1})
+
+    found = {
+        r.reason: r.new for r in stats.reason_stats(store_for(tmp_path), table="orders", start=WEEK_START, end=WEEK_END)
+    }
+
+    assert found == {"(none)": False, "x's reason": False, "fresh": True}
+
+
+def test_the_summary_reads_only_the_partitions_the_week_needs(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    write_day(FS, root, "orders", WEEK_START, valid=100, reasons={"a": 3})
+    # broken files where the summary must not look: quarantine before the 4 weeks of history, valid rows of
+    # the week before (growth needs quarantined rows only) and after the week
+    for day, quarantined in ((WEEK_START - dt.timedelta(days=29), True), (WEEK_START - dt.timedelta(days=3), False)):
+        FS.makedirs(partition_dir(root, "orders", day, quarantined=quarantined))
+        Path(partition_dir(root, "orders", day, quarantined=quarantined), "part-0.parquet").write_text("broken")
+    FS.makedirs(partition_dir(root, "orders", WEEK_END + dt.timedelta(days=1), quarantined=True))
+    Path(partition_dir(root, "orders", WEEK_END + dt.timedelta(days=1), quarantined=True), "x.parquet").write_text("")
+
+    orders = table_of(stats.weekly_summary(store_for(tmp_path), week_end=WEEK_END), "orders")
+
+    assert (orders["quarantined"], orders["valid"]) == (3, 100)
