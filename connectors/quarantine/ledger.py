@@ -38,20 +38,15 @@ ACTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 
 
 def entries(store: Store, kind: str) -> list[dict[str, Any]]:
-    """Every record of ``kind`` (``released``, ``keep``), oldest action id first."""
+    """Every record of ``kind`` (``released``, ``keep``, ...), oldest action id first."""
     found = []
     for entry in store.ls(store.control_dir(kind)):
-        if entry.get("type") != "file" or not entry["name"].endswith(".json"):
+        name = entry["name"].rsplit("/", 1)[-1]
+        if entry.get("type") != "file" or not name.endswith(".json") or not ACTION_ID.match(name[: -len(".json")]):
             continue
-        try:
-            with store.fs.open(entry["name"], "rb") as handle:
-                found.append(json.load(handle))
-        except FileNotFoundError:
-            continue  # removed between listing and reading
-        except ValueError as exc:  # not JSON: a record cut short or written by something else
-            raise ConnectorError(f"reading {store.url(entry['name'])} failed: {exc}", transient=True) from None
-        except store.errors as exc:
-            raise ConnectorError(f"reading {store.url(entry['name'])} failed: {exc}", transient=True) from None
+        record = read(store, kind, name[: -len(".json")])
+        if record is not None:  # None: removed between listing and reading
+            found.append(record)
     return sorted(found, key=lambda e: str(e.get("action_id", "")))
 
 

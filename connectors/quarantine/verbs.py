@@ -853,7 +853,6 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
         touches: list[Touch] = []
         spared: list[dict[str, Any]] = []
         in_progress: list[dict[str, Any]] = []
-        tables: dict[str, dict[str, int]] = {}
         for table in store.tables():
             for day in store.days(table, quarantined=True):
                 if day >= cutoff:
@@ -893,10 +892,7 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
                         },
                     )
                 )
-                counts = tables.setdefault(table, {"partitions": 0, "files": 0, "rows": 0, "bytes": 0})
-                for key, value in (("partitions", 1), ("files", len(files)), ("rows", rows), ("bytes", size)):
-                    counts[key] += value
-        totals = {k: sum(t[k] for t in tables.values()) for k in ("partitions", "files", "rows", "bytes")}
+        tables, totals = _cleanup_counts([dict(t.detail) for t in touches])
         days = sorted(t.detail["day"] for t in touches)
         risk = Risk.LOW if not touches else Risk.MEDIUM
         warnings = []
@@ -952,6 +948,10 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
             plan = ctx.plan or self.plan(target, params)
             if ctx.cancel_requested():
                 raise ConnectorError("cancelled on request before anything was deleted")
+            partitions, spared = _still_expired(store, planned_partitions(store, plan), plan)
+            for partition in spared:
+                ctx.log(f"{partition['table']}/{partition['day']} is kept or in use since the plan: left alone")
+            tables, totals = _cleanup_counts(partitions)
             record = ledger.write(
                 store,
                 ledger.CLEANUP,
@@ -959,7 +959,10 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
                     "action_id": action_id,
                     "state": ledger.PENDING,
                     **plan.details,
-                    "partitions": planned_partitions(store, plan),
+                    **totals,
+                    "tables": tables,
+                    "partitions": partitions,
+                    "spared_since_plan": [{"table": p["table"], "day": p["day"]} for p in spared],
                     "started_at": _now(),
                 },
             )
@@ -1000,6 +1003,33 @@ class Cleanup(Verb["QuarantineConnector", CleanupParams]):
         return Verification(ok=True, summary=summary, details=details)
 
 
+def _cleanup_counts(partitions: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Per table and in all: partitions, files, rows and bytes of cleanup partitions (plan touch details)."""
+    tables: dict[str, dict[str, int]] = {}
+    for partition in partitions:
+        counts = tables.setdefault(partition["table"], {"partitions": 0, "files": 0, "rows": 0, "bytes": 0})
+        for key, value in (
+            ("partitions", 1),
+            ("files", len(partition["files"])),
+            ("rows", partition["rows"]),
+            ("bytes", partition["bytes"]),
+        ):
+            counts[key] += value
+    totals = {k: sum(t[k] for t in tables.values()) for k in ("partitions", "files", "rows", "bytes")}
+    return tables, totals
+
+
+def _still_expired(
+    store: Store, partitions: list[dict[str, Any]], plan: Plan
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The planned partitions split into those to delete and those a keep or an unfinished release or
+    discard has claimed since the plan (a later decision to keep data wins over an earlier plan to delete)."""
+    as_of = date.fromisoformat(str(plan.details.get("as_of") or today_utc().isoformat()))
+    claimed = set(ledger.kept_partitions(store, as_of=as_of)) | set(ledger.partitions_in_progress(store))
+    spared = [p for p in partitions if (p["table"], date.fromisoformat(p["day"])) in claimed]
+    return [p for p in partitions if p not in spared], spared
+
+
 def planned_partitions(store: Store, plan: Plan) -> list[dict[str, Any]]:
     """The partitions a cleanup plan lists, each file checked to lie in its quarantine partition."""
     partitions = [dict(t.detail) for t in plan.touches if t.kind == PARTITION]
@@ -1016,7 +1046,7 @@ def planned_partitions(store: Store, plan: Plan) -> list[dict[str, Any]]:
 
 
 def _cleanup_outcome(record: dict[str, Any], *, already_done: bool) -> Outcome:
-    keys = ("table", "reason", "from_date", "to_date", "rows", "files", "bytes", "tables", "kept")
+    keys = ("table", "reason", "from_date", "to_date", "rows", "files", "bytes", "tables", "kept", "spared_since_plan")
     verb = "were already deleted" if already_done else "deleted"
     return Outcome(
         summary=f"{len(record['partitions'])} expired quarantine partitions {verb} ({record['rows']} rows)",

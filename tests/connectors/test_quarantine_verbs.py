@@ -528,6 +528,23 @@ def test_cleanup_leaves_the_partitions_of_a_release_in_progress(connector: Quara
     assert verb.plan(SOURCE, CleanupParams()).details["in_progress"] == []
 
 
+def test_cleanup_spares_a_partition_kept_after_the_plan(connector: QuarantineConnector) -> None:
+    store = connector.store
+    verb = connector.verb("quarantine-cleanup")
+    params = CleanupParams(retention_days=30)
+    plan = verb.plan(SOURCE, params)
+    assert plan.counts["partitions"] == 4
+    connector.verb("quarantine-keep").execute(ORDERS, keep_params(), ctx("keep-3"))  # decided while it waited
+
+    outcome = verb.execute(SOURCE, params, ctx("clean-4", plan=plan))
+
+    assert store.days("orders", quarantined=True) == [D14]
+    assert store.days("customers", quarantined=True) == []
+    assert outcome.details["spared_since_plan"] == [{"table": "orders", "day": "2025-01-14"}]
+    assert outcome.details["partitions"] == 3 and outcome.details["rows"] == 4  # 15th: 1, 20th: 1, customers: 2
+    assert verb.verify(SOURCE, params, outcome).ok
+
+
 def test_cleanup_with_nothing_expired_plans_and_does_nothing(connector: QuarantineConnector) -> None:
     verb = connector.verb("quarantine-cleanup")
     params = CleanupParams(as_of=date(2025, 1, 20))
