@@ -14,6 +14,7 @@ from connectors.quarantine import QuarantineConnector
 from controlplane.audit.context import Channel, change_context
 from controlplane.catalog import services as catalog
 from controlplane.catalog.models import Environment
+from controlplane.incidents.models import Incident
 from runbooks import services
 from runbooks.loader import LIBRARY, parse_file, parse_text
 from runbooks.models import StepRun
@@ -145,3 +146,45 @@ def test_weekly_review_checks_find_the_new_reason_and_the_days_over_ten_percent(
     assert records.state == "done" and records.result["passed"] is True and records.result["rows"]
     run.refresh_from_db()
     assert run.state == "waiting" and StepRun.objects.get(run=run, step_id="decision").state == "waiting"
+
+
+def test_high_rate_runbook_takes_source_table_and_day_from_a_quarantine_incident(
+    demo_source: dict[str, str], actors: dict[str, Any]
+) -> None:
+    rita = actors["responder"]
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    incident = Incident.objects.create(
+        title="Quarantine rate of orders",
+        severity="high",
+        fingerprint="q",
+        alert_type="quarantine.high_rate",
+        details={"source": demo_source["source"], "table": "orders", "table_target": demo_source["orders"]}
+        | {"date": day.isoformat()},
+    )
+    with change_context(channel=Channel.WEB, user=rita):
+        run = services.run_start(actor=rita, runbook="003-quarantine-high-rate", params={}, incident=incident)
+    assert (run.params["source"], run.params["table"], run.params["ingest_dt"]) == (
+        demo_source["source"],
+        demo_source["orders"],
+        day.isoformat(),
+    )
+    services.run_advance(run_id=run.pk)
+    rows = {r.step_id: r for r in StepRun.objects.filter(run=run)}
+    assert rows["silver_dag_failure"].state == "skipped"  # no DAG
+    for step_id, check in (
+        ("quarantine_size", "quarantine_storage"),
+        ("quarantine_rate", "quarantine_rate"),
+        ("inspect_records", "quarantine_records"),
+        ("identify_pattern", "quarantine_reasons"),
+    ):
+        assert rows[step_id].state == "done", (step_id, rows[step_id].error)
+        assert rows[step_id].result["check"] == check
+    rates = rows_of(rows["quarantine_rate"].result)
+    assert {r["table"] for r in rates} == {"orders"} and len(rates) == 7
+    records = rows["inspect_records"].result
+    assert f"{day.isoformat()} to {day.isoformat()}" in records["summary"]  # the incident's day only
+    sample = rows_of(records)
+    assert sample and records["columns"][0] == "order_id"  # key columns first
+    # quarantined early the next morning (sandbox/quarantine.py), so from that day's partition
+    assert {str(r["timestamp"])[:10] for r in sample} == {(day + timedelta(days=1)).isoformat()}
+    assert rows["pattern"].state == "waiting"  # a person reads the reasons and picks the pattern
