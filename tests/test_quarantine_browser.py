@@ -64,13 +64,21 @@ def test_responder_reviews_a_week_loads_a_sample_and_keeps_a_new_reason(
             card = page.locator(f"#item-{item.pk}")
             expect(card).to_contain_text("keep requested.")
             expect(card.get_by_test_id("disposition-status")).to_have_text("decision pending")
-            action = ActionRun.objects.get()
-            expect(card.get_by_test_id("disposition-action")).to_have_attribute("href", f"/actions/{action.id}/")
+            link = card.get_by_test_id("disposition-action")
+            expect(link).to_have_attribute("href", re.compile(r"^/actions/[0-9a-f-]{36}/$"))
+            action_url = link.get_attribute("href")
             expect(card.locator(".plan")).to_be_visible()  # the action's preview
-            disposition = Disposition.objects.get()
-            assert (disposition.kind, disposition.item_id, str(disposition.expires)) == ("keep", item.pk, "2027-01-31")
         finally:
             try:
                 page.screenshot(path=str(screenshot_path(request.node.name)), full_page=True)
             finally:
                 browser.close()
+    action = ActionRun.objects.get()
+    assert action_url == f"/actions/{action.id}/"
+    assert (action.verb, action.params["expires"], action.params["reason"]) == (
+        "quarantine-keep",
+        "2027-01-31",
+        FUTURE_DATE,
+    )
+    disposition = Disposition.objects.get()
+    assert (disposition.kind, disposition.item_id, disposition.action_id) == ("keep", item.pk, action.id)
