@@ -139,6 +139,10 @@ def test_responder_requests_a_review_and_sees_its_action(source: Any, actors: di
     action = ActionRun.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/actions/{action.id}/"
     assert (action.verb, action.target_id, action.channel) == ("quarantine-review", source.pk, "web")
+    page = text(client_for(actors["viewer"]).get("/quarantine/"))
+    requested = re.search(r'<li data-testid="review-requested">.*?</li>', page, re.S)
+    assert requested and f'href="/actions/{action.id}/"' in requested.group(0)
+    assert f"{source.key}, week ending {action.params['week_end']}" in requested.group(0)
 
 
 def test_viewer_cannot_request_a_review(source: Any, actors: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from connectors.base import ConnectorError
 from connectors.quarantine.config import QuarantineConfig
 from connectors.quarantine.stats import Sample
 from controlplane import access
+from controlplane.actions import selectors as action_selectors
 from controlplane.audit.context import Channel
 from controlplane.catalog.models import Target
 from controlplane.errors import InvalidInput, NotFound, ServiceError
@@ -144,6 +145,10 @@ def _list_context(request: HttpRequest, *, error: str = "", form: dict[str, str]
     can_request = access.has_role(request.user, "responder")
     return {
         "sources": reviews_by_source(),
+        # review actions not finished yet (waiting for approval in production, queued, running)
+        "requested": list(
+            action_selectors.action_list({"verb": services.REVIEW_VERB}).filter(state__in=action_selectors.OPEN_STATES)
+        ),
         "schedules": [(s, WEEKDAYS[s.weekday]) for s in selectors.schedule_list()],
         "targets": services.quarantine_sources() if can_request else [],
         "can_request": can_request,
