@@ -15,6 +15,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("quarantine/", include("controlplane.quarantine.urls")),
     path("", include("controlplane.slack.urls")),
     path("", include("runbooks.urls")),
     path("", include("controlplane.web.urls")),
