@@ -4,7 +4,7 @@ demo-shaped data on local disk and show what they found."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,8 @@ import pytest
 from connectors.quarantine import QuarantineConnector
 from controlplane.audit.context import Channel, change_context
 from controlplane.catalog import services as catalog
-from controlplane.catalog.models import Environment
-from controlplane.incidents.models import Incident
+from controlplane.catalog.models import Environment, Target
+from controlplane.quarantine import services as quarantine_services
 from runbooks import services
 from runbooks.loader import LIBRARY, parse_file, parse_text
 from runbooks.models import StepRun
@@ -151,16 +151,17 @@ def test_weekly_review_checks_find_the_new_reason_and_the_days_over_ten_percent(
 def test_high_rate_runbook_takes_source_table_and_day_from_a_quarantine_incident(
     demo_source: dict[str, str], actors: dict[str, Any]
 ) -> None:
+    """The incident is one the breach rule opens (the generic intake keeps the sender's fields under
+    ``details.details``): the runbook started on it takes the source, table and day from there."""
     rita = actors["responder"]
-    day = datetime.now(UTC).date() - timedelta(days=1)
-    incident = Incident.objects.create(
-        title="Quarantine rate of orders",
-        severity="high",
-        fingerprint="q",
-        alert_type="quarantine.high_rate",
-        details={"source": demo_source["source"], "table": "orders", "table_target": demo_source["orders"]}
-        | {"date": day.isoformat()},
+    source = Target.objects.get(key=demo_source["source"])
+    opened = quarantine_services.breaches_open_incidents(target=source)
+    incident = next(
+        i
+        for i in opened
+        if i.details["details"].get("kind") == "breach" and i.details["details"].get("table") == "orders"
     )
+    day = date.fromisoformat(incident.details["details"]["date"])
     with change_context(channel=Channel.WEB, user=rita):
         run = services.run_start(actor=rita, runbook="003-quarantine-high-rate", params={}, incident=incident)
     assert (run.params["source"], run.params["table"], run.params["ingest_dt"]) == (
