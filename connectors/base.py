@@ -89,6 +89,9 @@ class Plan(_Model):
     requires_consent: bool = False
     consent_reason: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+    #: ``execute`` only reads (a review): nothing in the outside system changes, so no second person is asked
+    #: to approve it, also in a protected environment
+    read_only: bool = False
     #: the target is still moving (a run still going) so the same request may plan more a little later; a
     #: plan shown ahead of a press (a Slack button's count) is computed again until it settles
     settling: bool = False

@@ -89,3 +89,15 @@ def test_approval_is_refused_when_the_requester_left(catalog: Any, actors: Any) 
         services.action_reject(actor=actors["approver"], action_id=action.id, comment="rita left")
     action.refresh_from_db()
     assert action.state == "rejected"
+
+
+def test_a_plan_that_only_reads_needs_no_second_person_even_in_a_protected_environment() -> None:
+    from connectors.base import Plan, Risk
+    from controlplane.actions.policy import approval_needed
+    from controlplane.catalog.models import Environment
+
+    prod = Environment(name="prod", protected=True)
+    reading = Plan(summary="review the week (reads files only)", risk=Risk.LOW, read_only=True)
+    assert approval_needed(environment=prod, plan=reading).required is False
+    writing = reading.model_copy(update={"read_only": False})
+    assert approval_needed(environment=prod, plan=writing).required is True

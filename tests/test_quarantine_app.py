@@ -133,9 +133,8 @@ def test_production_release_needs_a_second_person_escalate_opens_an_incident_and
     responder, approver = actors["responder"], actors["approver"]
     with change_context(channel=Channel.WEB, user=responder):
         review_action = services.review_request(actor=responder, target_key=source.key, week_end=end)
-    assert review_action.state == ActionState.AWAITING_APPROVAL  # a protected environment: every action
-    with change_context(channel=Channel.WEB, user=approver):
-        actions.action_approve(actor=approver, action_id=review_action.id)
+    # a protected environment, but the review only reads: no second person (a release below needs one)
+    assert review_action.state == ActionState.QUEUED
     review = review_of(source, end)
     item = review.items.get(table="orders", reason=NEGATIVE_PRICE)
     other = review.items.get(table="orders", reason=NULL_KEY)
@@ -236,7 +235,7 @@ def test_schedule_requests_one_review_per_source_and_week(db: Any, tmp_path: Pat
     action = first[0]
     assert (action.channel, action.requested_by.username) == ("schedule", services.SCHEDULER_USERNAME)
     assert action.params == {"week_end": (end - timedelta(days=7)).isoformat()}
-    assert action.state == ActionState.AWAITING_APPROVAL  # production: an approver lets it run
+    assert action.state == ActionState.QUEUED  # production, but it only reads: no approver needed
     for later in (timedelta(hours=6, minutes=30), timedelta(days=2, hours=9)):  # the next ticks that week
         services.reviews_schedule_due(now=at + later)
     assert ActionRun.objects.filter(verb="quarantine-review").count() == 1

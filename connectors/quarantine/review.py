@@ -62,6 +62,7 @@ class QuarantineReviewVerb(Verb["QuarantineConnector", QuarantineReviewParams]):
             touches=[Touch(kind="table", name=t, detail={"days": days}) for t in tables],
             counts={"tables": len(tables), "days": stats.WEEK_DAYS},
             risk=Risk.LOW,
+            read_only=True,
             details={"week_start": start.isoformat(), "week_end": week_end.isoformat()},
             warnings=[] if tables else [f"{self.connector.cfg.root} has no quarantined table"],
         )

@@ -29,7 +29,10 @@ class ApprovalDecision:
 
 
 def approval_needed(*, environment: Environment, plan: Plan) -> ApprovalDecision:
-    """Protected environments and plans at or above the configured risk need a second person."""
+    """Protected environments and plans at or above the configured risk need a second person; a plan that only
+    reads (``Plan.read_only``: it changes nothing anywhere) needs none."""
+    if plan.read_only:
+        return ApprovalDecision(False, "")
     if environment.protected:
         return ApprovalDecision(True, f"{environment.name} is a protected environment")
     threshold = Risk(settings.CONTROLPLANE["APPROVAL_RISK"])
