@@ -369,9 +369,16 @@ def test_a_bot_reads_reviews_and_decides_through_the_api(api_for: Any, tmp_path:
     elsewhere = f"/api/v1/quarantine/reviews/{review.pk + 1}/items/{item.pk}/dispositions"
     assert bot.post(elsewhere, {"kind": "escalate"}).status_code == 404  # an item of another review
 
-    requested = bot.post("/api/v1/quarantine/reviews", {"target": source.key, "week_end": end.isoformat()})
+    body = {"target": source.key, "week_end": end.isoformat()}
+    requested = bot.post("/api/v1/quarantine/reviews", body, headers={"Idempotency-Key": "weekly-1"})
     assert requested.status_code == 202, requested.content
     assert (requested.json()["verb"], requested.json()["params"]) == ("quarantine-review", {"week_end": str(end)})
+    # a bot's retry with the same key finds the same action; the same key with another week is refused
+    again = bot.post("/api/v1/quarantine/reviews", body, headers={"Idempotency-Key": "weekly-1"})
+    assert again.status_code == 202 and again.json()["id"] == requested.json()["id"]
+    other = {**body, "week_end": (end - timedelta(days=7)).isoformat()}
+    assert bot.post("/api/v1/quarantine/reviews", other, headers={"Idempotency-Key": "weekly-1"}).status_code == 422
+    assert ActionRun.objects.filter(verb="quarantine-review").count() == 1
 
 
 def test_a_rejected_release_is_recorded_failed_and_can_be_decided_again(

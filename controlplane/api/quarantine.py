@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
@@ -17,7 +17,7 @@ from controlplane.actions import selectors as action_selectors
 from controlplane.api import queries as q
 from controlplane.api import serializers as s
 from controlplane.api.auth import rules
-from controlplane.api.views import Cursor
+from controlplane.api.views import Cursor, idempotency_key_of
 from controlplane.errors import NotFound
 from controlplane.quarantine import selectors, services
 from controlplane.quarantine.models import Disposition, QuarantineReview, ReviewItem
@@ -140,12 +140,21 @@ class ReviewCollection(ListAPIView[Any]):
         found = q.valid_query(ReviewListQuery, self.request.query_params)
         return selectors.review_list(target_key=found.get("target"), status=found.get("status")).order_by("-id")
 
-    @extend_schema(request=ReviewRequestSerializer, responses={202: s.ActionDetailSerializer})
+    @extend_schema(
+        request=ReviewRequestSerializer,
+        responses={202: s.ActionDetailSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+    )
     def post(self, request: Request) -> Response:
         serializer = ReviewRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        action = services.review_request(actor=request.user, target_key=data["target"], week_end=data.get("week_end"))
+        action = services.review_request(
+            actor=request.user,
+            target_key=data["target"],
+            week_end=data.get("week_end"),
+            idempotency_key=idempotency_key_of(request),
+        )
         return Response(s.ActionDetailSerializer(action_selectors.action_get(action.id)).data, status=202)
 
 

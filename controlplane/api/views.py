@@ -71,7 +71,8 @@ class AuditCursor(Cursor):
     ordering = "-seq"
 
 
-def _idempotency_key(request: Request) -> str | None:
+def idempotency_key_of(request: Request) -> str | None:
+    """The request's ``Idempotency-Key`` header (1 to 200 characters), or None."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200):
         raise InvalidInput("Idempotency-Key must be 1 to 200 characters")
@@ -141,7 +142,7 @@ class ActionCollection(ListAPIView[Any]):
             target_key=data["target"],
             params=data["params"],
             reason=data["reason"],
-            idempotency_key=_idempotency_key(request),
+            idempotency_key=idempotency_key_of(request),
             incident=incident_selectors.incident_get(data["incident"]) if data["incident"] else None,
         )
         if result.created:  # everything the response shows is in hand: no second read

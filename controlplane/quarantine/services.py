@@ -106,7 +106,7 @@ def review_request(
 ) -> ActionRun:
     """Request the ``quarantine-review`` action of one source for the week ending ``week_end`` (default: the
     last Sunday, UTC). The review record is created when the action succeeds (``review_create_from_outcome``).
-    Policy is the action path's: in a protected environment the request waits for an approver."""
+    The review only reads (its plan is read-only), so it runs without an approver, also in production."""
     week_end = week_end or last_week_end(_today())
     if week_end >= _today():
         raise InvalidInput(f"week_end {week_end} is not over yet; review a week that ended before today")
