@@ -43,7 +43,7 @@ def finished_run(airflow: Any, dag_id: str, run_id: str, timeout: float = 90) ->
     return wait_for(
         lambda: (s := run_state(airflow, dag_id, run_id)) in ("success", "failed") and s,
         timeout=timeout,
-        interval=0.5,
+        interval=0.2,
         what=f"{dag_id} {run_id} to finish",
     )
 
@@ -69,7 +69,7 @@ def airflow_catalog(db: Any, airflow: Any) -> dict[str, Any]:
             config={
                 "base_url": airflow.url,
                 "username": airflow.username,
-                "poll_interval_s": 0.5,
+                "poll_interval_s": 0.2,
                 "wait_timeout_s": 120,
             },
             secret_refs={"password": f"env:{AIRFLOW_SECRET_ENV}"},
@@ -93,7 +93,7 @@ def final(action: ActionRun, timeout: float = 120) -> ActionRun:
         action.refresh_from_db()
         return action if action.state not in (ActionState.QUEUED, ActionState.RUNNING) else None
 
-    return wait_for(done, timeout=timeout, interval=0.3, what=f"action {action.id}")
+    return wait_for(done, timeout=timeout, interval=0.1, what=f"action {action.id}")
 
 
 def connector_for(airflow: Any, **config: Any) -> AirflowConnector:
@@ -628,7 +628,7 @@ def _proxied_target(airflow: Any, airflow_catalog: Any, proxy: _Proxy, key: str,
             config={
                 "base_url": f"http://127.0.0.1:{proxy.port}",
                 "username": airflow.username,
-                "poll_interval_s": 0.5,
+                "poll_interval_s": 0.2,
                 "connect_timeout_s": 1,
                 "timeout_s": 3,
             },
