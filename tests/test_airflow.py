@@ -128,17 +128,16 @@ def test_a_clear_plan_of_a_run_still_going_says_it_is_settling_and_of_a_finished
     params = ClearParams(
         dag_run_id=run_id, task_ids=["collect_delivery_metrics"], only_failed=False, include_downstream=False
     )
+
+    def first_done_second_running() -> bool:
+        tis = airflow.api("GET", f"/api/v2/dags/stuck_report_pipeline/dagRuns/{run_id}/taskInstances")
+        states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
+        return states == {"collect_delivery_metrics": "success", "generate_report": "running"}
+
     try:
-        wait_for(
-            lambda: (
-                airflow.api(
-                    "GET", f"/api/v2/dags/stuck_report_pipeline/dagRuns/{run_id}/taskInstances/collect_delivery_metrics"
-                )["state"]
-                == "success"
-            ),
-            timeout=60,
-            what="the first task done while the run goes on",
-        )
+        # Until the hanging task runs, not just the first one's end: failing the run while the scheduler
+        # schedules the next task can deadlock the two in Airflow's database (an HTTP 500, the run left going).
+        wait_for(first_done_second_running, timeout=60, what="the first task done while the run goes on")
         plan = clear.plan(stuck, params)
         assert plan.settling and any("still going" in w for w in plan.warnings), plan
     finally:
