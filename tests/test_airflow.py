@@ -43,7 +43,7 @@ def finished_run(airflow: Any, dag_id: str, run_id: str, timeout: float = 90) ->
     return wait_for(
         lambda: (s := run_state(airflow, dag_id, run_id)) in ("success", "failed") and s,
         timeout=timeout,
-        interval=0.5,
+        interval=0.2,
         what=f"{dag_id} {run_id} to finish",
     )
 
@@ -69,7 +69,7 @@ def airflow_catalog(db: Any, airflow: Any) -> dict[str, Any]:
             config={
                 "base_url": airflow.url,
                 "username": airflow.username,
-                "poll_interval_s": 0.5,
+                "poll_interval_s": 0.2,
                 "wait_timeout_s": 120,
             },
             secret_refs={"password": f"env:{AIRFLOW_SECRET_ENV}"},
@@ -93,7 +93,7 @@ def final(action: ActionRun, timeout: float = 120) -> ActionRun:
         action.refresh_from_db()
         return action if action.state not in (ActionState.QUEUED, ActionState.RUNNING) else None
 
-    return wait_for(done, timeout=timeout, interval=0.3, what=f"action {action.id}")
+    return wait_for(done, timeout=timeout, interval=0.1, what=f"action {action.id}")
 
 
 def connector_for(airflow: Any, **config: Any) -> AirflowConnector:
@@ -128,17 +128,16 @@ def test_a_clear_plan_of_a_run_still_going_says_it_is_settling_and_of_a_finished
     params = ClearParams(
         dag_run_id=run_id, task_ids=["collect_delivery_metrics"], only_failed=False, include_downstream=False
     )
+
+    def first_done_second_running() -> bool:
+        tis = airflow.api("GET", f"/api/v2/dags/stuck_report_pipeline/dagRuns/{run_id}/taskInstances")
+        states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
+        return states == {"collect_delivery_metrics": "success", "generate_report": "running"}
+
     try:
-        wait_for(
-            lambda: (
-                airflow.api(
-                    "GET", f"/api/v2/dags/stuck_report_pipeline/dagRuns/{run_id}/taskInstances/collect_delivery_metrics"
-                )["state"]
-                == "success"
-            ),
-            timeout=60,
-            what="the first task done while the run goes on",
-        )
+        # Until the hanging task runs, not just the first one's end: failing the run while the scheduler
+        # schedules the next task can deadlock the two in Airflow's database (an HTTP 500, the run left going).
+        wait_for(first_done_second_running, timeout=60, what="the first task done while the run goes on")
         plan = clear.plan(stuck, params)
         assert plan.settling and any("still going" in w for w in plan.warnings), plan
     finally:
@@ -628,7 +627,7 @@ def _proxied_target(airflow: Any, airflow_catalog: Any, proxy: _Proxy, key: str,
             config={
                 "base_url": f"http://127.0.0.1:{proxy.port}",
                 "username": airflow.username,
-                "poll_interval_s": 0.5,
+                "poll_interval_s": 0.2,
                 "connect_timeout_s": 1,
                 "timeout_s": 3,
             },

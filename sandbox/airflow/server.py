@@ -467,7 +467,9 @@ def airflow_environment(
         "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "300",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+        # An idle scheduler loop sleeps this long, and each step of a run (queued -> running, a task's end ->
+        # the next task queued, the last task's end -> run done) waits up to one sleep (default 1 s).
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "90",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
