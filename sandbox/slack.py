@@ -859,7 +859,10 @@ def start(
     )
     state.users.update({u["id"]: u for u in user_rows(users or [])})
     server = _Server((host, port), state)
-    thread = threading.Thread(target=server.serve_forever, name="slack-standin", daemon=True)
+    # polled every 0.1 s (default 0.5) so that ``shutdown`` at a test's end returns at once
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="slack-standin", daemon=True
+    )
     thread.start()
     return SlackStandIn(server, thread)
 
