@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -439,6 +440,25 @@ def bronze_failure_alerted(airflow: Any, live_server: Any, api_for: Any) -> Iter
         yield run_id, incident
     finally:
         airflow_set_variable(airflow, "controlplane_alert_url", "")
+        _alerts_settled(run_id)
+
+
+def _alerts_settled(run_id: str, quiet: float = 3.0, timeout: float = 30.0) -> None:
+    """Wait until no alert of the run has arrived for ``quiet`` seconds: the DAG-level failure callback runs in
+    Airflow's dag-processor seconds after the run failed, and one that read the URL before it was pointed away
+    would otherwise write an incident while the next test's database flush runs (a deadlock, seen in CI)."""
+    from django.db.models import Count, Sum
+
+    def seen() -> tuple[Any, ...]:
+        found = Incident.objects.filter(details__run_id=run_id).aggregate(n=Count("id"), alerts=Sum("alert_count"))
+        return (found["n"], found["alerts"])
+
+    last, since, deadline = seen(), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = seen()
+        if now != last:
+            last, since = now, time.monotonic()
 
 
 def test_failure_callback_opens_one_incident_and_a_repeat_does_not_open_a_second(

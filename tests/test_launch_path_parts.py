@@ -272,7 +272,12 @@ def test_receivers_of_an_end_with_no_incident_and_no_runbook_make_no_query(
 
     with django_assert_num_queries(0):
         replies = action_finished.send(
-            sender=ActionRun, action_id="00000000-0000-0000-0000-000000000000", incident_id=None, channel="api"
+            sender=ActionRun,
+            action_id="00000000-0000-0000-0000-000000000000",
+            incident_id=None,
+            channel="api",
+            requires_approval=False,
+            verb="clear",
         )
     assert {receiver.__name__ for receiver, _ in replies} == {
         "record_action_outcome",

@@ -366,6 +366,7 @@ def test_with_slack_on_the_end_of_an_action_for_no_incident_and_no_approval_make
             incident_id=None,
             channel="api",
             requires_approval=False,
+            verb="clear",
         )
 
 

@@ -44,7 +44,7 @@ def dispatch_on_commit(action: ActionRun, countdown: float = 0) -> None:
 def announce_finished_on_commit(action: ActionRun) -> None:
     """Once the transaction that ended the action commits, announce the end on Redis (API waiters), then
     tell the subscribers of ``action_finished`` (incident timelines, runbook steps)."""
-    action_id, incident_id, channel = action.id, action.incident_id, action.channel
+    action_id, incident_id, channel, verb = action.id, action.incident_id, action.channel, action.verb
     requires_approval = action.requires_approval
 
     def send() -> None:
@@ -55,6 +55,7 @@ def announce_finished_on_commit(action: ActionRun) -> None:
             incident_id=incident_id,
             channel=channel,
             requires_approval=requires_approval,
+            verb=verb,
         )
 
     transaction.on_commit(send)

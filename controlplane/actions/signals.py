@@ -13,7 +13,7 @@ from django.dispatch import Signal
 action_requested = Signal()
 
 # Sent with ``action_id``, ``incident_id`` (None when the action was not taken for an incident), ``channel``
-# (the one it was requested through) and ``requires_approval`` once an action reached a terminal state. The
+# (the one it was requested through), ``requires_approval`` and ``verb`` once an action reached a terminal state. The
 # facts let a receiver that has nothing to do for this action return without a query: they run in the worker
 # right after the end is announced, while a waiting bot's request reads the action.
 action_finished = Signal()

@@ -17,10 +17,12 @@ log = logging.getLogger(__name__)
 _VERBS = (services.REVIEW_VERB, *services.DISPOSITION_VERBS.values())
 
 
-def on_action_finished(sender: Any, action_id: Any, **kwargs: Any) -> None:
-    """Make the review or record the disposition of a finished quarantine action (one query for any other
-    action). Runs after the action's end committed: a failure here is logged, never raised into the worker
+def on_action_finished(sender: Any, action_id: Any, verb: str = "", **kwargs: Any) -> None:
+    """Make the review or record the disposition of a finished quarantine action (no query for any other
+    verb). Runs after the action's end committed: a failure here is logged, never raised into the worker
     (the action's end stands; the review can be made again by requesting the review once more)."""
+    if verb not in _VERBS:
+        return
     action = (
         ActionRun.objects.select_related("target__connection__environment")
         .filter(id=action_id, verb__in=_VERBS)
