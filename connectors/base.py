@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 
 class ConnectorError(Exception):
@@ -242,6 +242,8 @@ class Connector(ABC):
     verbs: ClassVar[tuple[type[Verb[Any, Any]], ...]] = ()
     checks: ClassVar[tuple[type[Check[Any, Any]], ...]] = ()
     target_kinds: ClassVar[tuple[str, ...]] = ()
+    #: per target kind, the pydantic model of its locator (checked by ``validate_locator``)
+    locator_models: ClassVar[Mapping[str, type[BaseModel]]] = {}
 
     def __init__(self, config: BaseModel, secrets: Mapping[str, str]) -> None:
         self.config = config
@@ -254,10 +256,16 @@ class Connector(ABC):
 
     @classmethod
     def validate_locator(cls, kind: str, locator: Mapping[str, Any]) -> None:
-        """Raise ValueError if ``locator`` cannot identify a ``kind`` target in this system. Connectors with
-        structured locators override this (the catalog calls it before saving a target)."""
+        """Raise ValueError if ``locator`` cannot identify a ``kind`` target in this system: the kind is not
+        offered, or the locator does not fit ``locator_models[kind]`` (the catalog calls it before saving)."""
         if cls.target_kinds and kind not in cls.target_kinds:
             raise ValueError(f"{cls.kind} offers target kinds {list(cls.target_kinds)}, not {kind!r}")
+        model = cls.locator_models.get(kind)
+        if model is not None:
+            try:
+                model.model_validate(dict(locator))
+            except ValidationError as exc:
+                raise ValueError(f"invalid {kind} locator: {_problems(exc, kind)}") from None
 
     @classmethod
     def verb_class(cls, name: str) -> type[Verb[Any, Any]] | None:
@@ -293,3 +301,21 @@ class Connector(ABC):
         field names the list it picks from with ``json_schema_extra={"x-choices": what}``; the filters are
         the target's locator. Connectors override for what they can list."""
         raise ConnectorError(f"{self.kind} connector cannot list {what!r}")
+
+
+def _problems(exc: ValidationError, default: str) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or default}: {e['msg']}" for e in exc.errors())
+
+
+def parse_locator(models: Mapping[str, type[BaseModel]], target: TargetRef, allowed_kinds: tuple[str, ...]) -> Any:
+    """``target``'s locator as its kind's model, for an operation accepting ``allowed_kinds``; a permanent
+    ConnectorError naming the problem otherwise."""
+    if target.kind not in allowed_kinds:
+        raise ConnectorError(
+            f"target {target.key!r} is a {target.kind!r}; this operation needs a {' or '.join(allowed_kinds)}"
+        )
+    try:
+        return models[target.kind].model_validate(dict(target.locator))
+    except ValidationError as exc:
+        problems = _problems(exc, "locator")
+        raise ConnectorError(f"target {target.key!r} has an invalid {target.kind} locator: {problems}") from None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from connectors.base import ConnectorError, TargetRef
+from connectors import base
+from connectors.base import TargetRef
 
 # NAMEDATALEN - 1: Postgres silently truncates longer identifiers, which would make the connector act
 # on a different object than the catalog names.
@@ -114,13 +115,4 @@ LOCATOR_MODELS: dict[str, type[BaseModel]] = {
 
 def parse_locator(target: TargetRef, allowed_kinds: tuple[str, ...]) -> Any:
     """Validate ``target`` for an operation accepting ``allowed_kinds``; ConnectorError (permanent) if not."""
-    if target.kind not in allowed_kinds:
-        raise ConnectorError(
-            f"target {target.key!r} is a {target.kind!r}; this operation needs a {' or '.join(allowed_kinds)}"
-        )
-    model = LOCATOR_MODELS[target.kind]
-    try:
-        return model.model_validate(dict(target.locator))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'locator'}: {e['msg']}" for e in exc.errors())
-        raise ConnectorError(f"target {target.key!r} has an invalid {target.kind} locator: {problems}") from None
+    return base.parse_locator(LOCATOR_MODELS, target, allowed_kinds)

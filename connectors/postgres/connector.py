@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from connectors.base import Connector, ConnectorError, HealthResult
 from connectors.postgres.checks import (
@@ -65,6 +65,7 @@ class PostgresConnector(Connector):
     verbs = (RefreshMartVerb,)
     checks = (MatviewStatusCheck, BlockingQueriesCheck, FreshnessCheck, RowCountsByDayCheck)
     target_kinds = ("matview", "table", "database")
+    locator_models = LOCATOR_MODELS
 
     def __init__(self, config: BaseModel | Mapping[str, Any], secrets: Mapping[str, str]) -> None:
         if not isinstance(config, PostgresConfig):
@@ -82,16 +83,6 @@ class PostgresConnector(Connector):
         base = {"host": parts.get("host", "localhost"), "port": int(parts.get("port") or 5432)}
         base.update({"dbname": parts.get("dbname", "postgres"), "user": parts.get("user", "postgres")})
         return cls(PostgresConfig.model_validate({**base, **config}), secrets)
-
-    @classmethod
-    def validate_locator(cls, kind: str, locator: Mapping[str, Any]) -> None:
-        """Raise ValueError unless ``locator`` is a valid ``kind`` locator (``{"schema", "name"}``...)."""
-        super().validate_locator(kind, locator)
-        try:
-            LOCATOR_MODELS[kind].model_validate(dict(locator))
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"invalid {kind} locator: {problems}") from None
 
     def session(self, doing: str, *, read_only: bool = False) -> AbstractContextManager[Conn]:
         """A session with this connection's timeouts; errors inside become ConnectorErrors (see client)."""

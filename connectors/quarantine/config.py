@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from connectors.base import ConnectorError, TargetRef
+from connectors import base
+from connectors.base import TargetRef
 
 # a table is one path segment: letters, digits, underscore, dash (no dots, slashes or glob characters)
 TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")
@@ -93,12 +94,4 @@ LOCATOR_MODELS: dict[str, type[BaseModel]] = {"quarantine": SourceLocator, "quar
 
 def parse_locator(target: TargetRef, allowed_kinds: tuple[str, ...]) -> Any:
     """Validate ``target`` for an operation accepting ``allowed_kinds``; ConnectorError (permanent) if not."""
-    if target.kind not in allowed_kinds:
-        raise ConnectorError(
-            f"target {target.key!r} is a {target.kind!r}; this operation needs a {' or '.join(allowed_kinds)}"
-        )
-    try:
-        return LOCATOR_MODELS[target.kind].model_validate(dict(target.locator))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'locator'}: {e['msg']}" for e in exc.errors())
-        raise ConnectorError(f"target {target.key!r} has an invalid {target.kind} locator: {problems}") from None
+    return base.parse_locator(LOCATOR_MODELS, target, allowed_kinds)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from connectors.base import Connector, ConnectorError, HealthResult
 from connectors.quarantine.checks import (
@@ -33,6 +33,7 @@ class QuarantineConnector(Connector):
     config_model = QuarantineConfig
     secret_names = ("gcs_token",)
     target_kinds = ("quarantine", "quarantine_table")
+    locator_models = LOCATOR_MODELS
     verbs = (QuarantineReviewVerb, Release, Discard, Keep, Cleanup)
     checks = (QuarantineRateCheck, QuarantineReasonsCheck, QuarantineStorageCheck, QuarantineRecordsCheck)
 
@@ -49,16 +50,6 @@ class QuarantineConnector(Connector):
         if self._store is None:
             self._store = Store(self.cfg, self.secrets)
         return self._store
-
-    @classmethod
-    def validate_locator(cls, kind: str, locator: Mapping[str, Any]) -> None:
-        """Raise ValueError unless ``locator`` is a valid ``kind`` locator."""
-        super().validate_locator(kind, locator)
-        try:
-            LOCATOR_MODELS[kind].model_validate(dict(locator))
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"invalid {kind} locator: {problems}") from None
 
     def health(self) -> HealthResult:
         """List the quarantine directory, timed; a failure is reported (ok=False), not raised."""
