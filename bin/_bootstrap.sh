@@ -2,7 +2,7 @@
 # Needs only Python 3.11 and pip on the machine (Debian's own Python included: PEP 668 refuses installs into
 # it, so uv goes into a folder of the project's own with `pip install --target`, which that rule leaves alone).
 # The uv used is always that pinned one, whatever else is on PATH; its path is exported as CONTROLPLANE_UV for
-# the code that calls uv itself (sandbox/airflow/venv.py builds Airflow's venv with it).
+# the code that calls uv itself (sandbox/venvs.py builds the sandbox tools' venvs with it).
 set -euo pipefail
 export UV_COMPILE_BYTECODE=1          # this environment sets PYTHONDONTWRITEBYTECODE: imports are 2-3x slower without
 export UV_NATIVE_TLS=1                # the system's CA store, as pip and curl use (a proxy that inspects TLS has its CA there)

@@ -83,6 +83,9 @@ class Plan(_Model):
     touches: list[Touch] = Field(default_factory=list)
     counts: dict[str, int] = Field(default_factory=dict)
     estimated_bytes: int | None = None
+    #: what running the plan is expected to cost, in US dollars (bytes scanned at the system's on-demand price):
+    #: shown on the preview, kept in the audit row, and over ``APPROVAL_COST_USD`` it needs a second person
+    estimated_cost_usd: float | None = None
     locks: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     risk: Risk = Risk.LOW
@@ -121,6 +124,22 @@ class Findings(_Model):
     expectation: str = ""
     columns: list[str] = Field(default_factory=list)
     rows: list[list[Any]] = Field(default_factory=list)
+
+
+class WatchAlert(_Model):
+    """A problem a connector's periodic watch found (a failed task, a paused pipe), for the generic alert intake.
+
+    ``key`` identifies the problem for deduplication (the same key while an incident is open counts on it);
+    ``target`` is the key of the catalog target it concerns; ``alert_type`` routes it to runbooks (a runbook
+    lists the alert types it applies to); ``details`` are shown on the incident and read by runbook templates.
+    """
+
+    key: str
+    alert_type: str
+    severity: str
+    summary: str
+    target: str
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class HealthResult(_Model):
@@ -214,6 +233,13 @@ class Verb(ABC, Generic[C, P]):
     def verify(self, target: TargetRef, params: P, outcome: Outcome) -> Verification:
         """Prove the effect: read the external system back and compare with what ``execute`` reported."""
 
+    def recover(self, target: TargetRef, params: P, plan: Plan | None, action_id: str) -> str | None:
+        """Called by the reaper when the worker running this action was lost (its lease expired), before the
+        action is re-queued or marked ``needs_attention``: undo what ``execute`` changes only for its own
+        duration (a warehouse scaled up for the action is scaled back). Idempotent; returns a line for the
+        action's log, or None when there was nothing to undo. Most verbs have nothing to undo."""
+        return None
+
 
 class Check(ABC, Generic[C, P]):
     """A read-only diagnostic (freshness, blocking queries, row counts ...) returning ``Findings``."""
@@ -295,6 +321,12 @@ class Connector(ABC):
         """The last ``lines`` lines of the log an alert points at (``ref`` is system-specific, e.g. Airflow's
         ``dag_run_id``, ``task_id``, ``try_number``). Connectors whose systems keep logs override this."""
         raise ConnectorError(f"{self.kind} connector cannot read logs")
+
+    def alerts(self, targets: list[TargetRef]) -> list[WatchAlert]:
+        """The problems on ``targets`` (this connection's catalog targets) that should open incidents: a beat
+        task calls it periodically for connectors that override it and feeds each to the alert intake, which
+        deduplicates by ``WatchAlert.key``. Read-only. Connectors without a watch return nothing."""
+        return []
 
     def metadata(self, what: str, **filters: Any) -> list[dict[str, Any]]:
         """Choices for pickers (views, DAGs, tasks ...): rows with at least ``value`` and ``label``. A params

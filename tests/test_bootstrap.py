@@ -42,7 +42,7 @@ def test_bootstrap_installs_its_own_uv_where_none_is_reachable(tmp_path: Path) -
     script = (
         "source bin/_bootstrap.sh >/dev/null 2>&1 && "
         'echo "uv=$CONTROLPLANE_UV" && (type -P uv >/dev/null && echo on-path || echo not-on-path) && '
-        '"$UV_PROJECT_ENVIRONMENT/bin/python" -c "from sandbox.airflow.venv import _uv_command; print(*_uv_command())"'
+        '"$UV_PROJECT_ENVIRONMENT/bin/python" -c "from sandbox.venvs import uv_command; print(*uv_command())"'
     )
     result = subprocess.run(
         ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
