@@ -376,3 +376,34 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --------------------------------------------------------------------------------- the tests' own connector
+
+
+@pytest.fixture
+def cptest(db: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The ``cptest`` connector plugin (tests/plugins/cptest.py) registered as an entry point, and a catalog of
+    its own: environments ``lab`` (unprotected) and ``vault`` (protected), connections ``cptest-a`` (lab) and
+    ``cptest-b`` (vault), each with a state folder and ``job`` targets ``<env>.jobs.load`` and
+    ``<env>.jobs.publish``. ``plugin_path`` goes on a worker's ``PYTHONPATH``."""
+    from controlplane.audit.context import Channel, change_context
+    from controlplane.catalog import services as cs
+    from tests.plugins import cptest as plugin
+
+    with (
+        plugin.register(tmp_path / "plugin") as plugin_path,
+        change_context(channel=Channel.SYSTEM, actor_name="test-setup"),
+    ):
+        out: dict[str, Any] = {"plugin_path": str(plugin_path)}
+        for env_name, protected, conn_name in (("lab", False, "cptest-a"), ("vault", True, "cptest-b")):
+            env = cs.environment_create(name=env_name, protected=protected)
+            state = tmp_path / conn_name
+            state.mkdir()
+            conn = cs.connection_create(
+                name=conn_name, kind=plugin.KIND, environment=env, config={"state_dir": str(state)}
+            )
+            out[env_name], out[conn_name], out[f"state_{conn_name}"] = env, conn, state
+            for job in ("load", "publish"):
+                cs.target_create(key=f"{env_name}.jobs.{job}", kind="job", connection=conn, locator={"name": job})
+        yield out
