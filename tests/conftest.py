@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WEATHER_PASSWORD = "weather-s3cret-" + uuid.uuid4().hex[:12]
 WEATHER_SECRET_ENV = "CP_TEST_WEATHER_PASSWORD"
 os.environ[WEATHER_SECRET_ENV] = WEATHER_PASSWORD
+CPTEST_TOKEN = "cptest-t0ken-" + uuid.uuid4().hex[:12]
+os.environ["CP_TEST_CPTEST_TOKEN"] = CPTEST_TOKEN
 
 
 def _need(name: str) -> str:
@@ -385,8 +387,8 @@ def wait_for(
 def cptest(db: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """The ``cptest`` connector plugin (tests/plugins/cptest.py) registered as an entry point, and a catalog of
     its own: environments ``lab`` (unprotected) and ``vault`` (protected), connections ``cptest-a`` (lab) and
-    ``cptest-b`` (vault), each with a state folder and ``job`` targets ``<env>.jobs.load`` and
-    ``<env>.jobs.publish``. ``plugin_path`` goes on a worker's ``PYTHONPATH``."""
+    ``cptest-b`` (vault), each with a state folder, the secret ``token`` (``CPTEST_TOKEN``) and ``job``
+    targets ``<env>.jobs.load`` and ``<env>.jobs.publish``. ``plugin_path`` goes on a worker's ``PYTHONPATH``."""
     from controlplane.audit.context import Channel, change_context
     from controlplane.catalog import services as cs
     from tests.plugins import cptest as plugin
@@ -401,7 +403,11 @@ def cptest(db: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
             state = tmp_path / conn_name
             state.mkdir()
             conn = cs.connection_create(
-                name=conn_name, kind=plugin.KIND, environment=env, config={"state_dir": str(state)}
+                name=conn_name,
+                kind=plugin.KIND,
+                environment=env,
+                config={"state_dir": str(state)},
+                secret_refs={"token": "env:CP_TEST_CPTEST_TOKEN"},
             )
             out[env_name], out[conn_name], out[f"state_{conn_name}"] = env, conn, state
             for job in ("load", "publish"):

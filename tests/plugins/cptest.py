@@ -6,7 +6,8 @@ writes and reads, so the worker processes and the test share it. What it does:
 - verb ``rerun`` on a ``job`` target: its plan carries the ``estimated_bytes`` / ``estimated_cost_usd`` the params
   ask for (the approval threshold on cost is tested on them); ``execute`` writes ``started`` and, with
   ``hold_s``, keeps running that long (a worker is killed under it); ``recover`` appends its call to
-  ``recovered.jsonl`` and answers a log line, or raises ``recover_error`` when the params carry one;
+  ``recovered.jsonl`` and answers a log line, or raises ``recover_error`` (``{token}`` in it replaced by the
+  connection's secret ``token``, as a careless connector might) when the params carry one;
 - ``alerts``: the problems listed in ``alerts.json`` (a list of ``WatchAlert`` fields) whose target is one of the
   targets asked about; a file ``down`` makes it fail with the ConnectorError written in it.
 
@@ -87,7 +88,8 @@ class Rerun(Verb["CpTestConnector", RerunParams]):
 
     def recover(self, target: TargetRef, params: RerunParams, plan: Plan | None, action_id: str) -> str | None:
         if params.recover_error:
-            raise ConnectorError(params.recover_error, transient=True)
+            token = self.connector.secrets.get("token", "")
+            raise ConnectorError(params.recover_error.replace("{token}", token), transient=True)
         warehouse = (plan.details.get("warehouse") if plan else None) or {}
         self.connector.record(
             "recovered.jsonl",
@@ -106,6 +108,7 @@ class Rerun(Verb["CpTestConnector", RerunParams]):
 class CpTestConnector(Connector):
     kind = KIND
     config_model = CpTestConfig
+    secret_names = ("token",)
     verbs = (Rerun,)
     target_kinds = ("job",)
     locator_models: ClassVar[Mapping[str, type[BaseModel]]] = {"job": JobLocator}
