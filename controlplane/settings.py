@@ -194,6 +194,8 @@ CONTROLPLANE: dict[str, Any] = {
     # An action awaiting approval longer than this can no longer be approved: it ends expired.
     "APPROVAL_TTL_HOURS": env_int("ACTION_APPROVAL_TTL_HOURS", 24, minimum=1),
     "API_TOKEN_DEFAULT_DAYS": env_int("API_TOKEN_DEFAULT_DAYS", 90, minimum=1),
+    # How often the connectors' watch asks each watched connection for problems (incidents.connections_watch).
+    "WATCH_INTERVAL_S": env_int("WATCH_INTERVAL_S", 300, minimum=10),
 }
 
 # Slack as a channel (controlplane/slack/, docs/slack.md). Off until a bot token reference is set: nothing is
@@ -229,6 +231,11 @@ CELERY_BEAT_SCHEDULE = {
     "check-connections": {
         "task": "controlplane.catalog.tasks.check_connections_health",
         "schedule": float(env_int("HEALTH_CHECK_INTERVAL_SECONDS", 300, minimum=10)),
+    },
+    # Connectors that watch their systems (Connector.alerts: a failed task, a paused pipe) open incidents.
+    "watch-connections": {
+        "task": "controlplane.incidents.tasks.watch_connections",
+        "schedule": float(CONTROLPLANE["WATCH_INTERVAL_S"]),
     },
     # Slack queues whose delivery task was lost (broker outage, killed worker) start again (slack/outbound.py).
     "kick-slack-queues": {

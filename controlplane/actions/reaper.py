@@ -32,7 +32,7 @@ from controlplane.actions.lifecycle import (
 from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
 from controlplane.audit import context
 from controlplane.audit.context import Channel
-from controlplane.audit.services import CENSORED, audit_record
+from controlplane.audit.services import audit_record, redact
 from controlplane.catalog.services import connector_for, target_ref
 
 log = logging.getLogger(__name__)
@@ -125,25 +125,19 @@ def _recover(action: ActionRun) -> None:
         if verb_cls is None or verb_cls.recover is Verb.recover:
             return
         connector = connector_for(action.target.connection)
-        secrets = [value for value in connector.secrets.values() if value]
+        secrets = list(connector.secrets.values())
         verb = verb_cls(connector)
         params = verb.params_model.model_validate(action.params)
         plan = Plan.model_validate(action.plan) if action.plan else None
         line = verb.recover(target_ref(action.target), params, plan, str(action.id))
     except Exception as exc:  # a ConnectorError, or any failure of the plugin's code: recorded, never raised
-        error = _censored(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}", secrets)
+        error = redact(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}", secrets)[:2000]
         log.warning("reaper: recover failed for action %s (%s): %s", action.id, action.verb, error)
         _recorded(action, f"recover failed: {error}", "error", {"ok": False, "error": error})
         return
     if line:
-        line = _censored(line, secrets)
+        line = redact(line, secrets)[:2000]
         _recorded(action, f"recovered: {line}", "warning", {"ok": True, "summary": line})
-
-
-def _censored(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, CENSORED)
-    return text[:2000]
 
 
 def _recorded(action: ActionRun, message: str, level: str, after: dict[str, Any]) -> None:
