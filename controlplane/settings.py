@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from controlplane.env import database_from_url, env_bool, env_int, env_list, env_rate, env_str
+from controlplane.env import database_from_url, env_bool, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -188,9 +188,14 @@ CONTROLPLANE: dict[str, Any] = {
     "EXECUTE_TIMEOUT_SECONDS": env_int("ACTION_EXECUTE_TIMEOUT_SECONDS", 900, minimum=1),
     # Plans at or above this risk need a second person even outside protected environments.
     "APPROVAL_RISK": env_str("APPROVAL_RISK", "high"),
+    # Plans whose estimated cost (Plan.estimated_cost_usd) is at or over this many US dollars need a second
+    # person in every environment (controlplane/actions/policy.py).
+    "APPROVAL_COST_USD": env_float("APPROVAL_COST_USD", 50.0, minimum=0),
     # An action awaiting approval longer than this can no longer be approved: it ends expired.
     "APPROVAL_TTL_HOURS": env_int("ACTION_APPROVAL_TTL_HOURS", 24, minimum=1),
     "API_TOKEN_DEFAULT_DAYS": env_int("API_TOKEN_DEFAULT_DAYS", 90, minimum=1),
+    # How often the connectors' watch asks each watched connection for problems (incidents.connections_watch).
+    "WATCH_INTERVAL_S": env_int("WATCH_INTERVAL_S", 300, minimum=10),
 }
 
 # Slack as a channel (controlplane/slack/, docs/slack.md). Off until a bot token reference is set: nothing is
@@ -226,6 +231,11 @@ CELERY_BEAT_SCHEDULE = {
     "check-connections": {
         "task": "controlplane.catalog.tasks.check_connections_health",
         "schedule": float(env_int("HEALTH_CHECK_INTERVAL_SECONDS", 300, minimum=10)),
+    },
+    # Connectors that watch their systems (Connector.alerts: a failed task, a paused pipe) open incidents.
+    "watch-connections": {
+        "task": "controlplane.incidents.tasks.watch_connections",
+        "schedule": float(CONTROLPLANE["WATCH_INTERVAL_S"]),
     },
     # Slack queues whose delivery task was lost (broker outage, killed worker) start again (slack/outbound.py).
     "kick-slack-queues": {

@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WEATHER_PASSWORD = "weather-s3cret-" + uuid.uuid4().hex[:12]
 WEATHER_SECRET_ENV = "CP_TEST_WEATHER_PASSWORD"
 os.environ[WEATHER_SECRET_ENV] = WEATHER_PASSWORD
+CPTEST_TOKEN = "cptest-t0ken-" + uuid.uuid4().hex[:12]
+os.environ["CP_TEST_CPTEST_TOKEN"] = CPTEST_TOKEN
 
 
 def _need(name: str) -> str:
@@ -376,3 +378,38 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --------------------------------------------------------------------------------- the tests' own connector
+
+
+@pytest.fixture
+def cptest(db: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The ``cptest`` connector plugin (tests/plugins/cptest.py) registered as an entry point, and a catalog of
+    its own: environments ``lab`` (unprotected) and ``vault`` (protected), connections ``cptest-a`` (lab) and
+    ``cptest-b`` (vault), each with a state folder, the secret ``token`` (``CPTEST_TOKEN``) and ``job``
+    targets ``<env>.jobs.load`` and ``<env>.jobs.publish``. ``plugin_path`` goes on a worker's ``PYTHONPATH``."""
+    from controlplane.audit.context import Channel, change_context
+    from controlplane.catalog import services as cs
+    from tests.plugins import cptest as plugin
+
+    with (
+        plugin.register(tmp_path / "plugin") as plugin_path,
+        change_context(channel=Channel.SYSTEM, actor_name="test-setup"),
+    ):
+        out: dict[str, Any] = {"plugin_path": str(plugin_path)}
+        for env_name, protected, conn_name in (("lab", False, "cptest-a"), ("vault", True, "cptest-b")):
+            env = cs.environment_create(name=env_name, protected=protected)
+            state = tmp_path / conn_name
+            state.mkdir()
+            conn = cs.connection_create(
+                name=conn_name,
+                kind=plugin.KIND,
+                environment=env,
+                config={"state_dir": str(state)},
+                secret_refs={"token": "env:CP_TEST_CPTEST_TOKEN"},
+            )
+            out[env_name], out[conn_name], out[f"state_{conn_name}"] = env, conn, state
+            for job in ("load", "publish"):
+                cs.target_create(key=f"{env_name}.jobs.{job}", kind="job", connection=conn, locator={"name": job})
+        yield out

@@ -29,6 +29,9 @@ def _start(**env: str) -> subprocess.CompletedProcess[str]:
         ("API_THROTTLE_USER", "lots", "is not a rate like 6000/minute"),
         ("API_THROTTLE_ANON", "10/fortnight", "is not a rate like 6000/minute"),
         ("ACTION_LEASE_SECONDS", "soon", "is not an integer"),
+        ("APPROVAL_COST_USD", "fifty", "is not a number"),
+        ("APPROVAL_COST_USD", "inf", "is not a finite number"),
+        ("WATCH_INTERVAL_S", "5m", "is not an integer"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(name: str, value: str, says: str) -> None:

@@ -1,4 +1,4 @@
-"""The action path's rules: protected environments, risk thresholds, the two-person rule, and who may
+"""The action path's rules: protected environments, risk and cost thresholds, the two-person rule, and who may
 cancel or resolve an action.
 
 Built on the roles and token scopes of ``controlplane/access.py`` (which every app shares); what is
@@ -29,16 +29,24 @@ class ApprovalDecision:
 
 
 def approval_needed(*, environment: Environment, plan: Plan) -> ApprovalDecision:
-    """Protected environments and plans at or above the configured risk need a second person; a plan that only
-    reads (``Plan.read_only``: it changes nothing anywhere) needs none."""
-    if plan.read_only:
-        return ApprovalDecision(False, "")
-    if environment.protected:
-        return ApprovalDecision(True, f"{environment.name} is a protected environment")
-    threshold = Risk(settings.CONTROLPLANE["APPROVAL_RISK"])
-    if _RISK_RANK[plan.risk] >= _RISK_RANK[threshold]:
-        return ApprovalDecision(True, f"the plan's risk is {plan.risk.value}")
-    return ApprovalDecision(False, "")
+    """Who else must agree before a plan runs. A second person is needed in a protected environment, for a
+    plan at or above the configured risk (``APPROVAL_RISK``), and, in every environment, for a plan whose
+    estimated cost is at or over ``APPROVAL_COST_USD``. A plan that only reads (``Plan.read_only``: it changes
+    nothing anywhere) is spared the first two but not the cost: scanning data is paid for all the same.
+    The reason names every rule that applies."""
+    reasons: list[str] = []
+    if not plan.read_only:
+        if environment.protected:
+            reasons.append(f"{environment.name} is a protected environment")
+        threshold = Risk(settings.CONTROLPLANE["APPROVAL_RISK"])
+        if _RISK_RANK[plan.risk] >= _RISK_RANK[threshold]:
+            reasons.append(f"the plan's risk is {plan.risk.value}")
+    limit = float(settings.CONTROLPLANE["APPROVAL_COST_USD"])
+    if plan.estimated_cost_usd is not None and plan.estimated_cost_usd >= limit:
+        reasons.append(
+            f"the estimated cost ${plan.estimated_cost_usd:,.2f} is at or over the ${limit:,.2f} approval threshold"
+        )
+    return ApprovalDecision(bool(reasons), "; ".join(reasons))
 
 
 def check_can_decide(user: Any, action: ActionRun) -> None:

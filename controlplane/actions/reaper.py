@@ -3,17 +3,25 @@ lost workers and lost messages, and ends approval requests nobody answered in ti
 
 One pass is one transaction; rows another pass (or a running transition) holds are skipped, not waited for,
 and at most 500 of each kind are handled per pass.
+
+Before a lapsed action is re-queued or marked ``needs_attention``, its verb's ``recover`` undoes what the lost
+attempt changed only for its own duration (a warehouse scaled up for the action is scaled back): the dead
+worker's ``finally`` never ran. Its line goes to the action's log and the audit trail (``action.recovered``);
+an error is recorded the same way (message only, the connection's secrets censored) and the pass goes on.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from connectors.base import Plan, Verb
+from connectors.registry import get_connector_class
 from controlplane.actions.lifecycle import (
     action_expire,
     announce_finished_on_commit,
@@ -24,7 +32,8 @@ from controlplane.actions.lifecycle import (
 from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
 from controlplane.audit import context
 from controlplane.audit.context import Channel
-from controlplane.audit.services import audit_record
+from controlplane.audit.services import audit_record, redact
+from controlplane.catalog.services import connector_for, target_ref
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +67,13 @@ def _leases_lapsed(now: datetime) -> tuple[list[str], list[str]]:
     """Running actions whose worker stopped renewing the lease: re-queued, or ``needs_attention``."""
     requeued: list[str] = []
     attention: list[str] = []
-    lapsed = ActionRun.objects.select_for_update(skip_locked=True).filter(
-        state=ActionState.RUNNING, lease_expires_at__lt=now
+    lapsed = (
+        ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("target__connection")
+        .filter(state=ActionState.RUNNING, lease_expires_at__lt=now)
     )
     for action in lapsed[:BATCH]:
+        _recover(action)
         lost = f"worker {action.worker or '?'} stopped renewing its lease during attempt {action.attempts}"
         if action.idempotent and action.attempts < action.max_attempts:
             action.state, action.queued_at, action.dispatched_at = ActionState.QUEUED, now, now
@@ -101,6 +113,36 @@ def _leases_lapsed(now: datetime) -> tuple[list[str], list[str]]:
         announce_finished_on_commit(action)
         attention.append(str(action.id))
     return requeued, attention
+
+
+def _recover(action: ActionRun) -> None:
+    """Call the verb's ``recover`` for a lapsed action and record its line (or its error) in the action's log
+    and the audit trail. Verbs that do not override ``recover`` have nothing to undo: their connector is not
+    even built. Never raises: one action's recovery must not stop the reaper's pass."""
+    secrets: list[str] = []
+    try:
+        verb_cls = get_connector_class(action.target.connection.kind).verb_class(action.verb)
+        if verb_cls is None or verb_cls.recover is Verb.recover:
+            return
+        connector = connector_for(action.target.connection)
+        secrets = list(connector.secrets.values())
+        verb = verb_cls(connector)
+        params = verb.params_model.model_validate(action.params)
+        plan = Plan.model_validate(action.plan) if action.plan else None
+        line = verb.recover(target_ref(action.target), params, plan, str(action.id))
+    except Exception as exc:  # a ConnectorError, or any failure of the plugin's code: recorded, never raised
+        error = redact(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}", secrets)[:2000]
+        log.warning("reaper: recover failed for action %s (%s): %s", action.id, action.verb, error)
+        _recorded(action, f"recover failed: {error}", "error", {"ok": False, "error": error})
+        return
+    if line:
+        line = redact(line, secrets)[:2000]
+        _recorded(action, f"recovered: {line}", "warning", {"ok": True, "summary": line})
+
+
+def _recorded(action: ActionRun, message: str, level: str, after: dict[str, Any]) -> None:
+    ActionLogLine.objects.create(action_id=action.id, attempt=action.attempts, level=level, message=message)
+    audit_record(event="action.recovered", obj=action, after={"attempt": action.attempts, **after})
 
 
 def _dispatch_lost(now: datetime, grace: timedelta) -> list[str]:

@@ -38,7 +38,7 @@ from controlplane.actions.lifecycle import (
 from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
 from controlplane.audit import context
 from controlplane.audit.context import Channel
-from controlplane.audit.services import CENSORED, audit_record
+from controlplane.audit.services import audit_record, redact
 from controlplane.catalog.services import connector_for, target_ref
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,7 @@ class _Journal:
 
     def line(self, message: str, level: str = "info") -> ActionLogLine:
         """A censored line stamped now (not yet in the buffer: ``write`` adds one, the finish passes its own)."""
-        for secret in self.secrets:
-            message = message.replace(secret, CENSORED)
+        message = redact(message, self.secrets)
         return ActionLogLine(
             action_id=self.action_id, attempt=self.attempt, level=level, message=message[:4000], at=timezone.now()
         )

@@ -244,6 +244,9 @@ def action_request(
                     "summary": plan.summary,
                     "risk": plan.risk.value,
                     "counts": plan.counts,
+                    # cost is a plan figure the approver decided on: the trail keeps it with the decision
+                    "estimated_bytes": plan.estimated_bytes,
+                    "estimated_cost_usd": plan.estimated_cost_usd,
                     "approval_required": approval.required,
                     "approval_reason": approval.reason,
                     "state": action.state,

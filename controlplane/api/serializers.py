@@ -9,6 +9,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from connectors.base import Plan, Risk
 from connectors.registry import get_connector_class
 from controlplane.actions.models import ActionLogLine, ActionRun, Approval
 from controlplane.actions.selectors import action_approvals, action_log_tail
@@ -74,6 +75,46 @@ class LogLineSerializer(serializers.ModelSerializer[ActionLogLine]):
         fields = ["id", "at", "attempt", "level", "message"]
 
 
+class TouchSerializer(serializers.Serializer[Any]):
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    detail = serializers.DictField()
+
+
+class PlanSerializer(serializers.Serializer[Any]):
+    """A verb's plan (``connectors.base.Plan``) as the API shows it: what will be touched, how much, what it
+    locks, how risky it is and what it is expected to cost. Describes the schema; the plan itself is the
+    connector's ``model_dump``."""
+
+    summary = serializers.CharField()
+    touches = TouchSerializer(many=True)
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="task instances, partitions, rows ...")
+    estimated_bytes = serializers.IntegerField(allow_null=True, help_text="bytes the action is expected to read")
+    estimated_cost_usd = serializers.FloatField(
+        allow_null=True,
+        help_text="what running it is expected to cost in US dollars; at or over APPROVAL_COST_USD it needs approval",
+    )
+    locks = serializers.ListField(child=serializers.CharField())
+    warnings = serializers.ListField(child=serializers.CharField())
+    risk = serializers.ChoiceField(choices=[r.value for r in Risk])
+    requires_consent = serializers.BooleanField()
+    consent_reason = serializers.CharField(allow_blank=True)
+    details = serializers.DictField()
+    # A declared field named like Field.read_only: DRF takes declared fields off the class, so it is a field here.
+    read_only = serializers.BooleanField()  # type: ignore[assignment]
+    settling = serializers.BooleanField()
+
+
+# Every field a plan has besides its summary, at its default: an action stored before a field existed (the cost
+# figures came later) shows it at its default, so every plan the API returns has the shape PlanSerializer states.
+_PLAN_DEFAULTS = Plan(summary="").model_dump(mode="json", exclude={"summary"})
+
+
+def plan_representation(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored plan (``ActionRun.plan``) with the fields it lacks at their defaults."""
+    return {**_PLAN_DEFAULTS, **stored} if stored else stored
+
+
 class ActionSummarySerializer(serializers.ModelSerializer[ActionRun]):
     target = serializers.CharField(source="target.key")
     environment = serializers.CharField(source="environment.name")
@@ -106,6 +147,7 @@ class ActionDetailSerializer(ActionSummarySerializer):
     """An action with its decisions and the last ``LOG_TAIL`` lines of its log, oldest first. With
     ``context={"fresh": True}`` (an action this very request created) both are empty, without a query."""
 
+    plan = serializers.SerializerMethodField()
     approvals = serializers.SerializerMethodField()
     log = serializers.SerializerMethodField()
 
@@ -129,6 +171,10 @@ class ActionDetailSerializer(ActionSummarySerializer):
             "request_id",
             "log",
         ]
+
+    @extend_schema_field(PlanSerializer)
+    def get_plan(self, action: ActionRun) -> dict[str, Any]:
+        return plan_representation(action.plan)
 
     @extend_schema_field(ApprovalSerializer(many=True))
     def get_approvals(self, action: ActionRun) -> list[dict[str, Any]]:
@@ -314,7 +360,7 @@ class ActionPreviewResultSerializer(serializers.Serializer[Any]):
     target = serializers.CharField()
     verb = serializers.CharField()
     params = serializers.DictField(help_text="the params as the verb's schema reads them, defaults filled in")
-    plan = serializers.DictField(help_text="what the action would touch, count, lock and risk")
+    plan = PlanSerializer(help_text="what the action would touch, count, lock, risk and cost")
 
 
 class IncidentCommentResultSerializer(serializers.Serializer[Any]):

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,15 @@ _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|private[_-]?k
 def canonical_json(value: Any) -> str:
     """The one serialization that is hashed: sorted keys, no whitespace, UTF-8 kept."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret value (a connection's resolved secrets) masked: for
+    messages from the outside world (a connector's log line or error) before they are stored or logged."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, CENSORED)
+    return text
 
 
 def censor(value: Any) -> Any:

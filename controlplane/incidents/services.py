@@ -17,11 +17,12 @@ from django.db.models import F
 from django.utils import timezone
 from pydantic import ValidationError
 
-from connectors.base import ConnectorError
+from connectors.base import Connector, ConnectorError
+from connectors.registry import get_connector_class
 from controlplane.access import require_role
 from controlplane.audit import context
-from controlplane.audit.services import audit_record
-from controlplane.catalog.models import Pipeline, Target
+from controlplane.audit.services import audit_record, redact
+from controlplane.catalog.models import Connection, Pipeline, Target
 from controlplane.catalog.selectors import target_get
 from controlplane.catalog.services import connector_for, pydantic_message, target_ref
 from controlplane.errors import Conflict, InvalidInput, NotFound
@@ -563,6 +564,92 @@ def incident_attach_log(*, incident_id: int, alert: dict[str, Any]) -> IncidentE
             f"log of {alert['task_id']} try {ref['try_number']}",
             {"log": text, **ref},
         )
+
+
+# ------------------------------------------------------------------------------------- connectors' watch
+
+# The actor the watch's incidents and audit events are written by (channel ``schedule``).
+WATCH_ACTOR = "watch"
+
+
+@dataclass(frozen=True)
+class WatchReport:
+    """One connection's part of a watch pass: the alerts its connector reported, how many opened a new
+    incident (the others counted on an open one, or were refused and logged), and the error that stopped it
+    (empty when it answered)."""
+
+    connection: str
+    alerts: int = 0
+    opened: int = 0
+    error: str = ""
+
+
+def _watches(connection: Connection) -> bool:
+    """The connection's connector overrides ``Connector.alerts`` (a connection of a kind with no installed
+    connector is not watched: the health check reports it)."""
+    try:
+        connector_cls = get_connector_class(connection.kind)
+    except ConnectorError:
+        return False
+    return connector_cls.alerts is not Connector.alerts
+
+
+def connections_watch() -> list[WatchReport]:
+    """One pass of the connectors' watch (Celery beat, every ``WATCH_INTERVAL_S``).
+
+    For each connection whose connector overrides ``Connector.alerts``, ask it about the connection's catalog
+    targets and feed each ``WatchAlert`` to ``alert_ingest`` (source = the connector kind, dedup key = the
+    alert's key): a problem opens one incident, suggesting the runbooks that list its alert type, and found
+    again while that incident is open it counts on it. A connection that fails (a ConnectorError, or a bug
+    in the plugin) is recorded on its health and in the log, and the pass goes on with the others."""
+    reports: list[WatchReport] = []
+    with context.change_context(channel=context.Channel.SCHEDULE, actor_name=WATCH_ACTOR):
+        for connection in Connection.objects.select_related("environment").order_by("name"):
+            if _watches(connection):
+                reports.append(_connection_watch(connection))
+    return reports
+
+
+def _connection_watch(connection: Connection) -> WatchReport:
+    targets = list(Target.objects.filter(connection=connection).order_by("key"))
+    if not targets:
+        return WatchReport(connection.name)
+    secrets: list[str] = []
+    try:
+        connector = connector_for(connection)
+        secrets = list(connector.secrets.values())
+        found = connector.alerts([target_ref(target) for target in targets])
+    except Exception as exc:  # a ConnectorError, or any failure of the plugin's code: recorded, never raised
+        error = redact(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}", secrets)
+        log.warning("watch: %s (%s) failed: %s", connection.name, connection.kind, error)
+        Connection.objects.filter(pk=connection.pk).update(
+            health_ok=False, health_summary=f"watch failed: {error}"[:500], health_checked_at=timezone.now()
+        )
+        return WatchReport(connection.name, error=error)
+    keys = {target.key for target in targets}
+    opened = 0
+    for alert in found:
+        if alert.target not in keys:
+            log.warning(
+                "watch: %s reported %r on %r, not one of its targets; ignored", connection.name, alert.key, alert.target
+            )
+            continue
+        try:
+            result = alert_ingest(
+                source=connection.kind,
+                severity=alert.severity,
+                summary=redact(alert.summary, secrets),
+                target=alert.target,
+                alert_type=alert.alert_type,
+                details=alert.details,
+                dedup_key=alert.key,
+            )
+        except Exception as exc:  # one alert the intake refuses (a bad severity) does not hide the others
+            error = redact(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}", secrets)
+            log.warning("watch: alert %r of %s refused: %s", alert.key, connection.name, error)
+            continue
+        opened += int(result.created)
+    return WatchReport(connection.name, alerts=len(found), opened=opened)
 
 
 # ------------------------------------------------------------------------------------ people's changes

@@ -95,6 +95,19 @@ def nice_bytes(value: Any) -> str:
 
 
 @register.filter
+def usd(value: Any) -> str:
+    """12.5 -> ``$12.50``, 1250 -> ``$1,250.00``; under a cent but not zero -> ``< $0.01``; non-numbers pass
+    through."""
+    try:
+        amount = float(value)
+    except (TypeError, ValueError):
+        return cell(value)
+    if 0 < amount < 0.01:
+        return "< $0.01"
+    return f"${amount:,.2f}"
+
+
+@register.filter
 def label(name: str) -> str:
     """``estimated_bytes`` -> ``estimated bytes``."""
     return str(name).replace("_", " ")
