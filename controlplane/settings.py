@@ -195,7 +195,7 @@ CONTROLPLANE: dict[str, Any] = {
     "APPROVAL_TTL_HOURS": env_int("ACTION_APPROVAL_TTL_HOURS", 24, minimum=1),
     "API_TOKEN_DEFAULT_DAYS": env_int("API_TOKEN_DEFAULT_DAYS", 90, minimum=1),
     # How often the connectors' watch asks each watched connection for problems (incidents.connections_watch).
-    "WATCH_INTERVAL_S": env_int("WATCH_INTERVAL_S", 300, minimum=10),
+    "WATCH_INTERVAL_SECONDS": env_int("WATCH_INTERVAL_SECONDS", 300, minimum=10),
 }
 
 # Slack as a channel (controlplane/slack/, docs/slack.md). Off until a bot token reference is set: nothing is
@@ -235,7 +235,7 @@ CELERY_BEAT_SCHEDULE = {
     # Connectors that watch their systems (Connector.alerts: a failed task, a paused pipe) open incidents.
     "watch-connections": {
         "task": "controlplane.incidents.tasks.watch_connections",
-        "schedule": float(CONTROLPLANE["WATCH_INTERVAL_S"]),
+        "schedule": float(CONTROLPLANE["WATCH_INTERVAL_SECONDS"]),
     },
     # Slack queues whose delivery task was lost (broker outage, killed worker) start again (slack/outbound.py).
     "kick-slack-queues": {

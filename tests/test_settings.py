@@ -31,7 +31,7 @@ def _start(**env: str) -> subprocess.CompletedProcess[str]:
         ("ACTION_LEASE_SECONDS", "soon", "is not an integer"),
         ("APPROVAL_COST_USD", "fifty", "is not a number"),
         ("APPROVAL_COST_USD", "inf", "is not a finite number"),
-        ("WATCH_INTERVAL_S", "5m", "is not an integer"),
+        ("WATCH_INTERVAL_SECONDS", "5m", "is not an integer"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(name: str, value: str, says: str) -> None:

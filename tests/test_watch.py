@@ -1,4 +1,4 @@
-"""The connectors' watch (beat, every WATCH_INTERVAL_S): each connection whose connector overrides
+"""The connectors' watch (beat, every WATCH_INTERVAL_SECONDS): each connection whose connector overrides
 ``Connector.alerts`` is asked about its catalog targets, and each problem goes through the generic alert intake:
 one incident per problem while it is open (a repeat counts on it), suggesting the runbooks for its alert type; a
 connection that fails is recorded on its health and does not stop the others. The ``cptest`` plugin reports

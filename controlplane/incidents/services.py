@@ -595,7 +595,7 @@ def _watches(connection: Connection) -> bool:
 
 
 def connections_watch() -> list[WatchReport]:
-    """One pass of the connectors' watch (Celery beat, every ``WATCH_INTERVAL_S``).
+    """One pass of the connectors' watch (Celery beat, every ``WATCH_INTERVAL_SECONDS``).
 
     For each connection whose connector overrides ``Connector.alerts``, ask it about the connection's catalog
     targets and feed each ``WatchAlert`` to ``alert_ingest`` (source = the connector kind, dedup key = the

@@ -17,6 +17,6 @@ def attach_alert_log(incident_id: int, alert: dict[str, Any]) -> None:
 
 # A pass that cannot finish within its interval is stopped (each connector's calls have their own timeouts):
 # the next pass starts from the beginning, and passes never pile up behind a hung system.
-@shared_task(ignore_result=True, time_limit=max(settings.CONTROLPLANE["WATCH_INTERVAL_S"], 60))
+@shared_task(ignore_result=True, time_limit=max(settings.CONTROLPLANE["WATCH_INTERVAL_SECONDS"], 60))
 def watch_connections() -> None:
     services.connections_watch()
