@@ -15,7 +15,10 @@ between its table and a snapshot of it (``_EMULATOR.STREAMS``) taken at the stre
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import hashlib
+import io
 import itertools
 import json
 import re
@@ -37,6 +40,7 @@ from sandbox.snowflake.sqltext import (
     options,
     split_name,
     split_top,
+    string_list,
     strip_statement,
     unquote,
 )
@@ -46,12 +50,26 @@ DEFAULT_SUSPEND_AFTER_FAILURES = 3
 RETRY_WINDOW = dt.timedelta(days=14)
 LOAD_METADATA_TTL = dt.timedelta(days=64)
 WAREHOUSE_SIZES = {
-    "XSMALL": "X-Small", "X-SMALL": "X-Small", "SMALL": "Small", "MEDIUM": "Medium", "LARGE": "Large",
-    "XLARGE": "X-Large", "X-LARGE": "X-Large", "XXLARGE": "2X-Large", "X2LARGE": "2X-Large", "2X-LARGE": "2X-Large",
-    "XXXLARGE": "3X-Large", "X3LARGE": "3X-Large", "3X-LARGE": "3X-Large", "X4LARGE": "4X-Large",
-    "4X-LARGE": "4X-Large", "X5LARGE": "5X-Large", "5X-LARGE": "5X-Large", "X6LARGE": "6X-Large",
+    "XSMALL": "X-Small",
+    "X-SMALL": "X-Small",
+    "SMALL": "Small",
+    "MEDIUM": "Medium",
+    "LARGE": "Large",
+    "XLARGE": "X-Large",
+    "X-LARGE": "X-Large",
+    "XXLARGE": "2X-Large",
+    "X2LARGE": "2X-Large",
+    "2X-LARGE": "2X-Large",
+    "XXXLARGE": "3X-Large",
+    "X3LARGE": "3X-Large",
+    "3X-LARGE": "3X-Large",
+    "X4LARGE": "4X-Large",
+    "4X-LARGE": "4X-Large",
+    "X5LARGE": "5X-Large",
+    "5X-LARGE": "5X-Large",
+    "X6LARGE": "6X-Large",
     "6X-LARGE": "6X-Large",
-}  # fmt: skip
+}
 
 HISTORY_TABLES = {
     "QUERY_HISTORY": "QUERY_ID VARCHAR, QUERY_TEXT VARCHAR, DATABASE_NAME VARCHAR, SCHEMA_NAME VARCHAR, "
@@ -88,6 +106,15 @@ WAREHOUSE_COLUMNS = columns(
     "queued:fixed is_default is_current auto_suspend:fixed auto_resume created_on:ts resumed_on:ts updated_on:ts "
     "owner comment"
 )
+COPY_COLUMNS = columns(
+    "file status rows_parsed:fixed rows_loaded:fixed error_limit:fixed errors_seen:fixed first_error "
+    "first_error_line:fixed first_error_character:fixed first_error_column_name"
+)
+PIPE_COLUMNS = columns(
+    "created_on:ts name database_name schema_name definition owner notification_channel comment integration pattern "
+    "error_integration owner_role_type invalid_reason kind"
+)
+COPY_INTO = rf"COPY\s+INTO\s+({NAME})(?:\s*\(([^)]*)\))?\s+FROM\s+(@[^\s;]+)(.*)"
 TASK_COLUMNS = columns(
     "created_on:ts name id database_name schema_name owner comment warehouse schedule predecessors state definition "
     "condition allow_overlapping_execution error_integration last_committed_on:ts last_suspended_on:ts "
@@ -116,7 +143,7 @@ class Session:
     database: str | None = None
     schema: str | None = None
     in_transaction: bool = False
-    streams_read: set[str] = field(default_factory=set)  # streams to advance at COMMIT
+    on_commit: list[Any] = field(default_factory=list)  # what the layer does at COMMIT (ROLLBACK drops it)
 
 
 class Emulator:
@@ -142,9 +169,17 @@ class Emulator:
 
     def _load(self) -> dict[str, Any]:
         empty: dict[str, Any] = {
-            "databases": [], "tasks": {}, "graph_runs": {}, "warehouses": {}, "stages": {}, "file_formats": {},
-            "pipes": {}, "streams": {}, "procedures": {}, "load_metadata": {},
-        }  # fmt: skip
+            "databases": [],
+            "tasks": {},
+            "graph_runs": {},
+            "warehouses": {},
+            "stages": {},
+            "file_formats": {},
+            "pipes": {},
+            "streams": {},
+            "procedures": {},
+            "load_metadata": {},
+        }
         try:
             return {**empty, **json.loads(self.state_file.read_text())}
         except (OSError, ValueError):
@@ -210,8 +245,9 @@ class Emulator:
 
     def internal_session(self, database: str | None = None, schema: str | None = None) -> Session:
         """A fakesnow session for the layer's own runs (task bodies)."""
-        return Session(token=self.fs.login(database, schema), id=self.new_id(), user="SYSTEM",
-                       database=database, schema=schema)  # fmt: skip
+        return Session(
+            token=self.fs.login(database, schema), id=self.new_id(), user="SYSTEM", database=database, schema=schema
+        )
 
     def resolve(self, session: Session, text: str) -> tuple[str, str, str]:
         """An object name completed with the session's database and schema."""
@@ -220,12 +256,14 @@ class Emulator:
             return parts[0], parts[1], parts[2]
         if len(parts) == 2:
             if session.database is None:
-                raise SqlError(f"Cannot perform operation. This session does not have a current database: {text}",
-                               90105, "22000")  # fmt: skip
+                raise SqlError(
+                    f"Cannot perform operation. This session does not have a current database: {text}", 90105, "22000"
+                )
             return session.database, parts[0], parts[1]
         if session.database is None or session.schema is None:
-            raise SqlError(f"Cannot perform operation. This session does not have a current schema: {text}",
-                           90106, "22000")  # fmt: skip
+            raise SqlError(
+                f"Cannot perform operation. This session does not have a current schema: {text}", 90106, "22000"
+            )
         return session.database, session.schema, parts[0]
 
     # ---------------------------------------------------------------------------------------- dispatch
@@ -299,15 +337,15 @@ class Emulator:
     def commit(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
         data = self.fs.query(session.token, match.group(0))
         session.in_transaction = False
-        streams, session.streams_read = session.streams_read, set()
-        for stream in sorted(streams):
-            self.advance_stream(stream)
+        actions, session.on_commit = session.on_commit, []
+        for action in actions:
+            action()
         return data
 
     def rollback(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
         data = self.fs.query(session.token, match.group(0))
         session.in_transaction = False
-        session.streams_read = set()
+        session.on_commit = []
         return data
 
     # -------------------------------------------------------------------------------- session settings
@@ -410,10 +448,28 @@ class Emulator:
             if like and not _like(name, unquote(like)):
                 continue
             started = w["state"] == "STARTED"
-            rows.append([name, w["state"], "STANDARD", w["size"], 1, 1, 1 if started else 0, 0, 0, "N",
-                         "Y" if session.warehouse == name else "N", w["auto_suspend"],
-                         "true" if w["auto_resume"] else "false", _ts(w["created_on"]), _ts(w["resumed_on"]),
-                         _ts(w["updated_on"]), "SYSADMIN", w["comment"]])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    w["state"],
+                    "STANDARD",
+                    w["size"],
+                    1,
+                    1,
+                    1 if started else 0,
+                    0,
+                    0,
+                    "N",
+                    "Y" if session.warehouse == name else "N",
+                    w["auto_suspend"],
+                    "true" if w["auto_resume"] else "false",
+                    _ts(w["created_on"]),
+                    _ts(w["resumed_on"]),
+                    _ts(w["updated_on"]),
+                    "SYSADMIN",
+                    w["comment"],
+                ]
+            )
         return p.rowset(columns, rows, statement_type=p.SHOW)
 
     # ------------------------------------------------------------------------------------------- tasks
@@ -472,8 +528,12 @@ class Emulator:
                 self.task(pred)
                 root = self.task(self.root_of(pred))
                 if root["state"] == "started":
-                    raise SqlError(f"Unable to update graph with root task {self.root_of(pred)} since that root task "
-                                   "is not suspended.", 91092, "22000")  # fmt: skip
+                    raise SqlError(
+                        f"Unable to update graph with root task {self.root_of(pred)} since that root task "
+                        "is not suspended.",
+                        91092,
+                        "22000",
+                    )
         when = re.search(r"\bWHEN\s+(.*)$", head, re.I | re.S)
         opts = options(head[:after_at] if after_at >= 0 else head)
         previous = self.state["tasks"].get(key, {})
@@ -514,8 +574,11 @@ class Emulator:
         verb = action.split()[0].upper()
         root_key = self.root_of(key)
         if root_key != key and self.task(root_key)["state"] == "started":
-            raise SqlError(f"Unable to update graph with root task {root_key} since that root task is not suspended.",
-                           91092, "22000")  # fmt: skip
+            raise SqlError(
+                f"Unable to update graph with root task {root_key} since that root task is not suspended.",
+                91092,
+                "22000",
+            )
         if verb == "RESUME":
             task["state"] = "started"
             task["consecutive_failures"] = 0
@@ -561,10 +624,31 @@ class Emulator:
                 continue
             if scope and not self._in_scope(session, t, scope, scope_name):
                 continue
-            rows.append([_ts(t["created_on"]), t["name"], t["id"], t["database"], t["schema"], "SYSADMIN",
-                         t["comment"], t["warehouse"], t["schedule"], json.dumps(t["predecessors"]), t["state"],
-                         t["definition"], t["condition"], "false", "null", _ts(t["last_committed_on"]),
-                         _ts(t["last_suspended_on"]), "ROLE", None, None, t["last_suspended_reason"]])  # fmt: skip
+            rows.append(
+                [
+                    _ts(t["created_on"]),
+                    t["name"],
+                    t["id"],
+                    t["database"],
+                    t["schema"],
+                    "SYSADMIN",
+                    t["comment"],
+                    t["warehouse"],
+                    t["schedule"],
+                    json.dumps(t["predecessors"]),
+                    t["state"],
+                    t["definition"],
+                    t["condition"],
+                    "false",
+                    "null",
+                    _ts(t["last_committed_on"]),
+                    _ts(t["last_suspended_on"]),
+                    "ROLE",
+                    None,
+                    None,
+                    t["last_suspended_reason"],
+                ]
+            )
         return p.rowset(columns, rows, statement_type=p.SHOW)
 
     def _in_scope(self, session: Session, obj: dict[str, Any], scope: str, name: str | None) -> bool:
@@ -591,8 +675,14 @@ class Emulator:
         """Run ``start`` and, when it succeeds, the graph's later tasks; the graph run's task states."""
         root_key = self.root_of(start)
         root = self.task(root_key)
-        run = {"run_id": int(now().timestamp() * 1000), "graph_version": root["graph_version"],
-               "time": now().isoformat(), "root": root_key, "attempt": 1, "tasks": {}}  # fmt: skip
+        run = {
+            "run_id": int(now().timestamp() * 1000),
+            "graph_version": root["graph_version"],
+            "time": now().isoformat(),
+            "root": root_key,
+            "attempt": 1,
+            "tasks": {},
+        }
         self._run_tasks(run, self.graph(start), scheduled_from)
         self.state["graph_runs"][root_key] = run
         self._count_failures(root_key, run)
@@ -608,11 +698,11 @@ class Emulator:
         if run is None or not failed:
             raise SqlError(f"Cannot perform retry: the last graph run of task {key} did not fail.", 91131, "22000")
         if now() - dt.datetime.fromisoformat(run["time"]) > RETRY_WINDOW:
-            raise SqlError(f"Cannot perform retry: the last graph run of task {key} is older than 14 days.",
-                           91132, "22000")  # fmt: skip
+            raise SqlError(
+                f"Cannot perform retry: the last graph run of task {key} is older than 14 days.", 91132, "22000"
+            )
         if run["graph_version"] != self.task(root_key)["graph_version"]:
-            raise SqlError(f"Cannot perform retry: the graph of task {key} changed since its last run.",
-                           91133, "22000")  # fmt: skip
+            raise SqlError(f"Cannot perform retry: the graph of task {key} changed since its last run.", 91133, "22000")
         run["attempt"] += 1
         order = [name for name in self.graph(root_key) if run["tasks"].get(name) != "SUCCEEDED"]
         self._run_tasks(run, order, "RETRY")
@@ -644,15 +734,30 @@ class Emulator:
                 error = exc
         state = "FAILED" if error else "SUCCEEDED"
         root = self.task(run["root"])
-        self.insert_history("TASK_HISTORY", {
-            "QUERY_ID": query_id, "NAME": task["name"], "DATABASE_NAME": task["database"],
-            "SCHEMA_NAME": task["schema"], "QUERY_TEXT": task["definition"], "CONDITION_TEXT": task["condition"],
-            "STATE": state, "ERROR_CODE": f"{error.code:06d}" if error else None,
-            "ERROR_MESSAGE": error.message if error else None, "SCHEDULED_TIME": started,
-            "QUERY_START_TIME": started, "NEXT_SCHEDULED_TIME": None, "COMPLETED_TIME": now(),
-            "ROOT_TASK_ID": root["id"], "GRAPH_VERSION": run["graph_version"], "RUN_ID": run["run_id"],
-            "RETURN_VALUE": None, "SCHEDULED_FROM": scheduled_from, "ATTEMPT_NUMBER": run["attempt"],
-        })  # fmt: skip
+        self.insert_history(
+            "TASK_HISTORY",
+            {
+                "QUERY_ID": query_id,
+                "NAME": task["name"],
+                "DATABASE_NAME": task["database"],
+                "SCHEMA_NAME": task["schema"],
+                "QUERY_TEXT": task["definition"],
+                "CONDITION_TEXT": task["condition"],
+                "STATE": state,
+                "ERROR_CODE": f"{error.code:06d}" if error else None,
+                "ERROR_MESSAGE": error.message if error else None,
+                "SCHEDULED_TIME": started,
+                "QUERY_START_TIME": started,
+                "NEXT_SCHEDULED_TIME": None,
+                "COMPLETED_TIME": now(),
+                "ROOT_TASK_ID": root["id"],
+                "GRAPH_VERSION": run["graph_version"],
+                "RUN_ID": run["run_id"],
+                "RETURN_VALUE": None,
+                "SCHEDULED_FROM": scheduled_from,
+                "ATTEMPT_NUMBER": run["attempt"],
+            },
+        )
         return state
 
     def _count_failures(self, root_key: str, run: dict[str, Any]) -> None:
@@ -668,8 +773,11 @@ class Emulator:
     def run_scheduler(self) -> list[str]:
         """One tick of the scheduler: every started root task with a schedule runs its graph once."""
         with self.lock:
-            roots = [key for key, t in sorted(self.state["tasks"].items())
-                     if not t["predecessors"] and t["state"] == "started" and t["schedule"]]  # fmt: skip
+            roots = [
+                key
+                for key, t in sorted(self.state["tasks"].items())
+                if not t["predecessors"] and t["state"] == "started" and t["schedule"]
+            ]
             for key in roots:
                 self.run_graph(key, "SCHEDULE")
             return roots
@@ -704,10 +812,18 @@ class Emulator:
                 args[key.strip().upper()] = value.strip()
             query = self._history_query(session, match.group(2).upper(), database, args)
             text = f"{text[: match.start()]}({query}){text[outer_close + 1 :]}"
-        text = re.sub(rf"SYSTEM\$PIPE_STATUS\s*\(\s*({STRING})\s*\)",
-                      lambda m: lit(self.pipe_status(session, unquote(m.group(1)))), text, flags=re.I)  # fmt: skip
-        return re.sub(rf"SYSTEM\$STREAM_HAS_DATA\s*\(\s*({STRING})\s*\)",
-                      lambda m: lit(self.stream_has_data(session, unquote(m.group(1)))), text, flags=re.I)  # fmt: skip
+        text = re.sub(
+            rf"SYSTEM\$PIPE_STATUS\s*\(\s*({STRING})\s*\)",
+            lambda m: lit(self.pipe_status(session, unquote(m.group(1)))),
+            text,
+            flags=re.I,
+        )
+        return re.sub(
+            rf"SYSTEM\$STREAM_HAS_DATA\s*\(\s*({STRING})\s*\)",
+            lambda m: lit(self.stream_has_data(session, unquote(m.group(1)))),
+            text,
+            flags=re.I,
+        )
 
     def _history_query(self, session: Session, function: str, database: str | None, args: dict[str, str]) -> str:
         where: list[str] = []
@@ -748,15 +864,17 @@ class Emulator:
             bounds = {"DATE_RANGE_START": "START_TIME >= ", "DATE_RANGE_END": "END_TIME <= "}
             if "PIPE_NAME" in args:
                 parts = split_name(unquote(args.pop("PIPE_NAME")))
-                for column, value in zip(("PIPE_CATALOG_NAME", "PIPE_SCHEMA_NAME", "PIPE_NAME")[3 - len(parts) :],
-                                         parts, strict=True):  # fmt: skip
+                for column, value in zip(
+                    ("PIPE_CATALOG_NAME", "PIPE_SCHEMA_NAME", "PIPE_NAME")[3 - len(parts) :], parts, strict=True
+                ):
                     where.append(f"{column} = {lit(value)}")
         for key, prefix in bounds.items():
             if key in args:
                 where.append(f"{prefix}({args.pop(key)})")
         if args:
-            raise SqlError(f"SQL compilation error: the emulator's {function} does not take {', '.join(args)}",
-                           1003, "42000")  # fmt: skip
+            raise SqlError(
+                f"SQL compilation error: the emulator's {function} does not take {', '.join(args)}", 1003, "42000"
+            )
         condition = " AND ".join(where) or "TRUE"
         return f"SELECT * FROM _EMULATOR.PUBLIC.{table} WHERE {condition} ORDER BY {order} DESC LIMIT {limit}"
 
@@ -771,10 +889,430 @@ class Emulator:
     def stream_has_data(self, session: Session, name: str) -> bool:
         raise SqlError(f"Stream {name} does not exist or not authorized.", 2003)
 
+    # ---------------------------------------------------------------------------------- stages and COPY
+
+    def create_stage(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        replace, if_not_exists, name_text, rest = match.groups()
+        db, schema, name = self.resolve(session, name_text)
+        key = fqn((db, schema, name))
+        if key in self.state["stages"] and not replace:
+            if if_not_exists:
+                return p.status(f"{name} already exists, statement succeeded.")
+            raise SqlError(f"Object '{name}' already exists.", 2002, "42710")
+        opts = options(rest or "")
+        url = unquote(opts["URL"]) if "URL" in opts else None
+        if url is not None and not url.startswith("file://"):
+            raise SqlError(f"the emulator's stages are folders: URL must be file:///..., not {url}", 1003, "42000")
+        folder = Path(url.removeprefix("file://")) if url else self.directory / "stages" / db / schema / name
+        if replace and not url:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.state["stages"][key] = {
+            "database": db,
+            "schema": schema,
+            "name": name,
+            "url": url,
+            "folder": str(folder),
+            "file_format": opts.get("FILE_FORMAT"),
+            "created_on": now().isoformat(),
+        }
+        self.save()
+        return p.status(f"Stage area {name} successfully created.")
+
+    def stage_ref(self, session: Session, text: str) -> tuple[str, str]:
+        """``@db.s.stage/sub/path`` -> (the stage's full name, ``sub/path``)."""
+        name, _, subpath = text.removeprefix("@").partition("/")
+        key = fqn(self.resolve(session, name))
+        if key not in self.state["stages"]:
+            raise SqlError(f"Stage '{key}' does not exist or not authorized.", 2003)
+        return key, subpath
+
+    def stage_files(self, key: str, subpath: str = "", pattern: str | None = None) -> list[str]:
+        folder = Path(self.state["stages"][key]["folder"])
+        found = sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file())
+        found = [f for f in found if f.startswith(subpath)]
+        return [f for f in found if pattern is None or re.fullmatch(pattern, f)]
+
+    def list_stage(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        ref, rest = match.groups()
+        key, subpath = self.stage_ref(session, ref)
+        opts = options(rest or "")
+        pattern = unquote(opts["PATTERN"]) if "PATTERN" in opts else None
+        folder = Path(self.state["stages"][key]["folder"])
+        rows = []
+        for rel in self.stage_files(key, subpath, pattern):
+            path = folder / rel
+            stat = path.stat()
+            modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+            digest = hashlib.md5(path.read_bytes()).hexdigest()
+            rows.append([f"{key.split('.')[-1].lower()}/{rel}", stat.st_size, digest, modified])
+        return p.rowset(columns("name size:fixed md5 last_modified"), rows)
+
+    def create_file_format(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        replace, if_not_exists, name_text, rest = match.groups()
+        db, schema, name = self.resolve(session, name_text)
+        key = fqn((db, schema, name))
+        if key in self.state["file_formats"] and not replace:
+            if if_not_exists:
+                return p.status(f"{name} already exists, statement succeeded.")
+            raise SqlError(f"Object '{name}' already exists.", 2002, "42710")
+        opts = {k: unquote(v) for k, v in options(rest).items()}
+        if opts.get("TYPE", "CSV").upper() != "CSV":
+            raise SqlError("the emulator reads CSV files only (TYPE = CSV)", 1003, "42000")
+        self.state["file_formats"][key] = opts
+        self.save()
+        return p.status(f"File format {name} successfully created.")
+
+    def file_format(self, session: Session, raw: str | None, table: str) -> dict[str, str]:
+        """The options of ``FILE_FORMAT = (FORMAT_NAME = 'f')`` or ``(TYPE = CSV ...)`` (default: plain CSV)."""
+        if not raw:
+            return {}
+        inner = options(raw.strip()[1:-1] if raw.strip().startswith("(") else f"FORMAT_NAME = {raw}")
+        if "FORMAT_NAME" not in inner:
+            return {k: unquote(v) for k, v in inner.items()}
+        parts = split_name(unquote(inner["FORMAT_NAME"]))
+        db, schema, _name = table.split(".")
+        candidates = (
+            [fqn(self.resolve(session, unquote(inner["FORMAT_NAME"])))]
+            if len(parts) == 3 or (session.database and session.schema)
+            else []
+        )
+        candidates.append(".".join([db, schema][: 3 - len(parts)] + parts))
+        for key in candidates:
+            if key in self.state["file_formats"]:
+                return dict(self.state["file_formats"][key])
+        raise SqlError(f"File format '{unquote(inner['FORMAT_NAME'])}' does not exist or not authorized.", 2003)
+
+    def copy_into(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        results = self.load(session, match)
+        if not results:
+            return p.rowset([Column("status")], [["Copy executed with 0 files processed."]])
+        return p.rowset(COPY_COLUMNS, [r[:10] for r in results])
+
+    def load(
+        self,
+        session: Session,
+        match: re.Match[str],
+        *,
+        pipe: dict[str, Any] | None = None,
+        only: list[str] | None = None,
+    ) -> list[list[Any]]:
+        """Run a parsed ``COPY INTO``: each staged CSV file not loaded into the table yet (64 days of load metadata,
+        as Snowflake keeps) is inserted in one statement; the per-file result rows."""
+        table_text, column_text, stage_text, rest = match.groups()
+        table = fqn(self.resolve(session, table_text))
+        stage, subpath = self.stage_ref(session, stage_text)
+        opts = options(rest or "")
+        files = string_list(opts["FILES"]) if "FILES" in opts else None
+        pattern = unquote(opts["PATTERN"]) if "PATTERN" in opts else None
+        force = unquote(opts.get("FORCE", "FALSE")).upper() == "TRUE"
+        on_error = unquote(opts.get("ON_ERROR", "SKIP_FILE" if pipe else "ABORT_STATEMENT")).upper()
+        fmt = self.file_format(session, opts.get("FILE_FORMAT") or self.state["stages"][stage]["file_format"], table)
+        targets = [c.strip() for c in column_text.split(",")] if column_text else self.table_columns(session, table)
+        candidates = self.stage_files(stage, subpath, pattern)
+        if files is not None:
+            missing = [f for f in files if f"{subpath}{f}" not in candidates and f not in candidates]
+            if missing:
+                raise SqlError(
+                    f"Remote file '{missing[0]}' was not found. There are several potential causes.", 2003, "58030"
+                )
+            candidates = [c for c in candidates if c in files or c.removeprefix(subpath) in files]
+        if only is not None:
+            candidates = [c for c in candidates if c in only]
+        loaded = self.state["load_metadata"].get(table, {})
+        fresh = [c for c in candidates if force or not _recent(loaded.get(f"{stage}/{c}"))]
+        own_transaction = not session.in_transaction and on_error == "ABORT_STATEMENT" and len(fresh) > 1
+        if own_transaction:
+            self.fs.query(session.token, "BEGIN")
+        results: list[list[Any]] = []
+        try:
+            for rel in fresh:
+                results.append(self._load_file(session, table, targets, stage, rel, fmt, on_error))
+                if results[-1][1] == "LOAD_FAILED" and on_error == "ABORT_STATEMENT":
+                    raise SqlError(str(results[-1][6]), 100038, "22018")
+        except SqlError:
+            if own_transaction:
+                self.fs.query(session.token, "ROLLBACK")
+            raise
+        if own_transaction:
+            self.fs.query(session.token, "COMMIT")
+        self.after_commit(session, lambda: self._record_loads(table, stage, results, pipe))
+        return results
+
+    def table_columns(self, session: Session, table: str) -> list[str]:
+        db, schema, name = table.split(".")
+        data = self.fs.query(
+            session.token,
+            f"SELECT column_name FROM {db}.INFORMATION_SCHEMA.COLUMNS WHERE "
+            f"table_schema = {lit(schema)} AND table_name = {lit(name)} ORDER BY ordinal_position",
+        )
+        found = [str(row[0]) for row in p.rows_of(data)]
+        if not found:
+            raise SqlError(f"Table '{table}' does not exist or not authorized.", 2003, "42S02")
+        return found
+
+    def _load_file(
+        self, session: Session, table: str, targets: list[str], stage: str, rel: str, fmt: dict[str, str], on_error: str
+    ) -> list[Any]:
+        path = Path(self.state["stages"][stage]["folder"]) / rel
+        enclosed = fmt.get("FIELD_OPTIONALLY_ENCLOSED_BY", "NONE")
+        reader = csv.reader(
+            io.StringIO(path.read_text(errors="replace")),
+            delimiter=fmt.get("FIELD_DELIMITER", ","),
+            quotechar=enclosed if enclosed.upper() != "NONE" else None,
+            quoting=csv.QUOTE_MINIMAL if enclosed.upper() != "NONE" else csv.QUOTE_NONE,
+        )
+        records = [r for r in list(reader)[int(fmt.get("SKIP_HEADER", "0")) :] if r]
+        null_if = set(string_list(fmt["NULL_IF"])) if "NULL_IF" in fmt else {"\\N"}
+        good, first_error, first_line, errors = [], None, None, 0
+        for line, record in enumerate(records, start=1 + int(fmt.get("SKIP_HEADER", "0"))):
+            if len(record) != len(targets):
+                errors += 1
+                if first_error is None:
+                    first_error = (
+                        f"Number of columns in file ({len(record)}) does not match that of the "
+                        f"corresponding table ({len(targets)}), use file format option "
+                        "error_on_column_count_mismatch=false to ignore this error"
+                    )
+                    first_line = line
+                continue
+            good.append(["NULL" if v in null_if or v == "" else lit(v) for v in record])
+        if errors and on_error != "CONTINUE":
+            good = []
+        loaded = 0
+        if good:
+            values = ", ".join(f"({', '.join(r)})" for r in good)
+            try:
+                self.fs.query(session.token, f"INSERT INTO {table} ({', '.join(targets)}) VALUES {values}")
+                loaded = len(good)
+            except SqlError as exc:
+                errors, first_error, first_line = errors + len(good), exc.message, first_line or 1
+        status = "LOADED" if not errors else "PARTIALLY_LOADED" if loaded else "LOAD_FAILED"
+        return [rel, status, len(records), loaded, 1, errors, first_error, first_line, None, None, path.stat().st_size]
+
+    def _record_loads(self, table: str, stage: str, results: list[list[Any]], pipe: dict[str, Any] | None) -> None:
+        db, schema, name = table.split(".")
+        stamp = now()
+        for rel, status, parsed, loaded, limit, errors, error, line, _c, _n, size in results:
+            if status != "LOAD_FAILED":
+                self.state["load_metadata"].setdefault(table, {})[f"{stage}/{rel}"] = stamp.isoformat()
+            self.insert_history(
+                "COPY_HISTORY",
+                {
+                    "FILE_NAME": rel,
+                    "STAGE_LOCATION": f"@{stage}/",
+                    "LAST_LOAD_TIME": stamp,
+                    "ROW_COUNT": loaded,
+                    "ROW_PARSED": parsed,
+                    "FILE_SIZE": size,
+                    "FIRST_ERROR_MESSAGE": error,
+                    "FIRST_ERROR_LINE_NUMBER": line,
+                    "ERROR_COUNT": errors,
+                    "ERROR_LIMIT": limit,
+                    "STATUS": {"LOADED": "Loaded", "PARTIALLY_LOADED": "Partially loaded"}.get(status, "Load failed"),
+                    "TABLE_CATALOG_NAME": db,
+                    "TABLE_SCHEMA_NAME": schema,
+                    "TABLE_NAME": name,
+                    "PIPE_CATALOG_NAME": pipe and pipe["database"],
+                    "PIPE_SCHEMA_NAME": pipe and pipe["schema"],
+                    "PIPE_NAME": pipe and pipe["name"],
+                    "PIPE_RECEIVED_TIME": stamp if pipe else None,
+                },
+            )
+        self.save()
+
+    def after_commit(self, session: Session, action: Any) -> None:
+        """Run ``action`` now, or at the session's COMMIT when a transaction is open (ROLLBACK drops it)."""
+        if session.in_transaction:
+            session.on_commit.append(action)
+        else:
+            action()
+
     # ------------------------------------------------------------------------------------------- pipes
 
+    def pipe(self, key: str) -> dict[str, Any]:
+        found = self.state["pipes"].get(key)
+        if found is None:
+            raise SqlError(f"Pipe '{key}' does not exist or not authorized.", 2003)
+        return found
+
+    def create_pipe(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        replace, if_not_exists, name_text, rest = match.groups()
+        db, schema, name = self.resolve(session, name_text)
+        key = fqn((db, schema, name))
+        as_at = find_keyword(rest, "AS")
+        copy = re.fullmatch(COPY_INTO, rest[as_at + 2 :].strip(), re.I | re.S) if as_at >= 0 else None
+        if copy is None:
+            raise SqlError("SQL compilation error: CREATE PIPE needs AS COPY INTO <table> FROM @<stage>", 1003, "42000")
+        if key in self.state["pipes"] and not replace:
+            if if_not_exists:
+                return p.status(f"{name} already exists, statement succeeded.")
+            raise SqlError(f"Object '{name}' already exists.", 2002, "42710")
+        inner = Session(token=session.token, id=session.id, database=db, schema=schema)
+        table = fqn(self.resolve(inner, copy.group(1)))
+        stage, subpath = self.stage_ref(inner, copy.group(3))
+        self.table_columns(session, table)
+        opts = options(rest[:as_at])
+        self.state["pipes"][key] = {
+            "database": db,
+            "schema": schema,
+            "name": name,
+            "id": self.new_id(),
+            "definition": copy.group(0),
+            "table": table,
+            "stage": stage,
+            "subpath": subpath,
+            "paused": False,
+            "pending": [],
+            "auto_ingest": unquote(opts.get("AUTO_INGEST", "FALSE")).upper() == "TRUE",
+            "last_ingested": None,
+            "last_path": None,
+            "last_error": None,
+            "created_on": now().isoformat(),
+            "comment": unquote(opts.get("COMMENT", "''")),
+        }
+        self.save()
+        return p.status(f"Pipe {name} successfully created.")
+
+    def alter_pipe(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        if_exists, name_text, action = match.groups()
+        key = fqn(self.resolve(session, name_text))
+        if if_exists and key not in self.state["pipes"]:
+            return p.status()
+        pipe = self.pipe(key)
+        opts = options(action)
+        if action.upper().startswith("REFRESH"):
+            if pipe["paused"]:
+                raise SqlError(f"Pipe {key} is paused: set PIPE_EXECUTION_PAUSED = FALSE before REFRESH.", 91319)
+            prefix = unquote(opts.get("PREFIX", "''"))
+            loaded = self.state["load_metadata"].get(pipe["table"], {})
+            files = [
+                f
+                for f in self.stage_files(pipe["stage"], pipe["subpath"] + prefix)
+                if not _recent(loaded.get(f"{pipe['stage']}/{f}"))
+            ]
+            self.ingest(pipe, files)
+            return p.rowset(columns("File Status"), [[f, "SENT"] for f in files])
+        if "PIPE_EXECUTION_PAUSED" not in opts:
+            raise SqlError(f"SQL compilation error: the emulator's ALTER PIPE does not take {action}", 1003, "42000")
+        pipe["paused"] = unquote(opts["PIPE_EXECUTION_PAUSED"]).upper() == "TRUE"
+        if not pipe["paused"] and pipe["pending"]:  # queued notifications are processed on resume
+            pending, pipe["pending"] = pipe["pending"], []
+            self.ingest(pipe, pending)
+        self.save()
+        return p.status()
+
+    def ingest(self, pipe: dict[str, Any], files: list[str]) -> None:
+        """Load ``files`` through the pipe's COPY (ON_ERROR = SKIP_FILE, as Snowpipe) and record its usage."""
+        if not files:
+            return
+        started = now()
+        session = self.internal_session(pipe["database"], pipe["schema"])
+        copy = re.fullmatch(COPY_INTO, pipe["definition"], re.I | re.S)
+        assert copy is not None
+        try:
+            results = self.load(session, copy, pipe=pipe, only=files)
+        except SqlError as exc:
+            pipe["last_error"] = exc.message
+            self.save()
+            return
+        for result in results:
+            if result[1] == "LOAD_FAILED":
+                pipe["last_error"] = f"{result[0]}: {result[6]}"
+            else:
+                pipe["last_error"] = None
+                pipe["last_ingested"], pipe["last_path"] = now().isoformat(), result[0]
+        inserted = [r for r in results if r[1] != "LOAD_FAILED"]
+        if inserted:
+            self.insert_history(
+                "PIPE_USAGE_HISTORY",
+                {
+                    "PIPE_ID": pipe["id"],
+                    "PIPE_CATALOG_NAME": pipe["database"],
+                    "PIPE_SCHEMA_NAME": pipe["schema"],
+                    "PIPE_NAME": pipe["name"],
+                    "START_TIME": started,
+                    "END_TIME": now(),
+                    "CREDITS_USED": round(0.0006 * len(inserted), 6),
+                    "BYTES_INSERTED": sum(r[10] for r in inserted),
+                    "FILES_INSERTED": len(inserted),
+                },
+            )
+        self.save()
+
     def pipe_status(self, session: Session, name: str) -> str:
-        raise SqlError(f"Pipe {name} does not exist or not authorized.", 2003)
+        pipe = self.pipe(fqn(self.resolve(session, name)))
+        status: dict[str, Any] = {
+            "executionState": "PAUSED" if pipe["paused"] else "RUNNING",
+            "pendingFileCount": len(pipe["pending"]),
+            "notificationChannelName": f"emulator:{pipe['stage']}",
+            "numOutstandingMessagesOnChannel": len(pipe["pending"]),
+        }
+        if pipe["last_ingested"]:
+            status["lastIngestedTimestamp"] = pipe["last_ingested"].replace("+00:00", "Z")
+            status["lastIngestedFilePath"] = pipe["last_path"]
+        if pipe["last_error"]:
+            status["error"] = status["lastErrorMessage"] = pipe["last_error"]
+        return json.dumps(status)
+
+    def drop_pipe(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        if_exists, name_text = match.groups()
+        key = fqn(self.resolve(session, name_text))
+        if self.state["pipes"].pop(key, None) is None and not if_exists:
+            self.pipe(key)
+        self.save()
+        return p.status(f"{key.split('.')[-1]} successfully dropped.")
+
+    def show_pipes(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        like, scope, scope_name = match.groups()
+        rows = [
+            [
+                _ts(x["created_on"]),
+                x["name"],
+                x["database"],
+                x["schema"],
+                x["definition"],
+                "SYSADMIN",
+                None,
+                x["comment"],
+                None,
+                None,
+                None,
+                "ROLE",
+                None,
+                "STANDARD",
+            ]
+            for x in sorted(self.state["pipes"].values(), key=lambda x: (x["database"], x["schema"], x["name"]))
+            if (not like or _like(x["name"], unquote(like)))
+            and (not scope or self._in_scope(session, x, scope, scope_name))
+        ]
+        return p.rowset(PIPE_COLUMNS, rows, statement_type=p.SHOW)
+
+    def put_file(self, stage_name: str, name: str, content: str, notify: bool = True) -> dict[str, Any]:
+        """The "a file arrives" hook: write the file into the stage; each auto-ingest pipe on the stage ingests it
+        (or queues it while paused)."""
+        with self.lock:
+            key = ".".join(split_name(stage_name))
+            if key not in self.state["stages"]:
+                raise SqlError(f"Stage '{key}' does not exist or not authorized.", 2003)
+            folder = Path(self.state["stages"][key]["folder"])
+            path = (folder / name).resolve()
+            if not path.is_relative_to(folder.resolve()):
+                raise SqlError(f"file name {name!r} leaves the stage", 1003)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            ingested, queued = [], []
+            for pipe_key, pipe in sorted(self.state["pipes"].items()):
+                if not (notify and pipe["auto_ingest"] and pipe["stage"] == key and name.startswith(pipe["subpath"])):
+                    continue
+                if pipe["paused"]:
+                    pipe["pending"].append(name)
+                    queued.append(pipe_key)
+                else:
+                    self.ingest(pipe, [name])
+                    ingested.append(pipe_key)
+            self.save()
+            return {"file": name, "ingested_by": ingested, "queued_by": queued}
 
     HANDLERS: list[tuple[str, Any]] = []
 
@@ -783,6 +1321,11 @@ def _like(value: str, pattern: str) -> bool:
     """SQL LIKE (case-insensitive, as SHOW ... LIKE is)."""
     regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
     return re.fullmatch(regex, value, re.I | re.S) is not None
+
+
+def _recent(loaded_at: str | None) -> bool:
+    """True when a load recorded at ``loaded_at`` is still in the load metadata (64 days)."""
+    return loaded_at is not None and now() - dt.datetime.fromisoformat(loaded_at) < LOAD_METADATA_TTL
 
 
 def _ts(value: str | None) -> dt.datetime | None:
@@ -814,4 +1357,15 @@ Emulator.HANDLERS = [
         Emulator.show_tasks,
     ),
     (rf"EXECUTE\s+TASK\s+({NAME})(\s+RETRY\s+LAST)?", Emulator.execute_task),
+    (rf"CREATE\s+(OR\s+REPLACE\s+)?STAGE\s+(IF\s+NOT\s+EXISTS\s+)?({NAME})(.*)", Emulator.create_stage),
+    (r"(?:LIST|LS)\s+(@[^\s;]+)(.*)", Emulator.list_stage),
+    (rf"CREATE\s+(OR\s+REPLACE\s+)?FILE\s+FORMAT\s+(IF\s+NOT\s+EXISTS\s+)?({NAME})(.*)", Emulator.create_file_format),
+    (COPY_INTO, Emulator.copy_into),
+    (rf"CREATE\s+(OR\s+REPLACE\s+)?PIPE\s+(IF\s+NOT\s+EXISTS\s+)?({NAME})(.*)", Emulator.create_pipe),
+    (rf"ALTER\s+PIPE\s+(IF\s+EXISTS\s+)?({NAME})\s+(SET\s+.*|REFRESH.*)", Emulator.alter_pipe),
+    (rf"DROP\s+PIPE\s+(IF\s+EXISTS\s+)?({NAME})", Emulator.drop_pipe),
+    (
+        rf"SHOW\s+PIPES(?:\s+LIKE\s+({STRING}))?(?:\s+IN\s+(ACCOUNT|DATABASE|SCHEMA)(?:\s+({NAME}))?)?",
+        Emulator.show_pipes,
+    ),
 ]

@@ -88,8 +88,12 @@ class Handler(BaseHTTPRequestHandler):
         if status == 200 and answer.get("success"):
             request = p.read_body(body, self.headers.get("Content-Encoding"))["data"]
             query = dict(parse_qsl(urlsplit(self.path).query))
-            self.server.emulator.login(answer["data"]["token"], str(request.get("LOGIN_NAME") or ""),
-                                       request.get("SESSION_PARAMETERS") or {}, query)  # fmt: skip
+            self.server.emulator.login(
+                answer["data"]["token"],
+                str(request.get("LOGIN_NAME") or ""),
+                request.get("SESSION_PARAMETERS") or {},
+                query,
+            )
         self._send(status, raw)
 
     def _query(self, body: bytes) -> None:
@@ -101,7 +105,13 @@ class Handler(BaseHTTPRequestHandler):
         if request.get("bindings") or request.get("describeOnly"):
             self._send(*self._forward(body))  # server-side bindings and describe: fakesnow's own work
             return
-        data = self.server.emulator.execute(session, str(request["sqlText"]))
+        try:
+            data = self.server.emulator.execute(session, str(request["sqlText"]))
+        except SqlError:
+            raise
+        except Exception as exc:  # a bug of the layer: the client gets it as a statement error, the log the trace
+            log.exception("the layer failed on %r", request["sqlText"])
+            raise SqlError(f"the Snowflake emulator failed: {type(exc).__name__}: {exc}", 603, "XX000") from exc
         data.setdefault("finalDatabaseName", session.database)
         data.setdefault("finalSchemaName", session.schema)
         self._json({"data": data, "success": True})
@@ -116,6 +126,9 @@ class Handler(BaseHTTPRequestHandler):
         elif name == "tasks/fail-next":
             emulator.fail_next(str(args["task"]), int(args.get("times", 1)), str(args.get("error", "Task failed")))
             self._json({"ok": True})
+        elif name == "stages/put":
+            notify = bool(args.get("notify", True))
+            self._json(emulator.put_file(str(args["stage"]), str(args["name"]), str(args["content"]), notify))
         else:
             self._json({"success": False, "message": f"no hook {name}"}, 404)
 

@@ -94,8 +94,12 @@ def status(message: str = "Statement executed successfully.", *, statement_type:
 
 def error_body(exc: SqlError) -> dict[str, Any]:
     code = f"{exc.code:06d}"
-    return {"data": {"errorCode": code, "sqlState": exc.sqlstate}, "code": code, "message": exc.message,
-            "success": False}  # fmt: skip
+    return {
+        "data": {"errorCode": code, "sqlState": exc.sqlstate},
+        "code": code,
+        "message": exc.message,
+        "success": False,
+    }
 
 
 def rows_of(data: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -157,6 +161,9 @@ class Fakesnow:
         except ValueError as exc:
             raise SqlError(f"fakesnow answered HTTP {code}: {raw[:300]!r}") from exc
         if not answer.get("success"):
-            raise SqlError(str(answer.get("message")), int(answer.get("code") or 2003),
-                           str((answer.get("data") or {}).get("sqlState") or "02000"))  # fmt: skip
+            raise SqlError(
+                str(answer.get("message")),
+                int(answer.get("code") or 2003),
+                str((answer.get("data") or {}).get("sqlState") or "02000"),
+            )
         return dict(answer["data"])

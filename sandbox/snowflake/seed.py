@@ -21,9 +21,16 @@ def seed(url: str) -> str:
     """Create the seed's objects on the emulator at ``url``; a one-line summary."""
     parts = urlsplit(url)
     conn = snowflake.connector.connect(
-        host=parts.hostname, port=parts.port, protocol="http", account="sandbox", user="seed", password="seed",
-        login_timeout=10, network_timeout=60, session_parameters={"QUERY_TAG": "seed-001"},
-    )  # fmt: skip
+        host=parts.hostname,
+        port=parts.port,
+        protocol="http",
+        account="sandbox",
+        user="seed",
+        password="seed",
+        login_timeout=10,
+        network_timeout=60,
+        session_parameters={"QUERY_TAG": "seed-001"},
+    )
     try:
         cur = conn.cursor()
         cur.execute("CREATE WAREHOUSE IF NOT EXISTS WH_TRANS WITH WAREHOUSE_SIZE = 'MEDIUM'")

@@ -106,8 +106,10 @@ def _spawn(directory: Path, name: str, cmd: list[str], ready_url: str) -> None:
         time.sleep(0.1)
     _stop(directory, name)
     tail = log_file.read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"the Snowflake emulator's {name} did not answer at {ready_url} within "
-                       f"{READY_TIMEOUT_S:.0f} s\n--- {log_file} (tail) ---\n{tail}")  # fmt: skip
+    raise RuntimeError(
+        f"the Snowflake emulator's {name} did not answer at {ready_url} within "
+        f"{READY_TIMEOUT_S:.0f} s\n--- {log_file} (tail) ---\n{tail}"
+    )
 
 
 def start_snowflake(root: Path, port: int) -> str:
@@ -123,13 +125,37 @@ def start_snowflake(root: Path, port: int) -> str:
     fakesnow_port = _free_port()
     fakesnow_url = f"http://{LOOPBACK}:{fakesnow_port}"
     launcher = str(Path(__file__).resolve().parent / "fakesnow_main.py")
-    _spawn(directory, "fakesnow",
-           [str(FAKESNOW_VENV.executable("python")), launcher, "--port", str(fakesnow_port), "--db-path",
-            str(directory / "db")], fakesnow_url)  # fmt: skip
+    _spawn(
+        directory,
+        "fakesnow",
+        [
+            str(FAKESNOW_VENV.executable("python")),
+            launcher,
+            "--port",
+            str(fakesnow_port),
+            "--db-path",
+            str(directory / "db"),
+        ],
+        fakesnow_url,
+    )
     try:
-        _spawn(directory, "layer",
-               [sys.executable, "-m", "sandbox.snowflake", "serve", "--port", str(port), "--dir",
-                str(directory), "--fakesnow-url", fakesnow_url], f"{url}/_emulator/health")  # fmt: skip
+        _spawn(
+            directory,
+            "layer",
+            [
+                sys.executable,
+                "-m",
+                "sandbox.snowflake",
+                "serve",
+                "--port",
+                str(port),
+                "--dir",
+                str(directory),
+                "--fakesnow-url",
+                fakesnow_url,
+            ],
+            f"{url}/_emulator/health",
+        )
     except RuntimeError:
         _stop(directory, "fakesnow")
         raise
