@@ -898,12 +898,13 @@ class Emulator:
             text,
             flags=re.I,
         )
-        return re.sub(
+        text = re.sub(
             rf"SYSTEM\$STREAM_HAS_DATA\s*\(\s*({STRING})\s*\)",
             lambda m: lit(self.stream_has_data(session, unquote(m.group(1)))),
             text,
             flags=re.I,
         )
+        return re.sub(r"\bCURRENT_WAREHOUSE\s*\(\s*\)", lit(session.warehouse), text, flags=re.I)
 
     def _history_query(self, session: Session, function: str, database: str | None, args: dict[str, str]) -> str:
         where: list[str] = []

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import socket
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -780,4 +781,21 @@ def test_seed_builds_the_001_objects_idempotently(connect: Connect, url: str) ->
     assert rows(conn, "SELECT COUNT(*) FROM DEV_STAGING.SILVER.stg_pos") == [(37,)]
     assert rows(conn, "SELECT COUNT(*) FROM DEV_DW.FACTS.fact_sales") == [(36,)]
     assert not has_data(conn, "DEV_STAGING.STREAMS.stream_pos_changes")
+    seed(url)  # leave the seed's state for whoever runs next
+
+
+def test_reset_forgets_the_layers_objects_and_histories(connect: Connect, url: str, db: str) -> None:
+    from sandbox.snowflake.seed import seed
+
+    conn = connect(warehouse="WH_TRANS")
+    root, _child = make_graph(conn, db)
+    run_all(conn, f"EXECUTE TASK {root}")
+    assert rows(conn, "SELECT CURRENT_WAREHOUSE()") == [("WH_TRANS",)]
+    assert hook(url, "reset") == {"ok": True}
+    assert dicts(conn, f"SHOW TASKS IN DATABASE {db}") == []
+    assert history(conn, db) == []
+    assert rows(conn, f"SELECT COUNT(*) FROM {db}.TASKS.DST") == [(3,)]  # fakesnow's tables stay
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        hook(url, "tasks/fail-next", task=root)
+    assert refused.value.code == 400
     seed(url)  # leave the seed's state for whoever runs next
