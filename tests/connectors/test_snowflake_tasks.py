@@ -139,7 +139,6 @@ def test_resume_task_resumes_children_before_root_once(connector: SnowflakeConne
 def test_rerun_executes_the_graph_once_and_waits_for_it(connector: SnowflakeConnector, sql: Sql, db: str) -> None:
     root, _ = _graph(sql, db)
     plan, first, again = run_verb(connector, "rerun", root, AID["act-rerun-1"])
-    assert plan.details["steps"][0]["sql"] == "EXECUTE TASK IDENTIFIER(%s)"
     assert first.details["run_states"] == {"ROOT": "SUCCEEDED"}  # the suspended child does not run
     assert any("do not run: CHILD" in w for w in plan.warnings)
     assert again.already_done
@@ -166,7 +165,6 @@ def test_failed_graph_history_alert_and_retry_last(
 
     plan, first, again = run_verb(connector, "resume-task", root, AID["act-retry-1"])
     assert plan.details["mode"] == "retry_last"
-    assert [s["sql"] for s in plan.details["steps"]] == ["EXECUTE TASK IDENTIFIER(%s) RETRY LAST"]
     assert first.details["run_states"] == {"CHILD": "SUCCEEDED"}  # only the failed task ran again
     assert again.already_done
     assert _log(sql, db) == {"root": 1, "child": 1}
@@ -300,7 +298,7 @@ def test_executed_hook_fires_once_the_run_is_started(connector: SnowflakeConnect
 def test_alerts_skip_a_missing_target_and_pickers_list_tasks(
     connector: SnowflakeConnector, sql: Sql, db: str, hook: Callable[[str, dict[str, Any]], Any]
 ) -> None:
-    root, child = _graph(sql, db)
+    root, _ = _graph(sql, db)
     run_verb(connector, "resume-task", root, AID["act-resume-4"])
     hook("tasks/fail-next", {"task": f"{db}.TASKS.ROOT", "times": 1, "error": "boom"})
     run_verb(connector, "rerun", root, AID["act-rerun-4"])
