@@ -103,11 +103,15 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
 
     # ---------------------------------------------------------------------------- warehouse for the action
 
-    def _warehouse_detail(self, conn: SnowflakeConnection, name: str | None, size: str | None) -> dict[str, Any] | None:
+    def _warehouse_detail(
+        self, conn: SnowflakeConnection, name: str | None, size: str | None, *, missing: str = ""
+    ) -> dict[str, Any] | None:
+        """What the plan keeps to scale ``name`` to ``size`` and back (None without ``size``); ``missing`` says
+        why there is no warehouse to scale."""
         if size is None:
             return None
         if name is None:
-            raise ConnectorError("warehouse_size needs a warehouse: set the connection's warehouse")
+            raise ConnectorError(f"warehouse_size cannot be used: {missing or 'set the connection warehouse'}")
         row = self.connector.warehouse(conn, name)
         return {"name": name, "size": normalize_size(str(row.get("size"))), "scale_to": size}
 
@@ -623,7 +627,10 @@ class Rerun(_SfVerb):
             graph = self.connector.task_graph(conn, task)
             task_wh = graph.root.get("warehouse") or None
             detail = self._warehouse_detail(
-                conn, check_identifier(str(task_wh)) if task_wh else None, params.warehouse_size
+                conn,
+                check_identifier(str(task_wh)) if task_wh else None,
+                params.warehouse_size,
+                missing=f"the root task {graph.fqn(graph.root_name)} runs serverless (no warehouse)",
             )
         root = graph.fqn(graph.root_name)
         warnings = []
@@ -632,8 +639,6 @@ class Rerun(_SfVerb):
         idle = [n for n in graph.top_down() if n != graph.root_name and graph.state(n) != "started"]
         if idle:
             warnings.append(f"suspended child task(s) do not run: {', '.join(idle)} (resume-task resumes them)")
-        if params.warehouse_size and not task_wh:
-            warnings.append("the root task has no warehouse (serverless): warehouse_size is refused")
         return Plan(
             summary=f"EXECUTE TASK {root}: the graph ({len(graph.tasks)} task(s)) runs once now",
             touches=[Touch(kind="task", name=graph.fqn(n), detail={"state": graph.state(n)}) for n in graph.top_down()],
