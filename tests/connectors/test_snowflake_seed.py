@@ -28,14 +28,9 @@ INVENTORY_PIPE = TargetRef(
 
 @pytest.fixture
 def seeded(sf_url: str) -> Callable[..., SnowflakeConnector]:
-    """The seed rebuilt and a connector factory on it. The emulator is reset first: a second seed on a used
-    emulator leaves DEV_RAW.BRONZE.raw_pos empty (the pipe skips the re-staged files), so the facts would be too."""
-    import urllib.request
+    """The seed rebuilt (idempotent) and a connector factory on it."""
     from urllib.parse import urlsplit
 
-    reset = urllib.request.Request(f"{sf_url}/_emulator/reset", data=b"{}", method="POST")
-    with urllib.request.urlopen(reset, timeout=30):
-        pass
     seed(sf_url)
     parts = urlsplit(sf_url)
 
