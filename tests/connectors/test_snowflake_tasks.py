@@ -254,6 +254,8 @@ def test_scale_warehouse_and_status(connector: SnowflakeConnector, sql: Sql, db:
         check = connector.check("warehouse_status")
         assert check.run(target, check.params_model(expect_size="XLARGE")).passed
         assert not check.run(target, check.params_model(expect_size="SMALL")).passed
+        picked = {w["value"]: w["size"] for w in connector.metadata("warehouses")}
+        assert picked[wh] in ("X-Large", "XLARGE")
     finally:
         sql(f"DROP WAREHOUSE IF EXISTS {wh}")
 
