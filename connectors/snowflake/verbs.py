@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
@@ -175,8 +175,9 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
         states: dict[str, str] = {}
         while True:
             # a retried run may keep its original SCHEDULED_TIME: a row belongs to this run when it started (or,
-            # still scheduled, was scheduled) after the statement
-            earliest = since - timedelta(seconds=1)
+            # still scheduled, was scheduled) after the statement; TASK_HISTORY keeps milliseconds, so ``since`` is
+            # cut to them (a wider margin would take in the failed run's tasks that had just succeeded)
+            earliest = since.replace(microsecond=since.microsecond // 1000 * 1000)
             runs = [r for r in self.connector.task_runs(conn, graph, hours) if _started(r) >= earliest]
             if runs:
                 newest = runs[0]["run_id"]

@@ -438,6 +438,14 @@ class Core(ABC):
             text,
             flags=re.I,
         )
+        # fakesnow reads IDENTIFIER('DB.S.T') as one name (a qualified one fails "no current database"): Snowflake
+        # resolves the string as a qualified name, so it is written out as one before fakesnow sees it
+        text = re.sub(
+            r"\bIDENTIFIER\s*\(\s*'((?:\"[^\"']+\"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:\"[^\"']+\"|[A-Za-z_][A-Za-z0-9_$]*))+)'\s*\)",
+            lambda m: m.group(1),
+            text,
+            flags=re.I,
+        )
         return re.sub(r"\bCURRENT_WAREHOUSE\s*\(\s*\)", lit(session.warehouse), text, flags=re.I)
 
     def _history_query(self, session: Session, function: str, database: str | None, args: dict[str, str]) -> str:
