@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -136,7 +136,8 @@ class WatchAlert(_Model):
 
     key: str
     alert_type: str
-    severity: str
+    #: the incident severities (a connector cannot invent one the intake would refuse)
+    severity: Literal["low", "medium", "high", "critical"]
     summary: str
     target: str
     details: dict[str, Any] = Field(default_factory=dict)

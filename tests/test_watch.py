@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from pydantic import ValidationError
 
+from connectors.base import WatchAlert
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditEvent
 from controlplane.catalog import services as catalog_services
@@ -98,14 +100,18 @@ def test_a_failing_connection_is_recorded_on_its_health_and_the_others_still_run
 def test_an_alert_the_intake_refuses_is_logged_and_does_not_hide_the_others(
     cptest: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    odd = {**FAILED, "key": "odd", "severity": "apocalyptic"}
     stray = {**FAILED, "key": "stray", "target": "vault.jobs.load"}  # not one of this connection's targets
-    report(cptest["state_cptest-a"], odd, stray, FAILED)
+    report(cptest["state_cptest-a"], stray, FAILED)
     with caplog.at_level(logging.WARNING):
         [watched, _] = connections_watch()
-    assert (watched.alerts, watched.opened, watched.error) == (3, 1, "")
+    assert (watched.alerts, watched.opened, watched.error) == (2, 1, "")
     assert Incident.objects.get().fingerprint.endswith(":run-7")
-    assert "unknown severity 'apocalyptic'" in caplog.text and "'stray'" in caplog.text
+    assert "'stray'" in caplog.text
+
+
+def test_a_watch_alert_cannot_carry_a_severity_the_intake_does_not_know() -> None:
+    with pytest.raises(ValidationError, match="severity"):
+        WatchAlert.model_validate({**FAILED, "severity": "error"})
 
 
 RUNBOOK = """\

@@ -293,7 +293,7 @@ class SnowflakeConnector(Connector):
         return WatchAlert(
             key=f"snowflake.task_failed:{locator.fqn}:{run_ref}",
             alert_type="snowflake.task_failed",
-            severity="critical" if suspended else "error",
+            severity="critical" if suspended else "high",
             summary=summary,
             target=target.key,
             details={
@@ -319,7 +319,7 @@ class SnowflakeConnector(Connector):
         return WatchAlert(
             key=f"snowflake.pipe_paused:{locator.fqn}:{state}",
             alert_type="snowflake.pipe_paused",
-            severity="error",
+            severity="high",
             summary=summary,
             target=target.key,
             details={
