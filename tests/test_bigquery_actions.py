@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from connectors.bigquery.client import param
 from connectors.bigquery.config import TIB
 from controlplane.actions import services
-from controlplane.actions.models import ActionRun, ActionState
+from controlplane.actions.models import ActionLogLine, ActionRun, ActionState
 from controlplane.actions.tasks import execute_action
 from controlplane.audit.context import Channel, change_context
 from controlplane.audit.models import AuditEvent
@@ -73,3 +74,35 @@ def test_backfill_of_the_missing_day_runs_once_with_its_cost_in_the_plan(
     assert rows == [(1,)]
     job = connector.session().find_job(f"cp_{action.id}_backfill_{day.replace('-', '')}", doing="test")
     assert job is not None and job.labels == {"cp_action": str(action.id)}
+
+
+@pytest.mark.worker
+def test_worker_killed_mid_backfill_completes_it_without_reloading_what_was_done(
+    bq_catalog: SeedObjects, actors: Any, worker_factory: Any
+) -> None:
+    first = worker_factory(beat=True)
+    days = bq_catalog.days
+    with change_context(channel=Channel.API, user=actors["responder"]):
+        action = services.action_request(
+            actor=actors["responder"], verb="backfill", target_key=FACTS,
+            params={"start_date": days[0].isoformat(), "end_date": days[-1].isoformat()}, reason="reload the week",
+        ).action  # fmt: skip
+    wait_for(
+        lambda: ActionLogLine.objects.filter(action=action, message__contains="reloaded in job").exists(),
+        what="the first partition to be reloaded",
+    )
+    first.kill()
+    session = connector_for(sandbox_bigquery()).session()
+    loaded = f"SELECT CAST(_loaded_at AS STRING) FROM `{bq_catalog.marts}.fact_deliveries` WHERE delivery_date = @d"
+    first_load = session.rows(loaded, [param("d", days[0])], doing="test")
+
+    worker_factory(beat=True)  # the replacement, with the reaper on its beat
+    action = final_state(action)
+    assert action.state == ActionState.SUCCEEDED, (action.error, action.verification)
+    assert action.attempts == 2
+    assert session.rows(loaded, [param("d", days[0])], doing="test") == first_load  # found, not run again
+    assert action.outcome["details"]["partitions"][0]["already_done"] is True
+    counts = session.rows(f"SELECT COUNT(*) FROM `{bq_catalog.marts}.fact_deliveries`", doing="test")
+    assert counts == [(len(days),)]
+    history = list(AuditEvent.objects.filter(object_id=str(action.id)).values_list("event", flat=True))
+    assert history.count("action.reaped") == 1 and history[-1] == "action.succeeded"
