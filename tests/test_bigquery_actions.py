@@ -101,6 +101,7 @@ def test_worker_killed_mid_backfill_completes_it_without_reloading_what_was_done
     assert action.state == ActionState.SUCCEEDED, (action.error, action.verification)
     assert action.attempts == 2
     assert session.rows(loaded, [param("d", days[0])], doing="test") == first_load  # found, not run again
+    assert action.outcome is not None
     assert action.outcome["details"]["partitions"][0]["already_done"] is True
     counts = session.rows(f"SELECT COUNT(*) FROM `{bq_catalog.marts}.fact_deliveries`", doing="test")
     assert counts == [(len(days),)]
