@@ -16,6 +16,7 @@ from sandbox.bigquery.proxy import Sizes, estimate_bytes, partition_id, query_da
 from sandbox.bigquery.seed import PARTITION_BYTES, SeedObjects, client_for, declare_bytes, seed
 from sandbox.bigquery.server import bigquery_ping, bigquery_running, start_bigquery, stop_bigquery
 from sandbox.bigquery.venv import BIGQUERY_VENV, EXTENSIONS, duckdb_home
+from sandbox.venvs import find_python
 from tests.bigquery_sandbox import SandboxBigQuery, sandbox_bigquery, seeded
 
 
@@ -179,3 +180,19 @@ def test_start_on_a_root_of_its_own_answers_keeps_declared_sizes_across_a_restar
         stop_bigquery(tmp_path)
     assert not bigquery_running(tmp_path)
     assert not stop_bigquery(tmp_path)
+
+
+def test_find_python_skips_a_pyenv_shim_for_the_install_behind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shims, install = tmp_path / "shims", tmp_path / "pyenv" / "versions" / "3.99.1" / "bin"
+    for folder in (shims, install):
+        folder.mkdir(parents=True)
+        (folder / "python3.99").write_text("#!/bin/sh\nexit 127\n")
+        (folder / "python3.99").chmod(0o755)
+    monkeypatch.setenv("PATH", str(shims))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.delenv("CP_TEST_PYTHON", raising=False)
+    assert find_python("3.99", env_var="CP_TEST_PYTHON") == str(install / "python3.99")
+    monkeypatch.setenv("CP_TEST_PYTHON", "/opt/python")
+    assert find_python("3.99", env_var="CP_TEST_PYTHON") == "/opt/python"
