@@ -326,6 +326,11 @@ class Emulator:
         data = self.fs.query(session.token, rewritten)
         session.database = data.get("finalDatabaseName") or session.database
         session.schema = data.get("finalSchemaName") or session.schema
+        replaced = re.match(rf"CREATE\s+OR\s+REPLACE\s+(?:TRANSIENT\s+|TEMPORARY\s+)?TABLE\s+({NAME})", text, re.I)
+        if replaced:  # a new table has no load metadata
+            with self.lock:
+                if self.state["load_metadata"].pop(fqn(self.resolve(session, replaced.group(1))), None) is not None:
+                    self.save()
         created = re.fullmatch(
             rf"CREATE\s+(?:OR\s+REPLACE\s+)?DATABASE\s+(?:IF\s+NOT\s+EXISTS\s+)?({NAME})", text, re.I
         )
@@ -780,13 +785,18 @@ class Emulator:
             root["state"], root["last_suspended_on"] = "suspended", now().isoformat()
             root["last_suspended_reason"] = "FAILED_AND_AUTO_SUSPENDED"
 
-    def run_scheduler(self) -> list[str]:
-        """One tick of the scheduler: every started root task with a schedule runs its graph once."""
+    def run_scheduler(self, only: list[str] | None = None) -> list[str]:
+        """One tick of the scheduler: every started root task with a schedule (of ``only``, when given) runs its
+        graph once."""
         with self.lock:
+            wanted = None if only is None else {".".join(split_name(name)) for name in only}
             roots = [
                 key
                 for key, t in sorted(self.state["tasks"].items())
-                if not t["predecessors"] and t["state"] == "started" and t["schedule"]
+                if not t["predecessors"]
+                and t["state"] == "started"
+                and t["schedule"]
+                and (wanted is None or key in wanted)
             ]
             for key in roots:
                 self.run_graph(key, "SCHEDULE")

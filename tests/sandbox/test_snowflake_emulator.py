@@ -643,3 +643,61 @@ def test_clone_copies_tables_with_data_and_the_layers_objects(connect: Connect, 
     assert rows(conn, f"SELECT COUNT(*) FROM {clone}.TASKS.SRC") == [(4,)]
     with pytest.raises(ProgrammingError, match="does not exist"):
         run_all(conn, f"CREATE DATABASE {db}_OTHER CLONE NO_SUCH_DATABASE")
+
+
+# -------------------------------------------------------------------------------------------------- seed
+
+
+def test_seed_builds_the_001_objects_idempotently(connect: Connect, url: str) -> None:
+    from sandbox.snowflake.seed import ROOT, seed
+
+    seed(url)
+    seed(url)  # a second run rebuilds the same state
+    conn = connect()
+    (root,) = dicts(conn, "SHOW TASKS LIKE 'TASK_BRONZE_TO_SILVER_POS' IN SCHEMA DEV_STAGING.TASKS")
+    assert (root["state"], root["last_suspended_reason"]) == ("suspended", "FAILED_AND_AUTO_SUSPENDED")
+    graph = {t["name"]: t["state"] for t in dicts(conn, "SHOW TASKS IN SCHEMA DEV_STAGING.TASKS")}
+    assert graph == {
+        "TASK_BRONZE_TO_SILVER_POS": "suspended",
+        "TASK_LOAD_DIM_CUSTOMER": "started",
+        "TASK_LOAD_FACT_SALES": "started",
+    }
+    last = dicts(
+        conn,
+        "SELECT state, error_message FROM TABLE(DEV_STAGING.INFORMATION_SCHEMA.TASK_HISTORY("
+        "TASK_NAME => 'TASK_BRONZE_TO_SILVER_POS', RESULT_LIMIT => 3)) ORDER BY scheduled_time DESC",
+    )
+    assert [r["STATE"] for r in last] == ["FAILED"] * 3
+
+    assert rows(
+        conn,
+        "SELECT COUNT(*), COUNT(DISTINCT DATE(transaction_ts)), MAX(load_timestamp) IS NOT NULL "
+        "FROM DEV_RAW.BRONZE.raw_pos",
+    ) == [(37, 5, True)]
+    assert has_data(conn, "DEV_STAGING.STREAMS.stream_pos_changes")  # the 5th's rows wait for the graph
+    assert pipe_status(conn, "DEV_RAW.BRONZE.pipe_pos_data")["executionState"] == "RUNNING"
+    paused = pipe_status(conn, "DEV_RAW.BRONZE.pipe_inventory_data")
+    assert (paused["executionState"], paused["pendingFileCount"]) == ("PAUSED", 1)
+    assert [r[0] for r in rows(conn, "LIST @DEV_RAW.BRONZE.stage_pos_data")] == [
+        f"stage_pos_data/pos_2024-01-0{d}.csv" for d in range(1, 6)
+    ]
+    (wh,) = dicts(conn, "SHOW WAREHOUSES LIKE 'WH_TRANS'")
+    assert wh["size"] == "Medium"
+
+    assert rows(conn, "SELECT COUNT(*), SUM(IFF(is_valid, 0, 1)) FROM DEV_STAGING.SILVER.stg_pos") == [(30, 1)]
+    assert rows(conn, "SELECT COUNT(*) FROM DEV_DW.FACTS.fact_sales") == [(29,)]
+    assert rows(
+        conn, "SELECT COUNT(*), SUM(IFF(is_current, 1, 0)) FROM DEV_DW.DIMENSIONS.dim_customer WHERE customer_id = 3"
+    ) == [(2, 1)]
+    overlaps = (
+        "SELECT customer_id FROM DEV_DW.DIMENSIONS.dim_customer GROUP BY customer_id "
+        "HAVING COUNT(*) > 1 AND SUM(CASE WHEN is_current = TRUE THEN 1 ELSE 0 END) != 1"
+    )
+    assert rows(conn, overlaps) == []
+
+    # the auto-suspended graph is retried: the root and the later tasks load the 5th
+    run_all(conn, f"EXECUTE TASK {ROOT} RETRY LAST")
+    assert rows(conn, "SELECT COUNT(*) FROM DEV_STAGING.SILVER.stg_pos") == [(37,)]
+    assert rows(conn, "SELECT COUNT(*) FROM DEV_DW.FACTS.fact_sales") == [(36,)]
+    assert not has_data(conn, "DEV_STAGING.STREAMS.stream_pos_changes")
+    seed(url)  # leave the seed's state for whoever runs next
