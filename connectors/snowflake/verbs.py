@@ -13,12 +13,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from snowflake.connector import SnowflakeConnection
+from snowflake.connector import errors as sf_errors
 
 from connectors.base import (
     ConnectorError,
@@ -123,8 +124,25 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
             yield
         finally:
             if original != scale_to:
-                fetch(runner.conn, "ALTER WAREHOUSE IDENTIFIER(%s) SET WAREHOUSE_SIZE = %s", (name, original))
-                ctx.log(f"warehouse {name} restored to {original}")
+                self._restore(runner, name, original, ctx)
+
+    def _restore(self, runner: TaggedRunner, name: str, size: str, ctx: ExecutionContext) -> None:
+        """Scale ``name`` back to ``size``: on the action's session, else on a new one (the body may have
+        failed because the session broke); a failure of both is an error naming the warehouse left scaled."""
+        statement = "ALTER WAREHOUSE IDENTIFIER(%s) SET WAREHOUSE_SIZE = %s"
+        try:
+            fetch(runner.conn, statement, (name, size))
+        except (sf_errors.Error, ConnectorError):
+            try:
+                with self.connector.session(f"restoring warehouse {name}", tag=runner.tag) as conn:
+                    fetch(conn, statement, (name, size))
+            except ConnectorError as exc:
+                raise ConnectorError(
+                    f"warehouse {name} could not be scaled back to {size} and is still scaled up: run "
+                    f"scale-warehouse with warehouse_size {size} ({exc.message})",
+                    transient=exc.transient,
+                ) from exc
+        ctx.log(f"warehouse {name} restored to {size}")
 
     def recover(self, target: TargetRef, params: Any, plan: Plan | None, action_id: str) -> str | None:
         """Scale the warehouse back to the size the plan recorded, when the lost worker left it scaled."""
@@ -151,11 +169,10 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
         hours = min(TASK_HISTORY_MAX_HOURS, (datetime.now(UTC) - since).total_seconds() / 3600 + 1)
         states: dict[str, str] = {}
         while True:
-            runs = [
-                r
-                for r in self.connector.task_runs(conn, graph, hours)
-                if (as_utc(r["scheduled_time"]) or since) >= since - timedelta(seconds=1)
-            ]
+            # a retried run may keep its original SCHEDULED_TIME: a row belongs to this run when it started (or,
+            # still scheduled, was scheduled) after the statement
+            earliest = since - timedelta(seconds=1)
+            runs = [r for r in self.connector.task_runs(conn, graph, hours) if _started(r) >= earliest]
             if runs:
                 newest = runs[0]["run_id"]
                 mine = [r for r in runs if r["run_id"] == newest]
@@ -187,6 +204,14 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
         if earlier is not None and as_utc(earlier.get("start_time")):
             return as_utc(earlier["start_time"]) or datetime.now(UTC)
         return as_utc(scalar(runner.conn, "SELECT CURRENT_TIMESTAMP()")) or datetime.now(UTC)
+
+
+def _started(run: dict[str, Any]) -> datetime:
+    for key in ("query_start_time", "completed_time", "scheduled_time"):
+        when = as_utc(run.get(key))
+        if when is not None:
+            return when
+    return datetime.min.replace(tzinfo=UTC)
 
 
 def _runs_verdict(states: dict[str, str], what: str) -> tuple[bool, str]:
@@ -866,7 +891,8 @@ class Backfill(_SfVerb):
             fetch(conn, f"CALL {quote(table.procedure)}()")
             fetch(conn, "COMMIT")
         except BaseException:
-            fetch(conn, "ROLLBACK")
+            with suppress(sf_errors.Error):  # a broken session rolls back on its own
+                fetch(conn, "ROLLBACK")
             raise
         ctx.log(
             f"deleted {params.from_date}..{params.to_date} of {table.fqn} and called {table.procedure}(): committed"

@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from connectors.base import TargetRef
+import pytest
+
+from connectors.base import ConnectorError, TargetRef
 from connectors.snowflake import SnowflakeConnector
 from tests.connectors.sf_support import (  # noqa: F401 (fixtures)
     Sql,
     connector,
     db,
+    hook,
     make_connector,
     run_verb,
     sf_url,
@@ -132,3 +137,97 @@ def test_pipe_status_resume_and_pause(connector: SnowflakeConnector, sql: Sql, d
     verb = connector.verb("resume-task")
     assert verb.verify(pipe, verb.params_model(), first).ok
     assert connector.alerts([pipe]) == []
+
+
+def _raw_stage(sql: Sql, db: str, hook: Callable[[str, dict[str, Any]], Any]) -> TargetRef:
+    sql(f"CREATE SCHEMA {db}.BRONZE")
+    sql(f"CREATE TABLE {db}.BRONZE.RAW_POS (ID INTEGER, CUSTOMER_ID INTEGER)")
+    sql(f"CREATE FILE FORMAT {db}.BRONZE.CSV_FORMAT TYPE = CSV")
+    sql(f"CREATE STAGE {db}.BRONZE.STAGE_POS")
+    for day, rows in (("2024-01-01", "1,10\n2,11\n"), ("2024-01-02", "3,12\n"), ("2024-02-01", "4,13\n")):
+        hook("stages/put", {"stage": f"{db}.BRONZE.STAGE_POS", "name": f"pos_{day}.csv", "content": rows})
+    return TargetRef(
+        "sf.raw", "table",
+        {"database": db, "schema": "BRONZE", "name": "RAW_POS", "stage": f"{db}.BRONZE.STAGE_POS",
+         "file_format": f"{db}.BRONZE.CSV_FORMAT"},
+    )  # fmt: skip
+
+
+def test_backfill_raw_copies_named_files_once_and_plans_what_is_loaded(
+    connector: SnowflakeConnector, sql: Sql, db: str, hook: Callable[[str, dict[str, Any]], Any]
+) -> None:
+    table = _raw_stage(sql, db, hook)
+    aid = _aid("act-raw")
+    plan, first, again = run_verb(connector, "backfill", table, aid, files=["pos_2024-01-01.csv"])
+    assert [t.detail["already_loaded"] for t in plan.touches] == [False]
+    assert [f["status"] for f in first.details["files"]] == ["LOADED"]
+    assert again.already_done
+    assert sql(f"SELECT COUNT(*) AS N FROM {db}.BRONZE.RAW_POS")[0]["n"] == 2
+    assert len(tagged(sql, db, aid, "COPY INTO%")) == 1
+    verb = connector.verb("backfill")
+    assert verb.verify(table, verb.params_model(files=["pos_2024-01-01.csv"]), first).ok
+    # a pattern over January: the plan marks the file loaded above, and loads only the other one
+    january = verb.plan(table, verb.params_model(pattern=".*2024-01-.*"))
+    assert {t.name.split("/")[-1]: t.detail["already_loaded"] for t in january.touches} == {
+        "pos_2024-01-01.csv": True, "pos_2024-01-02.csv": False
+    }  # fmt: skip
+    history = connector.check("copy_history").run(table, connector.check("copy_history").params_model(hours=1))
+    assert history.passed and len(history.rows) == 1
+
+
+def test_backfill_refuses_files_missing_from_the_stage(
+    connector: SnowflakeConnector, sql: Sql, db: str, hook: Callable[[str, dict[str, Any]], Any]
+) -> None:
+    table = _raw_stage(sql, db, hook)
+    verb = connector.verb("backfill")
+    with pytest.raises(ConnectorError, match="not in stage"):
+        verb.plan(table, verb.params_model(files=["pos_1999-01-01.csv"]))
+
+
+def test_clone_environment_clones_with_data_and_verifies_counts(
+    connector: SnowflakeConnector, sql: Sql, db: str
+) -> None:
+    prefix = db.replace("_", "")[:12]
+    source = f"{prefix}_RAW"
+    sql(f"CREATE DATABASE IF NOT EXISTS {source}")
+    sql(f"CREATE SCHEMA IF NOT EXISTS {source}.BRONZE")
+    sql(f"CREATE TABLE {source}.BRONZE.RAW_POS (ID INTEGER)")
+    sql(f"INSERT INTO {source}.BRONZE.RAW_POS VALUES (1), (2), (3)")
+    env = TargetRef("sf.env", "environment", {"databases": [source]})
+    new = f"Q{uuid.uuid4().hex[:8].upper()}"
+    plan, first, again = run_verb(connector, "clone-environment", env, _aid("act-clone"), prefix=new)
+    assert plan.risk == "high"
+    assert plan.touches[0].name == f"{new}_RAW" and plan.touches[0].detail["rows"] == 3
+    assert again.already_done
+    assert sql(f"SELECT COUNT(*) AS N FROM {new}_RAW.BRONZE.RAW_POS")[0]["n"] == 3
+    verb = connector.verb("clone-environment")
+    assert verb.verify(env, verb.params_model(prefix=new), first).ok
+    check = connector.check("databases_exist")
+    assert check.run(env, check.params_model(databases=[f"{new}_RAW"])).passed
+    with pytest.raises(ConnectorError, match="already exist"):
+        verb.plan(env, verb.params_model(prefix=new))
+
+
+def test_stream_has_data_and_pipe_usage_and_pickers(
+    connector: SnowflakeConnector, sql: Sql, db: str, hook: Callable[[str, dict[str, Any]], Any]
+) -> None:
+    sql(f"CREATE SCHEMA {db}.BRONZE")
+    sql(f"CREATE TABLE {db}.BRONZE.RAW_POS (ID INTEGER, CUSTOMER_ID INTEGER)")
+    sql(f"CREATE STAGE {db}.BRONZE.STAGE_POS")
+    sql(f"CREATE STREAM {db}.BRONZE.POS_CHANGES ON TABLE {db}.BRONZE.RAW_POS")
+    sql(
+        f"CREATE PIPE {db}.BRONZE.PIPE_POS AUTO_INGEST = TRUE AS COPY INTO {db}.BRONZE.RAW_POS "
+        f"FROM @{db}.BRONZE.STAGE_POS FILE_FORMAT = (TYPE = CSV)"
+    )
+    stream = TargetRef("sf.stream", "stream", {"database": db, "schema": "BRONZE", "name": "POS_CHANGES"})
+    check = connector.check("stream_has_data")
+    assert check.run(stream, check.params_model()).rows == [[f"{db}.BRONZE.POS_CHANGES", False]]
+    hook("stages/put", {"stage": f"{db}.BRONZE.STAGE_POS", "name": "pos_1.csv", "content": "1,10\n"})
+    assert check.run(stream, check.params_model()).rows == [[f"{db}.BRONZE.POS_CHANGES", True]]
+    pipe = TargetRef("sf.pipe", "pipe", {"database": db, "schema": "BRONZE", "name": "PIPE_POS"})
+    usage = connector.check("pipe_usage_history").run(pipe, connector.check("pipe_usage_history").params_model(hours=1))
+    assert usage.passed, usage.summary
+    assert [r["value"] for r in connector.metadata("pipes", database=db, schema="BRONZE")] == ["PIPE_POS"]
+    assert [r["value"] for r in connector.metadata("streams", database=db, schema="BRONZE")] == ["POS_CHANGES"]
+    with pytest.raises(ConnectorError):
+        connector.metadata("tasks", database=db, schema="x; drop")
