@@ -21,6 +21,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import re
 import shutil
 import threading
@@ -46,6 +47,7 @@ from sandbox.snowflake.sqltext import (
 )
 
 ADMIN_DB = "_EMULATOR"
+log = logging.getLogger("sandbox.snowflake")
 DEFAULT_SUSPEND_AFTER_FAILURES = 3
 RETRY_WINDOW = dt.timedelta(days=14)
 LOAD_METADATA_TTL = dt.timedelta(days=64)
@@ -159,6 +161,7 @@ class Emulator:
         self.fs = fakesnow
         self.lock = threading.RLock()
         self.sessions: dict[str, Session] = {}
+        self.running: dict[str, int] = {}  # statements in flight per warehouse (SHOW WAREHOUSES' running)
         self._ids = itertools.count(int(now().timestamp()))
         self.state: dict[str, Any] = self._load()
         self.admin = self.fs.login(ADMIN_DB, "PUBLIC")
@@ -166,6 +169,14 @@ class Emulator:
         self.admin_sql("CREATE SCHEMA IF NOT EXISTS _EMULATOR.STREAMS")
         for name, columns in HISTORY_TABLES.items():
             self.admin_sql(f"CREATE TABLE IF NOT EXISTS _EMULATOR.PUBLIC.{name} ({columns})")
+        self.admin_sql(
+            f"CREATE OR REPLACE TABLE _EMULATOR.PUBLIC.QUERY_HISTORY_RUNNING ({HISTORY_TABLES['QUERY_HISTORY']})"
+        )
+        self._history_lock = threading.RLock()
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self.in_flight: dict[str, dict[str, Any]] = {}  # the client statements running now (EXECUTION_STATUS RUNNING)
+        self._stopping = threading.Event()
+        threading.Thread(target=self._flush_forever, name="history-writer", daemon=True).start()
         for database in self.state["databases"]:  # re-attach the databases' files after a restart
             self.admin_sql(f"CREATE DATABASE IF NOT EXISTS {database}")
 
@@ -206,9 +217,28 @@ class Emulator:
         return p.rows_of(self.admin_sql(sql))
 
     def insert_history(self, table: str, row: dict[str, Any]) -> None:
-        columns = ", ".join(row)
-        values = ", ".join(lit(v) for v in row.values())
-        self.admin_sql(f"INSERT INTO _EMULATOR.PUBLIC.{table} ({columns}) VALUES ({values})")
+        """Queue a history row; :meth:`flush_history` writes the queue (before any read of a history, and every
+        half second), so a statement does not wait for its own bookkeeping."""
+        with self._history_lock:
+            self._pending.append((table, row))
+
+    def flush_history(self) -> None:
+        with self._history_lock:
+            pending, self._pending = self._pending, []
+            for (table, columns), group in itertools.groupby(pending, key=lambda item: (item[0], tuple(item[1]))):
+                values = ", ".join(f"({', '.join(lit(v) for v in row.values())})" for _t, row in group)
+                self.admin_sql(f"INSERT INTO _EMULATOR.PUBLIC.{table} ({', '.join(columns)}) VALUES {values}")
+
+    def _flush_forever(self) -> None:
+        while not self._stopping.wait(0.5):
+            try:
+                self.flush_history()
+            except Exception:  # logged; the next tick or read tries again with later rows
+                log.exception("writing the history failed")
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.flush_history()
 
     def reset(self) -> None:
         """Forget every object and history the layer keeps (the databases' tables stay in fakesnow)."""
@@ -218,6 +248,7 @@ class Emulator:
             databases = self.state["databases"]
             self.state = self._load_empty()
             self.state["databases"] = databases
+            self.flush_history()
             for table in HISTORY_TABLES:
                 self.admin_sql(f"DELETE FROM _EMULATOR.PUBLIC.{table}")
             shutil.rmtree(self.directory / "stages", ignore_errors=True)
@@ -273,41 +304,61 @@ class Emulator:
     # ---------------------------------------------------------------------------------------- dispatch
 
     def execute(self, session: Session, sql: str) -> dict[str, Any]:
-        """Answer one client statement and record it in the query history."""
-        started = now()
+        """Answer one client statement; it is in the query history from its start (RUNNING) to its end."""
+        query_id, started = str(uuid.uuid4()), now()
+        warehouse = session.warehouse or ""
+        query_type = (strip_statement(sql).split() or ["UNKNOWN"])[0].upper()
+        record = {
+            "QUERY_ID": query_id,
+            "QUERY_TEXT": sql,
+            "DATABASE_NAME": session.database,
+            "SCHEMA_NAME": session.schema,
+            "QUERY_TYPE": query_type,
+            "SESSION_ID": session.id,
+            "USER_NAME": session.user,
+            "ROLE_NAME": session.role,
+            "WAREHOUSE_NAME": session.warehouse,
+            "QUERY_TAG": session.query_tag,
+            "EXECUTION_STATUS": "RUNNING",
+            "WAREHOUSE_SIZE": self.state["warehouses"].get(warehouse, {}).get("size"),
+            "START_TIME": started,
+        }
+        with self._history_lock:
+            self.in_flight[query_id] = record
         error: SqlError | None = None
         data: dict[str, Any] = {}
+        counted = query_type in ("SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "CALL", "EXECUTE")
+        warehouse = warehouse if counted else ""  # metadata statements use no warehouse
+        with self.lock:
+            self.running[warehouse] = self.running.get(warehouse, 0) + 1
         try:
             data = self.run(session, sql)
         except SqlError as exc:
             error = exc
+        except Exception as exc:  # a bug of the layer: the client gets a statement error, the log the trace
+            log.exception("the layer failed on %r", sql)
+            error = SqlError(f"the Snowflake emulator failed: {type(exc).__name__}: {exc}", 603, "XX000")
+        finally:
+            with self.lock:
+                self.running[warehouse] -= 1
         finished = now()
-        warehouse = self.state["warehouses"].get(session.warehouse or "", {})
-        self.insert_history(
-            "QUERY_HISTORY",
+        record.update(
             {
-                "QUERY_ID": data.get("queryId") or str(uuid.uuid4()),
-                "QUERY_TEXT": sql,
-                "DATABASE_NAME": session.database,
-                "SCHEMA_NAME": session.schema,
-                "QUERY_TYPE": (strip_statement(sql).split() or ["UNKNOWN"])[0].upper(),
-                "SESSION_ID": session.id,
-                "USER_NAME": session.user,
-                "ROLE_NAME": session.role,
-                "WAREHOUSE_NAME": session.warehouse,
-                "WAREHOUSE_SIZE": warehouse.get("size"),
-                "QUERY_TAG": session.query_tag,
                 "EXECUTION_STATUS": "FAIL" if error else "SUCCESS",
                 "ERROR_CODE": f"{error.code:06d}" if error else None,
                 "ERROR_MESSAGE": error.message if error else None,
-                "START_TIME": started,
                 "END_TIME": finished,
                 "TOTAL_ELAPSED_TIME": int((finished - started).total_seconds() * 1000),
                 "ROWS_PRODUCED": data.get("total"),
-            },
+            }
         )
+        with self._history_lock:
+            self.in_flight.pop(query_id, None)
+            self.insert_history("QUERY_HISTORY", record)
         if error is not None:
+            error.query_id = query_id
             raise error
+        data["queryId"] = query_id  # the client's sfqid is the history's QUERY_ID
         return data
 
     def run(self, session: Session, sql: str) -> dict[str, Any]:
@@ -462,7 +513,7 @@ class Emulator:
         for name, w in sorted(self.state["warehouses"].items()):
             if like and not _like(name, unquote(like)):
                 continue
-            started = w["state"] == "STARTED"
+            started, running = w["state"] == "STARTED", self.running.get(name, 0)
             rows.append(
                 [
                     name,
@@ -472,7 +523,7 @@ class Emulator:
                     1,
                     1,
                     1 if started else 0,
-                    0,
+                    running,
                     0,
                     "N",
                     "Y" if session.warehouse == name else "N",
@@ -493,7 +544,7 @@ class Emulator:
         found = self.state["tasks"].get(name)
         if found is None:
             raise SqlError(f"Task {name.split('.')[-1]} does not exist or not authorized.", 2003, "02000")
-        return dict(found) if False else found
+        return found
 
     def root_of(self, name: str) -> str:
         task = self.task(name)
@@ -735,19 +786,26 @@ class Emulator:
             run["tasks"][name] = self._run_one(task, run, scheduled_from)
 
     def _run_one(self, task: dict[str, Any], run: dict[str, Any], scheduled_from: str) -> str:
+        """Run one task of a graph run (its WHEN condition first: false -> SKIPPED); its TASK_HISTORY state."""
         started = now()
         error: SqlError | None = None
         query_id = str(uuid.uuid4())
-        if task["fail_next"]:
-            error = SqlError(task["fail_next"].pop(0), 100132, "P0000")
-        else:
-            session = self.internal_session(task["database"], task["schema"])
-            try:
-                data = self.run(session, task["definition"])
-                query_id = data.get("queryId") or query_id
-            except SqlError as exc:
-                error = exc
-        state = "FAILED" if error else "SUCCEEDED"
+        session = self.internal_session(task["database"], task["schema"])
+        state = "SUCCEEDED"
+        try:
+            if (
+                task["condition"]
+                and not p.rows_of(self.fs.query(session.token, f"SELECT {self.rewrite(session, task['condition'])}"))[
+                    0
+                ][0]
+            ):
+                state = "SKIPPED"
+            elif task["fail_next"]:
+                raise SqlError(task["fail_next"].pop(0), 100132, "P0000")
+            else:
+                query_id = self.run(session, task["definition"]).get("queryId") or query_id
+        except SqlError as exc:
+            error, state = exc, "FAILED"
         root = self.task(run["root"])
         self.insert_history(
             "TASK_HISTORY",
@@ -821,6 +879,8 @@ class Emulator:
     def rewrite(self, session: Session, text: str) -> str:
         """``text`` with each history table function replaced by a subquery over the layer's tables and each
         ``SYSTEM$PIPE_STATUS`` / ``SYSTEM$STREAM_HAS_DATA`` call by its value."""
+        if self.TABLE_FUNCTION.search(text):
+            self.flush_history()
         while (match := self.TABLE_FUNCTION.search(text)) is not None:
             args_open = match.end() - 1
             args_close = closing_paren(text, args_open)
@@ -838,12 +898,13 @@ class Emulator:
             text,
             flags=re.I,
         )
-        return re.sub(
+        text = re.sub(
             rf"SYSTEM\$STREAM_HAS_DATA\s*\(\s*({STRING})\s*\)",
             lambda m: lit(self.stream_has_data(session, unquote(m.group(1)))),
             text,
             flags=re.I,
         )
+        return re.sub(r"\bCURRENT_WAREHOUSE\s*\(\s*\)", lit(session.warehouse), text, flags=re.I)
 
     def _history_query(self, session: Session, function: str, database: str | None, args: dict[str, str]) -> str:
         where: list[str] = []
@@ -896,7 +957,17 @@ class Emulator:
                 f"SQL compilation error: the emulator's {function} does not take {', '.join(args)}", 1003, "42000"
             )
         condition = " AND ".join(where) or "TRUE"
-        return f"SELECT * FROM _EMULATOR.PUBLIC.{table} WHERE {condition} ORDER BY {order} DESC LIMIT {limit}"
+        source = f"_EMULATOR.PUBLIC.{table}"
+        if table == "QUERY_HISTORY":  # the finished statements and the ones running now
+            with self._history_lock:
+                self.admin_sql("DELETE FROM _EMULATOR.PUBLIC.QUERY_HISTORY_RUNNING")
+                for row in list(self.in_flight.values()):
+                    values = ", ".join(lit(v) for v in row.values())
+                    self.admin_sql(
+                        f"INSERT INTO _EMULATOR.PUBLIC.QUERY_HISTORY_RUNNING ({', '.join(row)}) VALUES ({values})"
+                    )
+            source = f"(SELECT * FROM {source} UNION ALL SELECT * FROM _EMULATOR.PUBLIC.QUERY_HISTORY_RUNNING)"
+        return f"SELECT * FROM {source} WHERE {condition} ORDER BY {order} DESC LIMIT {limit}"
 
     # ------------------------------------------------------------------------------------------- clone
 
