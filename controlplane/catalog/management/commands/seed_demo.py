@@ -508,6 +508,7 @@ def snowflake_config(url: str) -> dict[str, Any]:
         "port": parts.port,
         "protocol": parts.scheme,
         "warehouse": "WH_TRANS",
+        "database": "DEV_STAGING",  # a database's INFORMATION_SCHEMA holds the query history re-delivery reads
         "wait_timeout_s": 120,
         "poll_interval_s": 0.5,
     }
