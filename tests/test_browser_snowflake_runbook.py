@@ -91,7 +91,8 @@ def test_task_suspended_runbook_from_the_watch_incident_to_the_verified_resume(
             diagnose.get_by_role("button", name="Mark done").click()
 
             resume = step(page, "resume_task")
-            expect(resume).to_contain_text("ALTER TASK DEV_STAGING.TASKS.task_bronze_to_silver_pos RESUME")  # the seed's
+            # the seed's SQL beside the step
+            expect(resume).to_contain_text("ALTER TASK DEV_STAGING.TASKS.task_bronze_to_silver_pos RESUME")
             resume.get_by_role("button", name="Preview").click()
             plan = resume.locator(".plan")
             expect(plan).to_contain_text("RETRY LAST")
