@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -385,12 +386,32 @@ def _base(name: str) -> str:
     return str(name).rstrip("/").split("/")[-1]
 
 
-def _loaded(conn: SnowflakeConnection, table: TableLocator) -> dict[str, dict[str, Any]]:
-    """Files the load history shows loaded into ``table`` (COPY_HISTORY: the last 14 days), by base name."""
+def _staged_at(file: dict[str, Any]) -> datetime | None:
+    """LIST's ``last_modified`` (``Mon, 07 Dec 2026 02:22:03 GMT``) as an aware datetime."""
+    raw = file.get("last_modified")
+    if isinstance(raw, datetime):
+        return as_utc(raw)
+    try:
+        return as_utc(parsedate_to_datetime(str(raw)))
+    except (TypeError, ValueError):
+        return None
+
+
+def _loaded(
+    conn: SnowflakeConnection, table: TableLocator, staged: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Files the load history shows loaded into ``table`` (COPY_HISTORY: the last 14 days), by base name. With
+    ``staged`` (LIST's rows), a file staged again after its last load counts as not loaded: its load belongs
+    to an earlier copy of the file (or of the table)."""
     found: dict[str, dict[str, Any]] = {}
     for row in copy_history(conn, table, hours=COPY_HISTORY_HOURS):
         if str(row.get("status") or "").lower() in ("loaded", "partially loaded"):
             found.setdefault(_base(row["file_name"]), row)
+    for file in staged or []:
+        load = found.get(_base(file["name"]))
+        staged_at, loaded_at = _staged_at(file), as_utc(load.get("last_load_time")) if load else None
+        if staged_at is not None and loaded_at is not None and staged_at > loaded_at:
+            del found[_base(file["name"])]
     return found
 
 
@@ -399,8 +420,8 @@ def _pipe_resume_plan(connector: SnowflakeConnector, locator: PipeLocator) -> Pl
         status = connector.pipe_status(conn, locator)
         table, stage = _parse_pipe(str(connector.pipe_definition(conn, locator).get("definition") or ""), locator)
         db, schema, name = table.split(".")
-        loaded = _loaded(conn, TableLocator.model_validate({"database": db, "schema": schema, "name": name}))
         files = _stage_files(conn, stage)
+        loaded = _loaded(conn, TableLocator.model_validate({"database": db, "schema": schema, "name": name}), files)
     state = str(status.get("executionState") or "UNKNOWN").upper()
     new = [f for f in files if _base(f["name"]) not in loaded]
     steps = []
@@ -738,7 +759,7 @@ class Backfill(_SfVerb):
         assert table.stage is not None
         with self.connector.session(f"planning the backfill of {table.fqn}") as conn:
             staged = _stage_files(conn, table.stage, params.pattern)
-            loaded = _loaded(conn, table)
+            loaded = _loaded(conn, table, staged)
             detail = self._warehouse_detail(conn, self.connector.cfg.warehouse, params.warehouse_size)
         by_base = {_base(f["name"]): f for f in staged}
         if params.files:
