@@ -236,3 +236,18 @@ def test_snowpipe_runbook_resumes_the_paused_pipe_and_loads_the_waiting_file(
     loads = rows["loads_after"]
     assert loads.state == "done", loads.error
     assert "inventory_2024-01-05.csv" in str(loads.result["rows"])
+
+
+def test_pipeline_status_runbook_reads_tasks_stream_and_pipe(seeded: None, actors: dict[str, Any]) -> None:
+    rita = actors["responder"]
+    params = {"task": ROOT, "stream": "dev.snowflake.stream_pos_changes", "pipe": "dev.snowflake.pipe_pos_data"}
+    run = _as(rita, services.run_start, runbook="001-pipeline-status", params=params)
+    services.run_advance(run_id=run.pk)
+    rows = _steps(run)
+    results = {s: rows[s].result for s in ("tasks", "task_runs", "stream", "pipe")}
+    assert {s: rows[s].state for s in results} == dict.fromkeys(results, "done"), {s: rows[s].error for s in results}
+    assert results["tasks"]["passed"] is False and "FAILED_AND_AUTO_SUSPENDED" in results["tasks"]["summary"]
+    assert results["task_runs"]["passed"] is False and FAILURE in results["task_runs"]["summary"]
+    assert results["stream"]["check"] == "stream_has_data"  # the 5th's rows wait in the stream
+    assert results["pipe"]["passed"] is True  # the POS pipe runs
+    assert rows["dag_runs"].state == "skipped" and rows["assess"].state == "waiting"
