@@ -1,9 +1,11 @@
 """``manage.py seed_demo --pg-port P [--airflow-url URL ...] [--quarantine-prod-root R --quarantine-dev-root R]
-[--snowflake-url URL --snowflake-password-ref REF]``: the demo catalog over the sandbox weather warehouse (and,
-given ``--airflow-url``, over the sandbox Airflow's DAGs; given the quarantine roots, over two quarantine
-sources: production on the GCS emulator, development on local disk; given ``--snowflake-url``, over the seed-001
-retail warehouse on the Snowflake emulator, in dev only: the seed's databases are DEV_RAW, DEV_STAGING and
-DEV_DW), one demo user per role, and the ``airflow-bot`` user whose API token the Airflow failure callbacks use.
+[--snowflake-url URL --snowflake-password-ref REF] [--bigquery-url URL --bigquery-project P]``: the demo catalog
+over the sandbox weather warehouse (and, given ``--airflow-url``, over the sandbox Airflow's DAGs; given the
+quarantine roots, over two quarantine sources: production on the GCS emulator, development on local disk; given
+``--snowflake-url``, over the seed-001 retail warehouse on the Snowflake emulator, in dev only: the seed's
+databases are DEV_RAW, DEV_STAGING and DEV_DW; given ``--bigquery-url``, over the seed-002 logistics datasets on
+the BigQuery emulator, in dev), one demo user per role, and the ``airflow-bot`` user whose API token the Airflow
+failure callbacks use.
 
 Idempotent: what exists is kept, what is missing is created through the catalog services, so a second run
 writes nothing and records no audit event. Everything runs in one transaction under a ``system`` change
@@ -269,6 +271,71 @@ SNOWFLAKE_TARGETS = (
 )
 
 
+@dataclass(frozen=True)
+class BigQueryTargetSpec:
+    """One object of the seed-002 logistics datasets, target ``dev.bigquery.<name>`` of connection
+    ``bigquery-dev``, in pipeline ``dev-logistics_bigquery``."""
+
+    name: str
+    kind: str
+    locator: dict[str, Any]
+    display_name: str
+
+
+BIGQUERY_ENV = "dev"
+BIGQUERY_CONNECTION = "bigquery-dev"
+# The seed's reload of one fact_deliveries partition from the tracking events (sandbox/bigquery/seed.py).
+FACT_DELIVERIES_LOAD = (
+    "SELECT event_date AS delivery_date, COUNT(DISTINCT package_id) AS packages, COUNT(*) AS events, "
+    "CURRENT_TIMESTAMP() AS _loaded_at FROM `raw.tracking_events` "
+    "WHERE event_date = @partition_date GROUP BY event_date"
+)
+BIGQUERY_TARGETS = (
+    BigQueryTargetSpec(
+        "raw_packages",
+        "table",
+        {"dataset": "raw", "name": "packages", "timestamp_column": "_loaded_at", "key_column": "package_id"},
+        "Raw packages",
+    ),
+    BigQueryTargetSpec(
+        "raw_customers",
+        "table",
+        {"dataset": "raw", "name": "customers", "timestamp_column": "_loaded_at", "key_column": "customer_id"},
+        "Raw customers",
+    ),
+    BigQueryTargetSpec(
+        "raw_tracking_events",
+        "table",
+        {
+            "dataset": "raw",
+            "name": "tracking_events",
+            "partition_column": "event_date",
+            "timestamp_column": "_loaded_at",
+            "key_column": "event_id",
+        },
+        "Raw tracking events (partitioned by event_date)",
+    ),
+    BigQueryTargetSpec(
+        "fact_deliveries",
+        "table",
+        {
+            "dataset": "marts",
+            "name": "fact_deliveries",
+            "partition_column": "delivery_date",
+            "timestamp_column": "_loaded_at",
+            "load_query": FACT_DELIVERIES_LOAD,
+        },
+        "Deliveries per day (partitioned; reloaded from the tracking events)",
+    ),
+    BigQueryTargetSpec(
+        "mv_daily_volume", "matview", {"dataset": "marts", "name": "mv_daily_volume"}, "Daily package volume"
+    ),
+    BigQueryTargetSpec("raw", "dataset", {"dataset": "raw"}, "Dataset raw"),
+    BigQueryTargetSpec("marts", "dataset", {"dataset": "marts"}, "Dataset marts"),
+    BigQueryTargetSpec("project", "project", {}, "The BigQuery project (slot use)"),
+)
+
+
 @dataclass
 class SeedReport:
     """What a run did: names of created and changed objects, warnings, and the logins to print."""
@@ -330,6 +397,13 @@ class Command(BaseCommand):
             help="secret reference for the Snowflake password (env:NAME or file:/path; the emulator takes any)",
         )
         parser.add_argument(
+            "--bigquery-url",
+            default=None,
+            help="the sandbox BigQuery emulator (http://127.0.0.1:PORT): also seed connection bigquery-dev and a "
+            "target per seed-002 object (anonymous credentials: the emulator needs none)",
+        )
+        parser.add_argument("--bigquery-project", default="sandbox", help="the emulator's project")
+        parser.add_argument(
             "--reset-passwords", action="store_true", help="give every demo user a new password and print it"
         )
 
@@ -363,6 +437,8 @@ class Command(BaseCommand):
                         _seed_quarantine(report, roots=roots, gcs_endpoint=options["quarantine_gcs_endpoint"])
                     if snowflake_url:
                         seed_snowflake(report, url=snowflake_url, password_ref=options["snowflake_password_ref"])
+                    if options["bigquery_url"]:
+                        seed_bigquery(report, url=options["bigquery_url"], project=options["bigquery_project"])
                     _seed_users(report, reset_passwords=options["reset_passwords"])
             except ServiceError as exc:
                 raise CommandError(exc.message) from None
@@ -540,6 +616,40 @@ def seed_snowflake(report: SeedReport, *, url: str, password_ref: str) -> None:
             conn=conn,
             locator=spec.locator,
             pipeline=pipelines[spec.pipeline],
+            display_name=spec.display_name,
+        )
+
+
+def seed_bigquery(report: SeedReport, *, url: str, project: str) -> None:
+    """Connection ``bigquery-dev`` to the emulator (its ``api_endpoint``; no credentials), pipeline
+    ``dev-logistics_bigquery`` and a target per seed-002 object (BIGQUERY_TARGETS)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
+        raise CommandError(f"--bigquery-url must be http(s)://host:port, not {url!r}")
+    env = _seed_environment(report, name=BIGQUERY_ENV, protected=False)
+    conn = _seed_connection(
+        report,
+        name=BIGQUERY_CONNECTION,
+        kind="bigquery",
+        env=env,
+        config={"project": project, "api_endpoint": url.rstrip("/")},
+        password_ref=None,
+    )
+    pipeline = _seed_pipeline(
+        report,
+        name=f"{env.name}-logistics_bigquery",
+        env=env,
+        layer=Pipeline.Layer.BRONZE,
+        description="Packages, customers and tracking events into raw, the delivery marts (seed 002)",
+    )
+    for spec in BIGQUERY_TARGETS:
+        _seed_target(
+            report,
+            key=f"{env.name}.bigquery.{spec.name}",
+            kind=spec.kind,
+            conn=conn,
+            locator=spec.locator,
+            pipeline=pipeline,
             display_name=spec.display_name,
         )
 
