@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import Check, ConnectorError, Findings, TargetRef
-from connectors.bigquery.client import param
+from connectors.bigquery.client import Session, param
 from connectors.bigquery.config import (
     ColumnName,
     DatasetLocator,
@@ -75,25 +75,26 @@ class _BigQueryCheck(Check["BigQueryConnector", Any]):
 
 
 class FreshnessParams(_Params):
-    """``max_hours`` (default: the connection's ``freshness_max_hours``); ``column``: the load-time column (a
+    """``sla_hours``: the last load must be at most this old (default: the connection's ``freshness_sla_hours``;
+    the name the Postgres check and the catalog's freshness board use); ``column``: the load-time column (a
     table's default is its ``timestamp_column``; a dataset's is ``_loaded_at``, in every table that has it)."""
 
-    max_hours: float | None = Field(default=None, gt=0)
+    sla_hours: float | None = Field(default=None, gt=0, le=24 * 366)
     column: Annotated[str | None, AfterValidator(lambda v: v if v is None else check_column(v))] = None
 
 
 class FreshnessCheck(_BigQueryCheck):
-    """Hours since the last load of a table (or of each table of a dataset), against ``max_hours``: the
+    """Hours since the last load of a table (or of each table of a dataset), against ``sla_hours``: the
     runbook's ``MAX(_loaded_at)`` per table."""
 
     name = "freshness"
     params_model = FreshnessParams
     target_kinds = ("table", "dataset")
-    description = "Hours since the last load per table (MAX of the load-time column) against max_hours."
+    description = "Hours since the last load per table (MAX of the load-time column) against an SLA."
 
     def run(self, target: TargetRef, params: FreshnessParams) -> Findings:
         locator = parse_locator(target, self.target_kinds)
-        max_hours = params.max_hours or self.connector.cfg.freshness_max_hours
+        sla_hours = params.sla_hours or self.connector.cfg.freshness_sla_hours
         session = self.connector.session()
         if isinstance(locator, DatasetLocator):
             wanted = params.column or "_loaded_at"
@@ -128,17 +129,17 @@ class FreshnessCheck(_BigQueryCheck):
         for name, col in pairs:
             last = found.get(name)
             hours = _hours_since(last, now)
-            fresh = hours is not None and hours <= max_hours
+            fresh = hours is not None and hours <= sla_hours
             rows.append([f"{dataset}.{name}", col, jsonable(last), None if hours is None else round(hours, 2), fresh])
         late = [row[0] for row in rows if not row[4]]
         summary = (
-            f"{len(late)} of {len(rows)} table(s) not loaded within {max_hours:g} h: {', '.join(late)}"
+            f"{len(late)} of {len(rows)} table(s) not loaded within {sla_hours:g} h: {', '.join(late)}"
             if late
-            else f"every table loaded within {max_hours:g} h"
+            else f"every table loaded within {sla_hours:g} h"
         )
         return Findings(
-            passed=not late, summary=summary, expectation=f"last load within {max_hours:g} hours",
-            columns=["table", "column", "last_load", "hours_since", "fresh"], rows=rows,
+            passed=not late, summary=summary, expectation=f"last load within {sla_hours:g} hours",
+            columns=["table", "column", "last_loaded_at", "hours_since_last_load", "fresh"], rows=rows,
         )  # fmt: skip
 
 
@@ -267,7 +268,7 @@ class PartitionRowCountsParams(_Params):
         return self
 
 
-def partition_rows(session: Any, project: str, locator: TableLocator, start: date, end: date) -> dict[date, int]:
+def partition_rows(session: Session, project: str, locator: TableLocator, start: date, end: date) -> dict[date, int]:
     """Rows per day partition between ``start`` and ``end`` (0 for an empty or missing one), from
     INFORMATION_SCHEMA.PARTITIONS: metadata, no table scan."""
     found = session.rows(
@@ -314,7 +315,7 @@ class MatviewStalenessParams(_Params):
     max_hours: float = Field(default=24.0, gt=0)
 
 
-def last_refresh(session: Any, project: str, locator: MatviewLocator) -> tuple[bool, datetime | None]:
+def last_refresh(session: Session, project: str, locator: MatviewLocator) -> tuple[bool, datetime | None]:
     """(the view exists, its last refresh time or None when never refreshed)."""
     found = session.rows(
         f"SELECT last_refresh_time FROM `{project}.{locator.dataset}.INFORMATION_SCHEMA.MATERIALIZED_VIEWS` "

@@ -58,7 +58,7 @@ class BigQueryConfig(_Strict):
     maximum_bytes_billed: int = Field(default=TIB, ge=1)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     job_timeout_s: float = Field(default=600.0, gt=0, le=6 * 3600)
-    freshness_max_hours: float = Field(default=24.0, gt=0)
+    freshness_sla_hours: float = Field(default=24.0, gt=0)
 
     @field_validator("location")
     @classmethod

@@ -48,11 +48,11 @@ def test_freshness_of_a_table_passes_within_max_hours_and_fails_past_it(
     connector: BigQueryConnector, objects: SeedObjects
 ) -> None:
     target = targets(objects)["packages"]
-    fresh = connector.check("freshness").run(target, FreshnessParams(max_hours=2))
+    fresh = connector.check("freshness").run(target, FreshnessParams(sla_hours=2))
     assert fresh.passed, fresh.summary
-    assert col(fresh, "hours_since")[0] < 1
+    assert col(fresh, "hours_since_last_load")[0] < 1
     # The seed loaded everything seconds ago: a window of 0.36 s has passed by now.
-    late = connector.check("freshness").run(target, FreshnessParams(max_hours=0.0001))
+    late = connector.check("freshness").run(target, FreshnessParams(sla_hours=0.0001))
     assert not late.passed
     assert f"{objects.raw}.packages" in late.summary
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from google.api_core import exceptions
 from pydantic import ValidationError
 
 from connectors.base import ConnectorError
 from connectors.bigquery import BigQueryConnector
-from connectors.bigquery.client import action_label, job_id
+from connectors.bigquery.client import action_label, job_id, translate
+from connectors.bigquery.config import BigQueryConfig
 from connectors.registry import connector_classes
 from sandbox.bigquery.seed import SeedObjects
 from sandbox.services import free_port
@@ -87,3 +89,17 @@ def test_job_ids_and_labels_are_deterministic_and_valid() -> None:
     assert job_id("7f9c/2:x", "backfill_20261201") == "cp_7f9c_2_x_backfill_20261201"
     assert job_id("a", "refresh") == job_id("a", "refresh")
     assert action_label("ABC-123.x" * 10) == ("abc-123_x" * 10)[:63]
+
+
+def test_errors_are_transient_only_where_a_retry_can_help() -> None:
+    config = BigQueryConfig(project="my-project")
+    unavailable = exceptions.from_http_status(503, "backend unavailable")
+    assert translate(unavailable, config, "reading").transient
+    rate = exceptions.from_http_status(403, "slow down", errors=[{"reason": "rateLimitExceeded"}])
+    assert translate(rate, config, "reading").transient
+    capped = exceptions.from_http_status(400, "over", errors=[{"reason": "bytesBilledLimitExceeded"}])
+    error = translate(capped, config, "reloading")
+    assert not error.transient
+    assert "maximum_bytes_billed" in error.message
+    missing = exceptions.from_http_status(404, "Not found: Table p:raw.x", errors=[{"reason": "notFound"}])
+    assert not translate(missing, config, "reading").transient
