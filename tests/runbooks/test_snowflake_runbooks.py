@@ -115,6 +115,13 @@ def _raw_inventory_rows() -> int:
         return int(scalar(conn, "SELECT COUNT(*) FROM DEV_RAW.BRONZE.RAW_INVENTORY"))
 
 
+def _warehouse_size() -> str:
+    connector = connector_for(Connection.objects.get(name="snowflake-dev"))
+    assert isinstance(connector, SnowflakeConnector)
+    with connector.session("reading the test's warehouse", tag="test") as conn:
+        return str(connector.warehouse(conn, "WH_TRANS")["size"]).upper().replace("-", "")
+
+
 def _steps(run: RunbookRun) -> dict[str, StepRun]:
     return {row.step_id: row for row in StepRun.objects.filter(run=run)}
 
@@ -251,3 +258,29 @@ def test_pipeline_status_runbook_reads_tasks_stream_and_pipe(seeded: None, actor
     assert results["stream"]["check"] == "stream_has_data"  # the 5th's rows wait in the stream
     assert results["pipe"]["passed"] is True  # the POS pipe runs
     assert rows["dag_runs"].state == "skipped" and rows["assess"].state == "waiting"
+
+
+def test_scale_warehouse_runbook_scales_up_after_a_sign_off_and_back_down(
+    seeded: None, actors: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    rita, alice = actors["responder"], actors["approver"]
+    run = _as(rita, services.run_start, runbook="001-scale-warehouse", params={"warehouse": "dev.snowflake.wh_trans"})
+    services.run_advance(run_id=run.pk)
+    status = _steps(run)["status"]
+    assert status.state == "done" and "MEDIUM" in str(status.result["rows"]).upper(), (status.error, status.result)
+    _as(alice, services.step_approve, run_id=run.pk, step_id="approve", comment="backfill tonight")
+    services.run_advance(run_id=run.pk)
+    up = _act(rita, run, "scale_up", django_capture_on_commit_callbacks)
+    assert up.state == "succeeded", (up.error, up.verification)
+    assert _warehouse_size() == "LARGE"
+    services.run_advance(run_id=run.pk)
+    _as(rita, services.step_complete, run_id=run.pk, step_id="workload", checked=["Workload completed"])
+    services.run_advance(run_id=run.pk)
+    down = _act(rita, run, "scale_down", django_capture_on_commit_callbacks)
+    assert down.state == "succeeded", (down.error, down.verification)
+    services.run_advance(run_id=run.pk)
+    after = _steps(run)["status_after"]
+    assert after.state == "done" and after.result["passed"] is True, (after.error, after.result)
+    assert _warehouse_size() == "MEDIUM"
+    run.refresh_from_db()
+    assert run.state == "completed"
