@@ -1,8 +1,11 @@
-"""``manage.py seed_demo --pg-port P [--airflow-url URL ...] [--quarantine-prod-root R --quarantine-dev-root R]``:
-the demo catalog over the sandbox weather warehouse (and, given ``--airflow-url``, over the sandbox Airflow's
-DAGs; given the quarantine roots, over two quarantine sources: production on the GCS emulator, development on
-local disk), one demo user per role, and the ``airflow-bot`` user whose API token the Airflow failure
-callbacks use.
+"""``manage.py seed_demo --pg-port P [--airflow-url URL ...] [--quarantine-prod-root R --quarantine-dev-root R]
+[--snowflake-url URL --snowflake-password-ref REF] [--bigquery-url URL --bigquery-project P]``: the demo catalog
+over the sandbox weather warehouse (and, given ``--airflow-url``, over the sandbox Airflow's DAGs; given the
+quarantine roots, over two quarantine sources: production on the GCS emulator, development on local disk; given
+``--snowflake-url``, over the seed-001 retail warehouse on the Snowflake emulator, in dev only: the seed's
+databases are DEV_RAW, DEV_STAGING and DEV_DW; given ``--bigquery-url``, over the seed-002 logistics datasets on
+the BigQuery emulator, in dev), one demo user per role, and the ``airflow-bot`` user whose API token the Airflow
+failure callbacks use.
 
 Idempotent: what exists is kept, what is missing is created through the catalog services, so a second run
 writes nothing and records no audit event. Everything runs in one transaction under a ``system`` change
@@ -15,6 +18,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -131,6 +135,207 @@ QUARANTINE_SOURCES = (
 )
 
 
+@dataclass(frozen=True)
+class SnowflakeTargetSpec:
+    """One object of the seed-001 retail warehouse, target ``dev.snowflake.<name>`` of connection
+    ``snowflake-dev``, in pipeline ``dev-retail_<pipeline>_snowflake``."""
+
+    name: str
+    kind: str
+    locator: dict[str, Any]
+    display_name: str
+    pipeline: str  # "ingestion" or "transformation"
+
+
+def _obj(database: str, schema: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"database": database, "schema": schema, "name": name, **extra}
+
+
+_SF_ROOT = _obj("DEV_STAGING", "TASKS", "TASK_BRONZE_TO_SILVER_POS")
+SNOWFLAKE_ENV = "dev"
+SNOWFLAKE_CONNECTION = "snowflake-dev"
+SNOWFLAKE_PIPELINES = {
+    "ingestion": (Pipeline.Layer.BRONZE, "POS and inventory files into DEV_RAW.BRONZE by Snowpipe (seed 001)"),
+    "transformation": (
+        Pipeline.Layer.SILVER,
+        "The task graph bronze -> silver -> dim_customer (SCD2) -> fact_sales, fed by a stream (seed 001)",
+    ),
+}
+SNOWFLAKE_TARGETS = (
+    SnowflakeTargetSpec(
+        "task_bronze_to_silver_pos", "task", _SF_ROOT, "Task graph root: POS bronze to silver", "transformation"
+    ),
+    SnowflakeTargetSpec(
+        "task_load_dim_customer",
+        "task",
+        _obj("DEV_STAGING", "TASKS", "TASK_LOAD_DIM_CUSTOMER", root=_SF_ROOT),
+        "Task: load dim_customer (SCD2)",
+        "transformation",
+    ),
+    SnowflakeTargetSpec(
+        "task_load_fact_sales",
+        "task",
+        _obj("DEV_STAGING", "TASKS", "TASK_LOAD_FACT_SALES", root=_SF_ROOT),
+        "Task: load fact_sales",
+        "transformation",
+    ),
+    SnowflakeTargetSpec(
+        "pipe_pos_data", "pipe", _obj("DEV_RAW", "BRONZE", "PIPE_POS_DATA"), "Snowpipe: POS files", "ingestion"
+    ),
+    SnowflakeTargetSpec(
+        "pipe_inventory_data",
+        "pipe",
+        _obj("DEV_RAW", "BRONZE", "PIPE_INVENTORY_DATA"),
+        "Snowpipe: inventory files",
+        "ingestion",
+    ),
+    SnowflakeTargetSpec(
+        "stream_pos_changes",
+        "stream",
+        _obj("DEV_STAGING", "STREAMS", "STREAM_POS_CHANGES"),
+        "Stream: changes of raw_pos",
+        "transformation",
+    ),
+    SnowflakeTargetSpec(
+        "raw_pos",
+        "table",
+        _obj(
+            "DEV_RAW",
+            "BRONZE",
+            "RAW_POS",
+            timestamp_column="LOAD_TIMESTAMP",
+            stage="DEV_RAW.BRONZE.STAGE_POS_DATA",
+            file_format="DEV_RAW.BRONZE.CSV_FORMAT",
+        ),
+        "Raw POS sales (bronze)",
+        "ingestion",
+    ),
+    SnowflakeTargetSpec(
+        "raw_inventory",
+        "table",
+        _obj(
+            "DEV_RAW",
+            "BRONZE",
+            "RAW_INVENTORY",
+            timestamp_column="LOAD_TIMESTAMP",
+            stage="DEV_RAW.BRONZE.STAGE_INVENTORY_DATA",
+            file_format="DEV_RAW.BRONZE.CSV_FORMAT",
+        ),
+        "Raw inventory snapshots (bronze)",
+        "ingestion",
+    ),
+    SnowflakeTargetSpec(
+        "stg_pos",
+        "table",
+        _obj("DEV_STAGING", "SILVER", "STG_POS", timestamp_column="CREATED_AT", valid_column="IS_VALID"),
+        "Staged POS sales (silver)",
+        "transformation",
+    ),
+    SnowflakeTargetSpec(
+        "dim_customer",
+        "table",
+        _obj("DEV_DW", "DIMENSIONS", "DIM_CUSTOMER", timestamp_column="EFFECTIVE_FROM", key_column="CUSTOMER_ID"),
+        "Customer dimension (SCD2)",
+        "transformation",
+    ),
+    # The seed's fact_sales has a date_key (yyyymmdd integer), not a date column: no facts backfill locator yet.
+    SnowflakeTargetSpec(
+        "fact_sales",
+        "table",
+        _obj("DEV_DW", "FACTS", "FACT_SALES", timestamp_column="LOADED_AT"),
+        "Sales facts",
+        "transformation",
+    ),
+    SnowflakeTargetSpec(
+        "sp_load_dim_customer_scd_type2",
+        "procedure",
+        _obj("DEV_DW", "DIMENSIONS", "SP_LOAD_DIM_CUSTOMER_SCD_TYPE2"),
+        "Procedure: SCD2 load of dim_customer",
+        "transformation",
+    ),
+    SnowflakeTargetSpec(
+        "sp_load_fact_sales",
+        "procedure",
+        _obj("DEV_DW", "FACTS", "SP_LOAD_FACT_SALES"),
+        "Procedure: load fact_sales",
+        "transformation",
+    ),
+    SnowflakeTargetSpec("wh_trans", "warehouse", {"name": "WH_TRANS"}, "Warehouse WH_TRANS", "transformation"),
+    SnowflakeTargetSpec(
+        "environment",
+        "environment",
+        {"databases": ["DEV_RAW", "DEV_STAGING", "DEV_DW"]},
+        "The DEV environment (DEV_RAW, DEV_STAGING, DEV_DW): the source of a clone",
+        "transformation",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class BigQueryTargetSpec:
+    """One object of the seed-002 logistics datasets, target ``dev.bigquery.<name>`` of connection
+    ``bigquery-dev``, in pipeline ``dev-logistics_bigquery``."""
+
+    name: str
+    kind: str
+    locator: dict[str, Any]
+    display_name: str
+
+
+BIGQUERY_ENV = "dev"
+BIGQUERY_CONNECTION = "bigquery-dev"
+# The seed's reload of one fact_deliveries partition from the tracking events (sandbox/bigquery/seed.py).
+FACT_DELIVERIES_LOAD = (
+    "SELECT event_date AS delivery_date, COUNT(DISTINCT package_id) AS packages, COUNT(*) AS events, "
+    "CURRENT_TIMESTAMP() AS _loaded_at FROM `raw.tracking_events` "
+    "WHERE event_date = @partition_date GROUP BY event_date"
+)
+BIGQUERY_TARGETS = (
+    BigQueryTargetSpec(
+        "raw_packages",
+        "table",
+        {"dataset": "raw", "name": "packages", "timestamp_column": "_loaded_at", "key_column": "package_id"},
+        "Raw packages",
+    ),
+    BigQueryTargetSpec(
+        "raw_customers",
+        "table",
+        {"dataset": "raw", "name": "customers", "timestamp_column": "_loaded_at", "key_column": "customer_id"},
+        "Raw customers",
+    ),
+    BigQueryTargetSpec(
+        "raw_tracking_events",
+        "table",
+        {
+            "dataset": "raw",
+            "name": "tracking_events",
+            "partition_column": "event_date",
+            "timestamp_column": "_loaded_at",
+            "key_column": "event_id",
+        },
+        "Raw tracking events (partitioned by event_date)",
+    ),
+    BigQueryTargetSpec(
+        "fact_deliveries",
+        "table",
+        {
+            "dataset": "marts",
+            "name": "fact_deliveries",
+            "partition_column": "delivery_date",
+            "timestamp_column": "_loaded_at",
+            "load_query": FACT_DELIVERIES_LOAD,
+        },
+        "Deliveries per day (partitioned; reloaded from the tracking events)",
+    ),
+    BigQueryTargetSpec(
+        "mv_daily_volume", "matview", {"dataset": "marts", "name": "mv_daily_volume"}, "Daily package volume"
+    ),
+    BigQueryTargetSpec("raw", "dataset", {"dataset": "raw"}, "Dataset raw"),
+    BigQueryTargetSpec("marts", "dataset", {"dataset": "marts"}, "Dataset marts"),
+    BigQueryTargetSpec("project", "project", {}, "The BigQuery project (slot use)"),
+)
+
+
 @dataclass
 class SeedReport:
     """What a run did: names of created and changed objects, warnings, and the logins to print."""
@@ -181,6 +386,24 @@ class Command(BaseCommand):
             "--quarantine-dev-root", default=None, help="the development quarantine source's Silver base path (local)"
         )
         parser.add_argument(
+            "--snowflake-url",
+            default=None,
+            help="the sandbox Snowflake emulator (http://127.0.0.1:PORT): also seed connection snowflake-dev and a "
+            "target per seed-001 object",
+        )
+        parser.add_argument(
+            "--snowflake-password-ref",
+            default=None,
+            help="secret reference for the Snowflake password (env:NAME or file:/path; the emulator takes any)",
+        )
+        parser.add_argument(
+            "--bigquery-url",
+            default=None,
+            help="the sandbox BigQuery emulator (http://127.0.0.1:PORT): also seed connection bigquery-dev and a "
+            "target per seed-002 object (anonymous credentials: the emulator needs none)",
+        )
+        parser.add_argument("--bigquery-project", default="sandbox", help="the emulator's project")
+        parser.add_argument(
             "--reset-passwords", action="store_true", help="give every demo user a new password and print it"
         )
 
@@ -200,6 +423,9 @@ class Command(BaseCommand):
         roots = {"prod": options["quarantine_prod_root"], "dev": options["quarantine_dev_root"]}
         if any(roots.values()) and not all(roots.values()):
             raise CommandError("--quarantine-prod-root and --quarantine-dev-root go together")
+        snowflake_url = options["snowflake_url"]
+        if bool(snowflake_url) != bool(options["snowflake_password_ref"]):
+            raise CommandError("--snowflake-url and --snowflake-password-ref go together")
         report = SeedReport()
         with change_context(channel=Channel.SYSTEM, actor_name="seed_demo"):
             try:
@@ -209,6 +435,10 @@ class Command(BaseCommand):
                         _seed_airflow(report, config=airflow_config, password_ref=options["airflow_password_ref"])
                     if roots["prod"]:
                         _seed_quarantine(report, roots=roots, gcs_endpoint=options["quarantine_gcs_endpoint"])
+                    if snowflake_url:
+                        seed_snowflake(report, url=snowflake_url, password_ref=options["snowflake_password_ref"])
+                    if options["bigquery_url"]:
+                        seed_bigquery(report, url=options["bigquery_url"], project=options["bigquery_project"])
                     _seed_users(report, reset_passwords=options["reset_passwords"])
             except ServiceError as exc:
                 raise CommandError(exc.message) from None
@@ -340,6 +570,88 @@ def _seed_quarantine(report: SeedReport, *, roots: dict[str, str], gcs_endpoint:
                 pipeline=pipeline,
                 display_name=f"Quarantined {table} ({spec.env})",
             )
+
+
+def snowflake_config(url: str) -> dict[str, Any]:
+    """The ``snowflake-dev`` connection's config for the emulator at ``url`` (it takes any account and user)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
+        raise CommandError(f"--snowflake-url must be http(s)://host:port, not {url!r}")
+    return {
+        "account": "sandbox",
+        "user": "controlplane",
+        "host": parts.hostname,
+        "port": parts.port,
+        "protocol": parts.scheme,
+        "warehouse": "WH_TRANS",
+        "database": "DEV_STAGING",  # a database's INFORMATION_SCHEMA holds the query history re-delivery reads
+        "wait_timeout_s": 120,
+        "poll_interval_s": 0.5,
+    }
+
+
+def seed_snowflake(report: SeedReport, *, url: str, password_ref: str) -> None:
+    """Connection ``snowflake-dev`` to the emulator, pipelines ``dev-retail_{ingestion,transformation}_snowflake``
+    and a target per seed-001 object (SNOWFLAKE_TARGETS): the catalog the 001 runbooks and the watch use."""
+    env = _seed_environment(report, name=SNOWFLAKE_ENV, protected=False)
+    conn = _seed_connection(
+        report,
+        name=SNOWFLAKE_CONNECTION,
+        kind="snowflake",
+        env=env,
+        config=snowflake_config(url),
+        password_ref=password_ref,
+    )
+    pipelines = {
+        name: _seed_pipeline(
+            report, name=f"{env.name}-retail_{name}_snowflake", env=env, layer=layer, description=description
+        )
+        for name, (layer, description) in SNOWFLAKE_PIPELINES.items()
+    }
+    for spec in SNOWFLAKE_TARGETS:
+        _seed_target(
+            report,
+            key=f"{env.name}.snowflake.{spec.name}",
+            kind=spec.kind,
+            conn=conn,
+            locator=spec.locator,
+            pipeline=pipelines[spec.pipeline],
+            display_name=spec.display_name,
+        )
+
+
+def seed_bigquery(report: SeedReport, *, url: str, project: str) -> None:
+    """Connection ``bigquery-dev`` to the emulator (its ``api_endpoint``; no credentials), pipeline
+    ``dev-logistics_bigquery`` and a target per seed-002 object (BIGQUERY_TARGETS)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
+        raise CommandError(f"--bigquery-url must be http(s)://host:port, not {url!r}")
+    env = _seed_environment(report, name=BIGQUERY_ENV, protected=False)
+    conn = _seed_connection(
+        report,
+        name=BIGQUERY_CONNECTION,
+        kind="bigquery",
+        env=env,
+        config={"project": project, "api_endpoint": url.rstrip("/")},
+        password_ref=None,
+    )
+    pipeline = _seed_pipeline(
+        report,
+        name=f"{env.name}-logistics_bigquery",
+        env=env,
+        layer=Pipeline.Layer.BRONZE,
+        description="Packages, customers and tracking events into raw, the delivery marts (seed 002)",
+    )
+    for spec in BIGQUERY_TARGETS:
+        _seed_target(
+            report,
+            key=f"{env.name}.bigquery.{spec.name}",
+            kind=spec.kind,
+            conn=conn,
+            locator=spec.locator,
+            pipeline=pipeline,
+            display_name=spec.display_name,
+        )
 
 
 def _seed_environment(report: SeedReport, *, name: str, protected: bool) -> Environment:
