@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.management.base import CommandError
 
-from connectors.base import ConnectorError, TargetRef
+from connectors.base import TargetRef
 from controlplane.audit.models import AuditEvent
 from controlplane.catalog.management.commands.seed_demo import SNOWFLAKE_TARGETS
 from controlplane.catalog.models import Connection, Target
@@ -70,12 +70,6 @@ def test_the_snowflake_connection_and_a_target_per_seed_object(
     assert AuditEvent.objects.filter(event="catalog.target.created", after__key="dev.snowflake.raw_pos").count() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConnectorError,
-    reason="the Snowflake emulator (i16-sfemu a597e6e) answers `SELECT ... FROM IDENTIFIER('DB.SCHEMA.TABLE')` with "
-    "090106 'This session does not have a current schema', so the connector's table checks fail on it",
-)
 def test_the_table_checks_read_the_seed_tables(db: Any, weather_db: dict[str, Any], snowflake_url: str) -> None:
     seed(weather_db, "--snowflake-url", snowflake_url, "--snowflake-password-ref", REF)
     connector = connector_for(Connection.objects.get(name="snowflake-dev"))
@@ -90,6 +84,13 @@ def test_the_table_checks_read_the_seed_tables(db: Any, weather_db: dict[str, An
     assert run("dev.snowflake.dim_customer", "scd2_overlaps").passed  # customer 3: two versions, one current
     assert run("dev.snowflake.raw_pos", "hours_since_last_load").passed  # loaded by the seed just now
     assert sum(n for _, n in run("dev.snowflake.fact_sales", "row_counts_by_day", start_date="2026-01-01").rows)
+    facts = Target.objects.get(key="dev.snowflake.fact_sales")
+    backfill = connector.verb("backfill")
+    plan = backfill.plan(
+        TargetRef(facts.key, facts.kind, facts.locator),
+        backfill.params_model.model_validate({"from_date": "2024-01-01", "to_date": "2024-01-02"}),
+    )  # the facts mode: delete the seed's first two days by date_key, then CALL sp_load_fact_sales
+    assert plan.counts["rows"] > 0 and "SP_LOAD_FACT_SALES" in str(plan.model_dump()).upper()
 
 
 def test_url_and_password_reference_go_together_and_a_bad_url_leaves_nothing(

@@ -190,12 +190,6 @@ def test_task_suspended_runbook_from_the_watch_incident_to_the_verified_resume(
     assert Incident.objects.filter(alert_type="snowflake.task_failed", targets__key=ROOT).count() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="connectors/snowflake (i16-sfconn) gives pipe alerts severity 'error', which the alert intake refuses "
-    "(low/medium/high/critical), so the watch opens no incident for the paused pipe",
-)
 def test_the_watch_opens_an_incident_for_the_paused_pipe_suggesting_the_snowpipe_runbook(seeded: None) -> None:
     incident = _watch_incident(PAUSED_PIPE, "snowflake.pipe_paused")
     assert incident.details["details"]["execution_state"] == "PAUSED"

@@ -238,11 +238,19 @@ SNOWFLAKE_TARGETS = (
         "Customer dimension (SCD2)",
         "transformation",
     ),
-    # The seed's fact_sales has a date_key (yyyymmdd integer), not a date column: no facts backfill locator yet.
+    # The seed's fact_sales keys its days by date_key (yyyymmdd, which the connector reads as a day) and is loaded
+    # by sp_load_fact_sales: a facts backfill deletes the period and calls it (001-backfill-facts).
     SnowflakeTargetSpec(
         "fact_sales",
         "table",
-        _obj("DEV_DW", "FACTS", "FACT_SALES", timestamp_column="LOADED_AT"),
+        _obj(
+            "DEV_DW",
+            "FACTS",
+            "FACT_SALES",
+            timestamp_column="LOADED_AT",
+            date_column="DATE_KEY",
+            procedure="DEV_DW.FACTS.SP_LOAD_FACT_SALES",
+        ),  # fmt: skip
         "Sales facts",
         "transformation",
     ),
