@@ -200,7 +200,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def measure(opts: argparse.Namespace, tmp: Path) -> None:
     from sandbox.gcs import start_gcs, stop_gcs
-    from sandbox.services import free_port
+    from sandbox.processes import free_port
 
     cache = Path(opts.cache or ROOT / "var" / "bench" / ("quarantine-small" if opts.small else "quarantine"))
     tables = SMALL_TABLES if opts.small else None
@@ -223,9 +223,9 @@ def measure(opts: argparse.Namespace, tmp: Path) -> None:
     server = start_gcs(tmp, free_port(), log_requests=True)
     try:
         step(write_dataset(gcs_root, small=opts.small, tables=[GCS_TABLE], days=GCS_DAYS, endpoint=server.url))
-        before = len(REQUEST_LINE.findall(server.log_file.read_text(errors="replace")))
+        before = len(REQUEST_LINE.findall(server.process.log_file.read_text(errors="replace")))
         remote = run_worker("ours", gcs_root, END, opts.gcs_runs, endpoint=server.url)
-        requests = len(REQUEST_LINE.findall(server.log_file.read_text(errors="replace"))) - before
+        requests = len(REQUEST_LINE.findall(server.process.log_file.read_text(errors="replace"))) - before
     finally:
         stop_gcs(tmp)
 

@@ -12,18 +12,15 @@ Postgres and Redis.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
-import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
+from sandbox.processes import LOOPBACK, Detached, wait_until
+
 READY_TIMEOUT_S = 20.0
 LISTEN_BACKLOG = 128
 
@@ -53,28 +50,15 @@ class GcsServer:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def pid_file(self) -> Path:
-        return self.directory / "gcs.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.directory / "gcs.log"
+    def process(self) -> Detached:
+        return _process(self.directory)
 
     def stop(self) -> bool:
-        return _stop_dir(self.directory)
+        return self.process.stop()
 
 
-def _pid(directory: Path) -> int | None:
-    try:
-        pid = int((directory / "gcs.pid").read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return None
-    return pid if "sandbox.gcs" in cmdline else None
+def _process(directory: Path) -> Detached:
+    return Detached(directory, "gcs", marker="sandbox.gcs")
 
 
 def start_gcs(root: Path, port: int, *, log_requests: bool = False) -> GcsServer:
@@ -82,67 +66,29 @@ def start_gcs(root: Path, port: int, *, log_requests: bool = False) -> GcsServer
     ``log_requests``: one line per HTTP request in ``gcs.log`` (a benchmark counts them)."""
     server = GcsServer(directory=root.resolve() / "gcs", port=port)
     (server.directory / "data").mkdir(parents=True, exist_ok=True)
-    if _pid(server.directory) is not None:
+    if server.process.pid() is not None:
         if gcs_ping(server.host, port):
             return server
-        _stop_dir(server.directory)
+        server.stop()
     cmd = [
-        sys.executable,
-        "-m",
-        "sandbox.gcs",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(server.directory / "data"),
+        sys.executable, "-m", "sandbox.gcs", "serve", "--port", str(port), "--data-dir", str(server.directory / "data"),
         *(["--log-requests"] if log_requests else []),
-    ]
-    with server.log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives the caller, like the daemonized Redis
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-    server.pid_file.write_text(str(proc.pid))
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if gcs_ping(server.host, port):
-            return server
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    _stop_dir(server.directory)
-    log_tail = server.log_file.read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"the GCS emulator on port {port} did not answer within {READY_TIMEOUT_S:.0f} s\n{log_tail}")
-
-
-def _stop_dir(directory: Path) -> bool:
-    pid = _pid(directory)
-    if pid is None:
-        (directory / "gcs.pid").unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _pid(directory) is not None:
-        time.sleep(0.05)
-    if _pid(directory) is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    (directory / "gcs.pid").unlink(missing_ok=True)
-    return True
+    ]  # fmt: skip
+    proc = server.process.spawn(cmd)
+    if wait_until(lambda: gcs_ping(server.host, port), [proc], READY_TIMEOUT_S):
+        return server
+    tail = server.process.log_tail()
+    server.stop()
+    raise RuntimeError(f"the GCS emulator on port {port} did not answer within {READY_TIMEOUT_S:.0f} s\n{tail}")
 
 
 def gcs_running(root: Path) -> bool:
-    return _pid(root.resolve() / "gcs") is not None
+    return _process(root.resolve() / "gcs").pid() is not None
 
 
 def stop_gcs(root: Path) -> bool:
     """Stop the emulator of ``root`` if it runs; True if it was running. Idempotent."""
-    return _stop_dir(root.resolve() / "gcs")
+    return _process(root.resolve() / "gcs").stop()
 
 
 def serve(port: int, data_dir: Path, *, log_requests: bool = False) -> None:

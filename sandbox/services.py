@@ -41,9 +41,9 @@ from psycopg import sql
 
 from sandbox.bigquery import bigquery_running, start_bigquery, stop_bigquery
 from sandbox.gcs import gcs_running, start_gcs, stop_gcs
+from sandbox.processes import LOOPBACK, free_port
 from sandbox.snowflake import snowflake_running, start_snowflake, stop_snowflake
 
-LOOPBACK = "127.0.0.1"
 PG_BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/local/bin"))
 PG_SETTINGS_FILE = "sandbox.conf"
 ENV_FILE = "sandbox.env"
@@ -59,13 +59,6 @@ class SandboxError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it; tiny race before it is bound)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def tail_file(path: Path, lines: int = 30) -> str:

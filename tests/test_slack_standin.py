@@ -25,7 +25,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
 from sandbox import slack as standin
-from sandbox.services import free_port
+from sandbox.processes import free_port
 from tests.slack_signed import standin_control as control
 
 ROOT = Path(__file__).resolve().parent.parent

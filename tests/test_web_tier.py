@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from sandbox import nginx as sandbox_nginx
-from sandbox.services import free_port
+from sandbox.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TRICKLERS = 16  # twice gunicorn's threads (2 processes x 4)

@@ -49,12 +49,11 @@ import psycopg
 import psycopg.sql
 
 from sandbox.airflow.venv import AIRFLOW_VERSION, AirflowVenvError, airflow_executable, ensure_airflow_venv
+from sandbox.processes import LOOPBACK, free_port
 from sandbox.services import (
-    LOOPBACK,
     SandboxError,
     create_database,
     drop_database,
-    free_port,
     pid_alive,
     tail_file,
     with_dbname,

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "start":
         from sandbox.bigquery.server import start_bigquery
-        from sandbox.services import free_port
+        from sandbox.processes import free_port
 
         server = start_bigquery(args.root, args.port or free_port())
         print(f"SANDBOX_BIGQUERY_URL={server.url}\nSANDBOX_BIGQUERY_PROJECT={server.project}")

@@ -8,25 +8,17 @@ that does not come up fails with the tail of its log.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import os
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.bigquery.venv import BIGQUERY_VENV, ensure_bigquery_venv, tool_env
+from sandbox.processes import LOOPBACK, Detached, free_port, wait_until
 
-LOOPBACK = "127.0.0.1"
 PROJECT = "sandbox"
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 REUSE_PING_TIMEOUT_S = 15.0
-# Each process is recognised by its command line before it is signalled (a pid file may be stale).
-_MARKERS = {"server": "local-bigquery", "proxy": "sandbox.bigquery"}
 
 
 def bigquery_ping(host: str, port: int, project: str = PROJECT, *, timeout: float = 2.0) -> bool:
@@ -58,39 +50,12 @@ class BigQueryServer:
         return _stop_dir(self.directory)
 
 
-def _free_port() -> int:
-    from sandbox.services import free_port
-
-    return free_port()
-
-
-def _pid(directory: Path, name: str) -> int | None:
-    try:
-        pid = int((directory / f"{name}.pid").read_text().strip())
-        os.kill(pid, 0)
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, ValueError):
-        return None
-    return pid if _MARKERS[name] in cmdline else None
-
-
-def _spawn(directory: Path, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with (directory / f"{name}.log").open("ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True,  # outlives the caller, like the daemonized Redis
-            cwd=Path(__file__).resolve().parents[2],
-        )  # fmt: skip
-    (directory / f"{name}.pid").write_text(str(proc.pid))
-    return proc
-
-
-def _log_tails(directory: Path) -> str:
-    parts = []
-    for name in _MARKERS:
-        text = (directory / f"{name}.log").read_text(errors="replace") if (directory / f"{name}.log").exists() else ""
-        parts.append(f"--- {name}.log (tail) ---\n{text[-1500:] or '(empty)'}")
-    return "\n".join(parts)
+def _processes(directory: Path) -> dict[str, Detached]:
+    """Each process is recognised by its command line before it is signalled (a pid file may be stale)."""
+    return {
+        "server": Detached(directory, "server", marker="local-bigquery"),
+        "proxy": Detached(directory, "proxy", marker="sandbox.bigquery"),
+    }
 
 
 def start_bigquery(root: Path, port: int, *, project: str = PROJECT) -> BigQueryServer:
@@ -105,54 +70,33 @@ def start_bigquery(root: Path, port: int, *, project: str = PROJECT) -> BigQuery
         return server
     _stop_dir(directory)
     venv = ensure_bigquery_venv()
-    upstream_port, grpc_port = _free_port(), _free_port()
+    upstream_port, grpc_port = free_port(), free_port()
     server_cmd = [
         str(BIGQUERY_VENV.executable("local-bigquery")), "serve", "--host", LOOPBACK, "--port", str(upstream_port),
         "--grpc-port", str(grpc_port), "--project", project, "--data-dir", str(directory / "data"),
     ]  # fmt: skip
-    processes = [_spawn(directory, "server", server_cmd, env=tool_env(venv))]
+    found = _processes(directory)
+    processes = [found["server"].spawn(server_cmd, env=tool_env(venv))]
     proxy_cmd = [
         sys.executable, "-m", "sandbox.bigquery", "proxy", "--port", str(port),
         "--upstream", f"http://{LOOPBACK}:{upstream_port}", "--sizes-file", str(directory / "sizes.json"),
     ]  # fmt: skip
-    processes.append(_spawn(directory, "proxy", proxy_cmd))
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if bigquery_ping(server.host, port, project):
-            return server
-        if any(proc.poll() is not None for proc in processes):
-            break
-        time.sleep(0.1)
-    tails = _log_tails(directory)
+    processes.append(found["proxy"].spawn(proxy_cmd))
+    if wait_until(lambda: bigquery_ping(server.host, port, project), processes, READY_TIMEOUT_S):
+        return server
+    tails = "\n".join(process.log_tail(1500) for process in found.values())
     _stop_dir(directory)
     raise RuntimeError(f"the sandbox BigQuery on port {port} did not answer within {READY_TIMEOUT_S:.0f} s\n{tails}")
 
 
-def _stop_one(directory: Path, name: str) -> bool:
-    pid = _pid(directory, name)
-    if pid is None:
-        (directory / f"{name}.pid").unlink(missing_ok=True)
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and _pid(directory, name) is not None:
-        time.sleep(0.05)
-    if _pid(directory, name) is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    (directory / f"{name}.pid").unlink(missing_ok=True)
-    return True
-
-
 def _stop_dir(directory: Path) -> bool:
-    stopped = [_stop_one(directory, name) for name in ("proxy", "server")]
+    stopped = [process.stop() for process in reversed(_processes(directory).values())]  # the proxy first
     return any(stopped)
 
 
 def bigquery_running(root: Path) -> bool:
     directory = root.resolve() / "bigquery"
-    return _pid(directory, "server") is not None and _pid(directory, "proxy") is not None
+    return all(process.pid() is not None for process in _processes(directory).values())
 
 
 def stop_bigquery(root: Path) -> bool:

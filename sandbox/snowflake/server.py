@@ -14,33 +14,20 @@ Everything lives under ``ROOT/snowflake/``::
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from sandbox.processes import LOOPBACK, Detached, free_port, wait_until
 from sandbox.snowflake.venv import FAKESNOW_VENV, ensure_fakesnow_venv
 
-LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 PROCESSES = {"fakesnow": "fakesnow_main.py", "layer": "sandbox.snowflake serve"}
 
 
 def _directory(root: Path) -> Path:
     return root.resolve() / "snowflake"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -54,61 +41,19 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _pid(directory: Path, name: str) -> int | None:
-    try:
-        pid = int((directory / f"{name}.pid").read_text().strip())
-        os.kill(pid, 0)
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, ValueError):
-        return None
-    return pid if PROCESSES[name] in cmdline else None
-
-
-def _stop(directory: Path, name: str) -> bool:
-    pid = _pid(directory, name)
-    (directory / f"{name}.pid").unlink(missing_ok=True)
-    if pid is None:
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return True  # a zombie of the calling process: gone for every purpose
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return True
+def _process(directory: Path, name: str) -> Detached:
+    return Detached(directory, name, marker=PROCESSES[name])
 
 
 def _spawn(directory: Path, name: str, cmd: list[str], ready_url: str) -> None:
-    log_file = directory / f"{name}.log"
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives the caller, like the daemonized Redis
-            cwd=Path(__file__).resolve().parents[2],
-        )
-    (directory / f"{name}.pid").write_text(str(proc.pid))
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if _answers(ready_url):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    _stop(directory, name)
-    tail = log_file.read_text(errors="replace")[-2000:]
+    process = _process(directory, name)
+    proc = process.spawn(cmd)
+    if wait_until(lambda: _answers(ready_url), [proc], READY_TIMEOUT_S):
+        return
+    tail = process.log_tail()
+    process.stop()
     raise RuntimeError(
-        f"the Snowflake emulator's {name} did not answer at {ready_url} within "
-        f"{READY_TIMEOUT_S:.0f} s\n--- {log_file} (tail) ---\n{tail}"
+        f"the Snowflake emulator's {name} did not answer at {ready_url} within {READY_TIMEOUT_S:.0f} s\n{tail}"
     )
 
 
@@ -122,7 +67,7 @@ def start_snowflake(root: Path, port: int) -> str:
         return url
     stop_snowflake(root)
     ensure_fakesnow_venv()
-    fakesnow_port = _free_port()
+    fakesnow_port = free_port()
     fakesnow_url = f"http://{LOOPBACK}:{fakesnow_port}"
     launcher = str(Path(__file__).resolve().parent / "fakesnow_main.py")
     _spawn(
@@ -157,7 +102,7 @@ def start_snowflake(root: Path, port: int) -> str:
             f"{url}/_emulator/health",
         )
     except RuntimeError:
-        _stop(directory, "fakesnow")
+        _process(directory, "fakesnow").stop()
         raise
     return url
 
@@ -165,11 +110,11 @@ def start_snowflake(root: Path, port: int) -> str:
 def stop_snowflake(root: Path) -> bool:
     """Stop the emulator of ``root`` if it runs; True if it was running. Idempotent."""
     directory = _directory(root)
-    layer = _stop(directory, "layer")
-    fakesnow = _stop(directory, "fakesnow")
+    layer = _process(directory, "layer").stop()
+    fakesnow = _process(directory, "fakesnow").stop()
     return layer or fakesnow
 
 
 def snowflake_running(root: Path) -> bool:
     directory = _directory(root)
-    return _pid(directory, "layer") is not None and _pid(directory, "fakesnow") is not None
+    return all(_process(directory, name).pid() is not None for name in PROCESSES)

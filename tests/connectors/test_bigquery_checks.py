@@ -163,7 +163,7 @@ def test_a_missing_table_is_a_permanent_error(connector: BigQueryConnector, obje
 
 
 def test_an_unreachable_endpoint_is_a_transient_error_within_the_timeout(bq: SandboxBigQuery) -> None:
-    from sandbox.services import free_port
+    from sandbox.processes import free_port
 
     connector = BigQueryConnector(
         {"project": bq.project, "api_endpoint": f"http://127.0.0.1:{free_port()}", "timeout_s": 2}, {}

@@ -14,7 +14,7 @@ from connectors.bigquery.client import action_label, job_id, translate
 from connectors.bigquery.config import BigQueryConfig
 from connectors.registry import connector_classes
 from sandbox.bigquery.seed import SeedObjects
-from sandbox.services import free_port
+from sandbox.processes import free_port
 from tests.bigquery_sandbox import SandboxBigQuery, connector_for, sandbox_bigquery, seeded
 
 

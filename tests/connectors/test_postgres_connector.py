@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from connectors.base import ConnectorError, ExecutionContext, Findings, Risk, TargetRef
 from connectors.postgres import FreshnessParams, PostgresConnector, RefreshMartParams, RowCountsByDayParams
 from connectors.registry import connector_classes, get_connector_class
-from sandbox.services import free_port
+from sandbox.processes import free_port
 
 MART = TargetRef(key="dev.mart", kind="matview", locator={"schema": "mart", "name": "daily_weather_aggregates"})
 NO_INDEX_VIEW = TargetRef(key="dev.latest", kind="matview", locator={"schema": "mart", "name": "latest_weather"})

@@ -163,7 +163,7 @@ def test_estimate_prunes_to_the_dates_a_query_names() -> None:
 
 
 def test_start_on_a_root_of_its_own_answers_keeps_declared_sizes_across_a_restart_and_stops(tmp_path: Path) -> None:
-    from sandbox.services import free_port
+    from sandbox.processes import free_port
 
     port = free_port()
     server = start_bigquery(tmp_path, port)

@@ -250,7 +250,7 @@ SNOWFLAKE_TARGETS = (
             timestamp_column="LOADED_AT",
             date_column="DATE_KEY",
             procedure="DEV_DW.FACTS.SP_LOAD_FACT_SALES",
-        ),  # fmt: skip
+        ),
         "Sales facts",
         "transformation",
     ),
