@@ -38,6 +38,7 @@ import psycopg
 from psycopg import sql
 
 from sandbox.gcs import gcs_running, start_gcs, stop_gcs
+from sandbox.snowflake import snowflake_running, start_snowflake, stop_snowflake
 
 LOOPBACK = "127.0.0.1"
 PG_BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/local/bin"))
@@ -521,11 +522,13 @@ def start_all(root: Path, pg_port: int | None = None, redis_port: int | None = N
     try:
         redis = start_redis(root, redis_port)
         gcs = start_gcs(root, gcs_port)
+        snowflake_url = start_snowflake(root, _previous_port(root, "SANDBOX_SNOWFLAKE_URL") or free_port())
     except (SandboxError, RuntimeError):
         postgres.stop()
         stop_redis(root)
         raise
     env = {"SANDBOX_PG_URL": postgres.url("postgres"), "REDIS_URL": redis.url(0), "SANDBOX_GCS_URL": gcs.url}
+    env["SANDBOX_SNOWFLAKE_URL"] = snowflake_url
     (root / ENV_FILE).write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     return env
 
@@ -534,7 +537,12 @@ def stop_all(root: Path) -> dict[str, bool]:
     """Stop the services of ``root`` (each attempted even if the other fails); which were running."""
     stopped: dict[str, bool] = {}
     errors: list[str] = []
-    for name, stop in (("postgres", stop_postgres), ("redis", stop_redis), ("gcs", stop_gcs)):
+    for name, stop in (
+        ("postgres", stop_postgres),
+        ("redis", stop_redis),
+        ("gcs", stop_gcs),
+        ("snowflake", stop_snowflake),
+    ):
         try:
             stopped[name] = stop(root)
         except (SandboxError, OSError) as exc:
@@ -551,6 +559,7 @@ def _status(root: Path) -> dict[str, bool]:
         "postgres": pg_root is not None and _pg_running(pg_root / "data"),
         "redis": _redis_pid(root.resolve() / "redis") is not None,
         "gcs": gcs_running(root),
+        "snowflake": snowflake_running(root),
     }
 
 
