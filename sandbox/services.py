@@ -8,7 +8,8 @@ pid files under one root directory, so ``stop`` can find them again from another
     python -m sandbox.services status --root /tmp/sbx
     python -m sandbox.services stop --root /tmp/sbx
 
-``start`` writes ``ROOT/sandbox.env`` (``SANDBOX_PG_URL``, ``REDIS_URL``, ``SANDBOX_GCS_URL``) and prints it. Every
+``start`` writes ``ROOT/sandbox.env`` (``SANDBOX_PG_URL``, ``REDIS_URL``, ``SANDBOX_GCS_URL``, ``SANDBOX_BIGQUERY_URL``,
+``SANDBOX_BIGQUERY_PROJECT``: sandbox/bigquery/) and prints it. Every
 wait is bounded; a server that does not come up fails with the tail of its log.
 
 Postgres refuses to run as root, so when this runs as root the cluster is owned by, and run as, the
@@ -37,6 +38,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from sandbox.bigquery import bigquery_running, start_bigquery, stop_bigquery
 from sandbox.gcs import gcs_running, start_gcs, stop_gcs
 from sandbox.snowflake import snowflake_running, start_snowflake, stop_snowflake
 
@@ -518,17 +520,21 @@ def start_all(root: Path, pg_port: int | None = None, redis_port: int | None = N
     pg_port = pg_port or _previous_port(root, "SANDBOX_PG_URL") or free_port()
     redis_port = redis_port or _previous_port(root, "REDIS_URL") or free_port()
     gcs_port = _previous_port(root, "SANDBOX_GCS_URL") or free_port()
+    bigquery_port = _previous_port(root, "SANDBOX_BIGQUERY_URL") or free_port()
     postgres = start_postgres(root, pg_port)
     try:
         redis = start_redis(root, redis_port)
         gcs = start_gcs(root, gcs_port)
         snowflake_url = start_snowflake(root, _previous_port(root, "SANDBOX_SNOWFLAKE_URL") or free_port())
+        bigquery = start_bigquery(root, bigquery_port)
     except (SandboxError, RuntimeError):
         postgres.stop()
         stop_redis(root)
+        stop_gcs(root)
         raise
     env = {"SANDBOX_PG_URL": postgres.url("postgres"), "REDIS_URL": redis.url(0), "SANDBOX_GCS_URL": gcs.url}
     env["SANDBOX_SNOWFLAKE_URL"] = snowflake_url
+    env |= {"SANDBOX_BIGQUERY_URL": bigquery.url, "SANDBOX_BIGQUERY_PROJECT": bigquery.project}
     (root / ENV_FILE).write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     return env
 
@@ -537,12 +543,14 @@ def stop_all(root: Path) -> dict[str, bool]:
     """Stop the services of ``root`` (each attempted even if the other fails); which were running."""
     stopped: dict[str, bool] = {}
     errors: list[str] = []
-    for name, stop in (
+    stops = (
         ("postgres", stop_postgres),
         ("redis", stop_redis),
         ("gcs", stop_gcs),
         ("snowflake", stop_snowflake),
-    ):
+        ("bigquery", stop_bigquery),
+    )
+    for name, stop in stops:
         try:
             stopped[name] = stop(root)
         except (SandboxError, OSError) as exc:
@@ -560,6 +568,7 @@ def _status(root: Path) -> dict[str, bool]:
         "redis": _redis_pid(root.resolve() / "redis") is not None,
         "gcs": gcs_running(root),
         "snowflake": snowflake_running(root),
+        "bigquery": bigquery_running(root),
     }
 
 

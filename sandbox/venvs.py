@@ -42,13 +42,15 @@ def cache_root() -> Path:
 
 
 def find_python(version: str, *, env_var: str) -> str:
-    """The interpreter for ``version`` (``"3.13"``): ``$env_var`` if set, else ``python<version>`` on PATH, else a
-    pyenv install of it, else the bare version for uv to find (or download, where the machine may)."""
+    """The interpreter for ``version`` (``"3.13"``): ``$env_var`` if set, else ``python<version>`` on PATH (not a
+    pyenv shim), else a pyenv install of it, else the bare version for uv to find (or download, where it may)."""
     configured = os.environ.get(env_var)
     if configured:
         return configured
     on_path = shutil.which(f"python{version}")
-    if on_path:
+    # A pyenv shim is on PATH for every installed version but fails ("command not found") unless that version
+    # is selected (pyenv global/local): use the install behind it instead, found below.
+    if on_path and Path(on_path).parent.name != "shims":
         return on_path
     pyenv_root = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv" if os.geteuid() == 0 else Path.home() / ".pyenv"))
     for candidate in sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"), reverse=True):
