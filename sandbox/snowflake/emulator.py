@@ -106,6 +106,10 @@ WAREHOUSE_COLUMNS = columns(
     "queued:fixed is_default is_current auto_suspend:fixed auto_resume created_on:ts resumed_on:ts updated_on:ts "
     "owner comment"
 )
+STREAM_COLUMNS = columns(
+    "created_on:ts name database_name schema_name owner comment table_name source_type base_tables type stale mode "
+    "stale_after:ts invalid_reason owner_role_type"
+)
 COPY_COLUMNS = columns(
     "file status rows_parsed:fixed rows_loaded:fixed error_limit:fixed errors_seen:fixed first_error "
     "first_error_line:fixed first_error_character:fixed first_error_column_name"
@@ -322,6 +326,17 @@ class Emulator:
         data = self.fs.query(session.token, rewritten)
         session.database = data.get("finalDatabaseName") or session.database
         session.schema = data.get("finalSchemaName") or session.schema
+        replaced = re.match(rf"CREATE\s+OR\s+REPLACE\s+(?:TRANSIENT\s+|TEMPORARY\s+)?TABLE\s+({NAME})", text, re.I)
+        if replaced:  # a new table has no load metadata
+            with self.lock:
+                if self.state["load_metadata"].pop(fqn(self.resolve(session, replaced.group(1))), None) is not None:
+                    self.save()
+        created = re.fullmatch(
+            rf"CREATE\s+(?:OR\s+REPLACE\s+)?DATABASE\s+(?:IF\s+NOT\s+EXISTS\s+)?({NAME})", text, re.I
+        )
+        if created:
+            with self.lock:
+                self.note_database(split_name(created.group(1))[-1])
         keyword = (text.split() or [""])[0].upper()
         if keyword in ("INSERT", "UPDATE", "DELETE", "MERGE", "CREATE"):
             self.note_stream_reads(session, text)
@@ -770,13 +785,18 @@ class Emulator:
             root["state"], root["last_suspended_on"] = "suspended", now().isoformat()
             root["last_suspended_reason"] = "FAILED_AND_AUTO_SUSPENDED"
 
-    def run_scheduler(self) -> list[str]:
-        """One tick of the scheduler: every started root task with a schedule runs its graph once."""
+    def run_scheduler(self, only: list[str] | None = None) -> list[str]:
+        """One tick of the scheduler: every started root task with a schedule (of ``only``, when given) runs its
+        graph once."""
         with self.lock:
+            wanted = None if only is None else {".".join(split_name(name)) for name in only}
             roots = [
                 key
                 for key, t in sorted(self.state["tasks"].items())
-                if not t["predecessors"] and t["state"] == "started" and t["schedule"]
+                if not t["predecessors"]
+                and t["state"] == "started"
+                and t["schedule"]
+                and (wanted is None or key in wanted)
             ]
             for key in roots:
                 self.run_graph(key, "SCHEDULE")
@@ -878,16 +898,344 @@ class Emulator:
         condition = " AND ".join(where) or "TRUE"
         return f"SELECT * FROM _EMULATOR.PUBLIC.{table} WHERE {condition} ORDER BY {order} DESC LIMIT {limit}"
 
+    # ------------------------------------------------------------------------------------------- clone
+
+    def databases(self) -> list[str]:
+        return [str(row[1]) for row in self.admin_rows("SHOW DATABASES")]
+
+    def create_database_clone(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        """A clone WITH data: every schema, table (CREATE TABLE AS SELECT) and view of the source, and the layer's
+        objects in it: tasks suspended, pipes paused, stages with their files, file formats, streams (starting at
+        the clone), procedures, and the tables' load metadata."""
+        replace, if_not_exists, target_text, source_text = match.groups()
+        target, source = split_name(target_text)[-1], split_name(source_text)[-1]
+        existing = self.databases()
+        if source not in existing:
+            raise SqlError(f"Database '{source}' does not exist or not authorized.", 2003)
+        if target in existing:
+            if if_not_exists:
+                return p.status(f"{target} already exists, statement succeeded.")
+            if not replace:
+                raise SqlError(f"Object '{target}' already exists.", 2002, "42710")
+            self._empty_database(target)
+        self.admin_sql(f"CREATE DATABASE IF NOT EXISTS {target}")
+        self.note_database(target)
+        schemas = [
+            str(r[0])
+            for r in self.admin_rows(
+                f"SELECT schema_name FROM {source}.INFORMATION_SCHEMA.SCHEMATA "
+                "WHERE schema_name <> 'INFORMATION_SCHEMA'"
+            )
+        ]
+        for schema in schemas:
+            self.admin_sql(f"CREATE SCHEMA IF NOT EXISTS {target}.{schema}")
+        for schema, table in self.admin_rows(
+            f"SELECT table_schema, table_name FROM {source}.INFORMATION_SCHEMA.TABLES "
+            "WHERE table_schema <> 'INFORMATION_SCHEMA' AND table_type = 'BASE TABLE'"
+        ):
+            self.admin_sql(f"CREATE TABLE {target}.{schema}.{table} AS SELECT * FROM {source}.{schema}.{table}")
+        in_target = self.internal_session(target, None)
+        streams = {key for key in self.state["streams"] if key.startswith(f"{source}.")}
+        for schema, view, definition in self.admin_rows(
+            f"SELECT table_schema, table_name, view_definition FROM {source}.INFORMATION_SCHEMA.VIEWS "
+            "WHERE table_schema <> 'INFORMATION_SCHEMA'"
+        ):
+            if f"{source}.{schema}.{view}" not in streams:
+                self.fs.query(in_target.token, str(definition).rstrip(";"))
+
+        def moved(name: str | None) -> str | None:
+            return f"{target}.{name[len(source) + 1 :]}" if name and name.startswith(f"{source}.") else name
+
+        stamp = now().isoformat()
+        for key, task in list(self.state["tasks"].items()):
+            if task["database"] == source:
+                self.state["tasks"][moved(key) or key] = {
+                    **task,
+                    "database": target,
+                    "id": str(uuid.uuid4()),
+                    "state": "suspended",
+                    "predecessors": [moved(x) for x in task["predecessors"]],
+                    "fail_next": [],
+                    "consecutive_failures": 0,
+                    "created_on": stamp,
+                    "last_suspended_reason": None,
+                }
+        for key, stage in list(self.state["stages"].items()):
+            if stage["database"] == source:
+                folder = (
+                    stage["folder"]
+                    if stage["url"]
+                    else str(self.directory / "stages" / target / stage["schema"] / stage["name"])
+                )
+                if not stage["url"]:
+                    shutil.copytree(stage["folder"], folder, dirs_exist_ok=True)
+                self.state["stages"][moved(key) or key] = {**stage, "database": target, "folder": folder}
+        for key, fmt in list(self.state["file_formats"].items()):
+            if key.startswith(f"{source}."):
+                self.state["file_formats"][moved(key) or key] = dict(fmt)
+        for key, pipe in list(self.state["pipes"].items()):
+            if pipe["database"] == source:
+                self.state["pipes"][moved(key) or key] = {
+                    **pipe,
+                    "database": target,
+                    "id": self.new_id(),
+                    "paused": True,
+                    "pending": [],
+                    "table": moved(pipe["table"]),
+                    "stage": moved(pipe["stage"]),
+                    "definition": pipe["definition"],
+                    "last_error": None,
+                }
+        for key, proc in list(self.state["procedures"].items()):
+            if proc["database"] == source:
+                self.state["procedures"][moved(key) or key] = {**proc, "database": target}
+        for table, loads in list(self.state["load_metadata"].items()):
+            if table.startswith(f"{source}."):
+                self.state["load_metadata"][moved(table) or table] = {(moved(f) or f): at for f, at in loads.items()}
+        for key in sorted(streams):
+            stream = self.state["streams"][key]
+            clone = {
+                **stream,
+                "database": target,
+                "table": moved(stream["table"]),
+                "created_on": stamp,
+                "snapshot": re.sub(r"\W", "_", f"{target}__{stream['schema']}__{stream['name']}"),
+            }
+            self.admin_sql(
+                f"CREATE OR REPLACE TABLE _EMULATOR.STREAMS.{clone['snapshot']} AS SELECT * FROM {clone['table']}"
+            )
+            self.admin_sql(self._stream_view(moved(key) or key, clone))
+            self.state["streams"][moved(key) or key] = clone
+        self.save()
+        return p.status(f"Database {target} successfully created.")
+
+    def _empty_database(self, database: str) -> None:
+        """Drop every schema of ``database`` and forget the layer's objects in it (fakesnow has no DROP DATABASE)."""
+        for (schema,) in self.admin_rows(
+            f"SELECT schema_name FROM {database}.INFORMATION_SCHEMA.SCHEMATA "
+            "WHERE schema_name NOT IN ('INFORMATION_SCHEMA', 'PUBLIC')"
+        ):
+            self.admin_sql(f"DROP SCHEMA {database}.{schema} CASCADE")
+        for kind in ("tasks", "stages", "file_formats", "pipes", "procedures", "streams", "load_metadata"):
+            for key in [k for k in self.state[kind] if k.startswith(f"{database}.")]:
+                del self.state[kind][key]
+
+    def note_database(self, name: str) -> None:
+        """Remember a database so a restarted layer re-attaches its file."""
+        if name not in self.state["databases"]:
+            self.state["databases"].append(name)
+            self.save()
+
     # ----------------------------------------------------------------------------------------- streams
 
+    def stream(self, key: str) -> dict[str, Any]:
+        found = self.state["streams"].get(key)
+        if found is None:
+            raise SqlError(f"Stream '{key}' does not exist or not authorized.", 2003)
+        return found
+
+    def _stream_view(self, key: str, stream: dict[str, Any]) -> str:
+        """The stream as a view: rows added to its table since the offset snapshot (INSERT) and rows gone from it
+        (DELETE; not for an APPEND_ONLY stream)."""
+        table, snapshot = stream["table"], f"_EMULATOR.STREAMS.{stream['snapshot']}"
+        inserted = (
+            f"SELECT *, 'INSERT' AS METADATA$ACTION, FALSE AS METADATA$ISUPDATE, NULL::VARCHAR AS "
+            f"METADATA$ROW_ID FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM {snapshot})"
+        )
+        deleted = (
+            f" UNION ALL SELECT *, 'DELETE', FALSE, NULL::VARCHAR FROM (SELECT * FROM {snapshot} EXCEPT ALL "
+            f"SELECT * FROM {table})"
+        )
+        return f"CREATE OR REPLACE VIEW {key} AS {inserted}{'' if stream['mode'] == 'APPEND_ONLY' else deleted}"
+
+    def create_stream(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        replace, if_not_exists, name_text, table_text, rest = match.groups()
+        db, schema, name = self.resolve(session, name_text)
+        key = fqn((db, schema, name))
+        if key in self.state["streams"] and not replace:
+            if if_not_exists:
+                return p.status(f"{name} already exists, statement succeeded.")
+            raise SqlError(f"Object '{name}' already exists.", 2002, "42710")
+        table = fqn(self.resolve(session, table_text))
+        self.table_columns(session, table)
+        append_only = unquote(options(rest or "").get("APPEND_ONLY", "FALSE")).upper() == "TRUE"
+        stream = {
+            "database": db,
+            "schema": schema,
+            "name": name,
+            "table": table,
+            "created_on": now().isoformat(),
+            "snapshot": re.sub(r"\W", "_", f"{db}__{schema}__{name}"),
+            "mode": "APPEND_ONLY" if append_only else "DEFAULT",
+            "comment": unquote(options(rest or "").get("COMMENT", "''")),
+        }
+        self.admin_sql(f"CREATE OR REPLACE TABLE _EMULATOR.STREAMS.{stream['snapshot']} AS SELECT * FROM {table}")
+        self.admin_sql(self._stream_view(key, stream))
+        self.state["streams"][key] = stream
+        self.save()
+        return p.status(f"Stream {name} successfully created.")
+
     def note_stream_reads(self, session: Session, text: str) -> None:
-        """A DML statement that read from a stream advances it (at COMMIT inside a transaction)."""
+        """A DML statement that read from a stream advances the stream's offset (at COMMIT in a transaction)."""
+        for match in re.finditer(rf"\b(?:FROM|JOIN|USING)\s+({NAME})", text, re.I):
+            try:
+                key = fqn(self.resolve(session, match.group(1)))
+            except SqlError:
+                continue
+            if key in self.state["streams"]:
+                self.after_commit(session, lambda key=key: self.advance_stream(key))
 
     def advance_stream(self, key: str) -> None:
-        pass
+        stream = self.state["streams"].get(key)
+        if stream is not None:
+            self.admin_sql(
+                f"CREATE OR REPLACE TABLE _EMULATOR.STREAMS.{stream['snapshot']} AS SELECT * FROM {stream['table']}"
+            )
 
     def stream_has_data(self, session: Session, name: str) -> bool:
-        raise SqlError(f"Stream {name} does not exist or not authorized.", 2003)
+        key = fqn(self.resolve(session, name))
+        self.stream(key)
+        return bool(self.admin_rows(f"SELECT COUNT(*) FROM (SELECT 1 FROM {key} LIMIT 1)")[0][0])
+
+    def drop_stream(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        if_exists, name_text = match.groups()
+        key = fqn(self.resolve(session, name_text))
+        stream = self.state["streams"].pop(key, None)
+        if stream is None:
+            if not if_exists:
+                self.stream(key)
+            return p.status("Drop statement executed successfully (stream already dropped).")
+        self.admin_sql(f"DROP VIEW IF EXISTS {key}")
+        self.admin_sql(f"DROP TABLE IF EXISTS _EMULATOR.STREAMS.{stream['snapshot']}")
+        self.save()
+        return p.status(f"{stream['name']} successfully dropped.")
+
+    def show_streams(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        like, scope, scope_name = match.groups()
+        rows = [
+            [
+                _ts(s["created_on"]),
+                s["name"],
+                s["database"],
+                s["schema"],
+                "SYSADMIN",
+                s["comment"],
+                s["table"],
+                "Table",
+                s["table"],
+                "DELTA",
+                "false",
+                s["mode"],
+                None,
+                None,
+                "ROLE",
+            ]
+            for _key, s in sorted(self.state["streams"].items())
+            if (not like or _like(s["name"], unquote(like)))
+            and (not scope or self._in_scope(session, s, scope, scope_name))
+        ]
+        return p.rowset(STREAM_COLUMNS, rows, statement_type=p.SHOW)
+
+    # -------------------------------------------------------------------------------------- procedures
+
+    def create_procedure(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        replace, if_not_exists, name_text, args_text, returns, body = match.groups()
+        db, schema, name = self.resolve(session, name_text)
+        key = fqn((db, schema, name))
+        if key in self.state["procedures"] and not replace:
+            if if_not_exists:
+                return p.status(f"{name} already exists, statement succeeded.")
+            raise SqlError(f"Object '{name}' already exists.", 2002, "42710")
+        args = [a.split()[0].upper() for a in split_top(args_text, ",")]
+        body = body.strip()
+        body = body[2:-2] if body.startswith("$$") else unquote(body)
+        self.state["procedures"][key] = {
+            "database": db,
+            "schema": schema,
+            "name": name,
+            "args": args,
+            "returns": returns.strip(),
+            "body": body.strip(),
+            "created_on": now().isoformat(),
+        }
+        self.save()
+        return p.status(f"Function {name} successfully created.")
+
+    def call(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        """Run a Snowflake Scripting body's statements in order, in the caller's session (and transaction):
+        ``:name`` binds an argument or a LET variable, ``RETURN expr`` ends the call with its value."""
+        name_text, args_text = match.groups()
+        key = fqn(self.resolve(session, name_text))
+        proc = self.state["procedures"].get(key)
+        if proc is None:
+            raise SqlError(f"Unknown user-defined function {key}.", 2140, "42601")
+        values = split_top(args_text, ",")
+        if len(values) != len(proc["args"]):
+            raise SqlError(
+                f"Invalid argument types for function '{proc['name']}': {len(values)} given, "
+                f"{len(proc['args'])} expected.",
+                1044,
+                "42P13",
+            )
+        env = {arg: f"({value})" for arg, value in zip(proc["args"], values, strict=True)}
+        inner = Session(
+            token=session.token,
+            id=session.id,
+            user=session.user,
+            query_tag=session.query_tag,
+            warehouse=session.warehouse,
+            database=proc["database"],
+            schema=proc["schema"],
+            in_transaction=session.in_transaction,
+            on_commit=session.on_commit,
+        )
+        result = None
+        try:
+            result = self._run_body(inner, proc["body"], env)
+        except SqlError as exc:
+            raise SqlError(
+                f"Uncaught exception of type 'STATEMENT_ERROR' in {proc['name']}: {exc.message}", exc.code, exc.sqlstate
+            ) from exc
+        finally:
+            session.in_transaction, session.on_commit = inner.in_transaction, inner.on_commit
+        return p.rowset([Column(proc["name"].upper())], [[result]])
+
+    def _run_body(self, session: Session, body: str, env: dict[str, str]) -> Any:
+        if re.match(r"\s*DECLARE\b", body, re.I):
+            declare_end = find_keyword(body, "BEGIN")
+            for line in split_top(body[:declare_end].strip()[7:], ";"):
+                var = re.match(r"(\w+)(?:\s+\w+(?:\([^)]*\))?)?\s*(?::=|DEFAULT)\s*(.*)", line, re.S)
+                if var:
+                    env[var.group(1).upper()] = f"({self._bind(var.group(2), env)})"
+            body = body[declare_end:]
+        begin, end = find_keyword(body, "BEGIN"), body.upper().rstrip().rstrip(";").rstrip().rfind("END")
+        if begin < 0 or end < begin:
+            raise SqlError("the emulator runs Snowflake Scripting bodies of the form BEGIN ... END", 1003, "42000")
+        for statement in split_top(body[begin + 5 : end], ";"):
+            let = re.fullmatch(r"(?:LET\s+)?(\w+)(?:\s+\w+)?\s*:=\s*(.*)", statement, re.I | re.S)
+            if let:
+                env[let.group(1).upper()] = f"({self._bind(let.group(2), env)})"
+                continue
+            returned = re.fullmatch(r"RETURN\s+(.*)", statement, re.I | re.S)
+            if returned:
+                data = self.fs.query(session.token, f"SELECT {self._bind(returned.group(1), env, bare=True)}")
+                return p.rows_of(data)[0][0]
+            self.run(session, self._bind(statement, env))
+        return None
+
+    @staticmethod
+    def _bind(sql: str, env: dict[str, str], *, bare: bool = False) -> str:
+        """``:name`` (and, in expressions, a bare ``name``) replaced by its argument's or variable's SQL."""
+        pattern = r"(?<![:\w])(:?)([A-Za-z_]\w*)\b" if bare else r"(?<!:)(:)([A-Za-z_]\w*)\b"
+        return re.sub(pattern, lambda m: env.get(m.group(2).upper(), m.group(0)), sql)
+
+    def drop_procedure(self, session: Session, match: re.Match[str]) -> dict[str, Any]:
+        if_exists, name_text = match.groups()
+        key = fqn(self.resolve(session, name_text))
+        if self.state["procedures"].pop(key, None) is None and not if_exists:
+            raise SqlError(f"Procedure '{key}' does not exist or not authorized.", 2003)
+        self.save()
+        return p.status(f"{key.split('.')[-1]} successfully dropped.")
 
     # ---------------------------------------------------------------------------------- stages and COPY
 
@@ -1333,6 +1681,10 @@ def _ts(value: str | None) -> dt.datetime | None:
 
 
 Emulator.HANDLERS = [
+    (
+        rf"CREATE\s+(OR\s+REPLACE\s+)?DATABASE\s+(IF\s+NOT\s+EXISTS\s+)?({NAME})\s+CLONE\s+({NAME})",
+        Emulator.create_database_clone,
+    ),
     (r"(BEGIN(?:\s+(?:TRANSACTION|WORK))?|START\s+TRANSACTION)", Emulator.begin),
     (r"COMMIT(?:\s+WORK)?", Emulator.commit),
     (r"ROLLBACK(?:\s+WORK)?", Emulator.rollback),
@@ -1368,4 +1720,20 @@ Emulator.HANDLERS = [
         rf"SHOW\s+PIPES(?:\s+LIKE\s+({STRING}))?(?:\s+IN\s+(ACCOUNT|DATABASE|SCHEMA)(?:\s+({NAME}))?)?",
         Emulator.show_pipes,
     ),
+    (
+        rf"CREATE\s+(OR\s+REPLACE\s+)?STREAM\s+(IF\s+NOT\s+EXISTS\s+)?({NAME})\s+ON\s+TABLE\s+({NAME})(.*)",
+        Emulator.create_stream,
+    ),
+    (rf"DROP\s+STREAM\s+(IF\s+EXISTS\s+)?({NAME})", Emulator.drop_stream),
+    (
+        rf"SHOW\s+STREAMS(?:\s+LIKE\s+({STRING}))?(?:\s+IN\s+(ACCOUNT|DATABASE|SCHEMA)(?:\s+({NAME}))?)?",
+        Emulator.show_streams,
+    ),
+    (
+        rf"CREATE\s+(OR\s+REPLACE\s+)?(?:SECURE\s+)?PROCEDURE\s+(IF\s+NOT\s+EXISTS\s+)?({NAME})\s*\((.*?)\)\s+"
+        r"RETURNS\s+(.*?)\s+LANGUAGE\s+SQL\b.*?\bAS\s+(\$\$.*\$\$|'.*')",
+        Emulator.create_procedure,
+    ),
+    (rf"CALL\s+({NAME})\s*\((.*)\)", Emulator.call),
+    (rf"DROP\s+PROCEDURE\s+(IF\s+EXISTS\s+)?({NAME})\s*(?:\([^)]*\))?", Emulator.drop_procedure),
 ]

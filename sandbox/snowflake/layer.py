@@ -122,7 +122,8 @@ class Handler(BaseHTTPRequestHandler):
             emulator.reset()
             self._json({"ok": True})
         elif name == "scheduler/run":
-            self._json({"ran": emulator.run_scheduler()})
+            only = args.get("tasks")
+            self._json({"ran": emulator.run_scheduler([str(t) for t in only] if only is not None else None)})
         elif name == "tasks/fail-next":
             emulator.fail_next(str(args["task"]), int(args.get("times", 1)), str(args.get("error", "Task failed")))
             self._json({"ok": True})

@@ -7,6 +7,7 @@ missing URL or an emulator that does not answer fails the tests. Each test works
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import urllib.request
@@ -483,3 +484,220 @@ def test_pipe_pause_resume_refresh_status_and_usage_history(connect: Connect, ur
     assert copied == [("d1.csv", "PIPE_RAW"), ("d2.csv", "PIPE_RAW"), ("d3.csv", "PIPE_RAW")]
     (shown,) = dicts(conn, f"SHOW PIPES LIKE 'pipe_raw' IN DATABASE {db}")
     assert shown["definition"].upper().startswith("COPY INTO")
+
+
+# ---------------------------------------------------------------------------------- streams and procedures
+
+
+def has_data(conn: SnowflakeConnection, stream: str) -> bool:
+    ((value,),) = rows(conn, "SELECT SYSTEM$STREAM_HAS_DATA(%s)", (stream,))
+    return bool(value)
+
+
+def test_stream_has_data_until_a_committed_dml_reads_it(connect: Connect, db: str) -> None:
+    conn = connect()
+    stream = f"{db}.STREAMS.S_CHANGES"
+    run_all(
+        conn,
+        f"CREATE DATABASE {db}",
+        f"CREATE SCHEMA {db}.BRONZE",
+        f"CREATE SCHEMA {db}.STREAMS",
+        f"CREATE TABLE {db}.BRONZE.SRC (id INT, v VARCHAR)",
+        f"CREATE TABLE {db}.BRONZE.DST (id INT, v VARCHAR, action VARCHAR)",
+        f"INSERT INTO {db}.BRONZE.SRC VALUES (1, 'old')",
+        f"CREATE STREAM {stream} ON TABLE {db}.BRONZE.SRC",
+    )
+    assert not has_data(conn, stream)  # a new stream starts at the table's current version
+    run_all(conn, f"INSERT INTO {db}.BRONZE.SRC VALUES (2, 'new')")
+    assert has_data(conn, stream)
+    assert rows(conn, f"SELECT id, METADATA$ACTION FROM {stream}") == [(2, "INSERT")]
+    assert has_data(conn, stream)  # a plain SELECT does not advance it
+
+    consume = f"INSERT INTO {db}.BRONZE.DST SELECT id, v, METADATA$ACTION FROM {stream}"
+    run_all(conn, "BEGIN", consume, "ROLLBACK")
+    assert has_data(conn, stream)  # rolled back: the offset stays
+    run_all(conn, "BEGIN", consume)
+    assert has_data(connect(), stream)  # not committed yet
+    run_all(conn, "COMMIT")
+    assert not has_data(conn, stream)
+    assert rows(conn, f"SELECT id, action FROM {db}.BRONZE.DST") == [(2, "INSERT")]
+
+    run_all(conn, f"DELETE FROM {db}.BRONZE.SRC WHERE id = 1")
+    assert rows(conn, f"SELECT id, METADATA$ACTION FROM {stream}") == [(1, "DELETE")]
+    (shown,) = dicts(conn, f"SHOW STREAMS LIKE 's_changes' IN SCHEMA {db}.STREAMS")
+    assert (shown["table_name"], shown["mode"]) == (f"{db}.BRONZE.SRC", "DEFAULT")
+    with pytest.raises(ProgrammingError, match="does not exist"):
+        rows(conn, "SELECT SYSTEM$STREAM_HAS_DATA('NO_DB.NO_SCHEMA.NO_STREAM')")
+
+
+PROC = """CREATE OR REPLACE PROCEDURE {db}.FACTS.SP_LOAD(p_from DATE)
+RETURNS VARCHAR LANGUAGE SQL AS
+$$
+BEGIN
+  INSERT INTO {db}.FACTS.FACT (day, amount)
+    SELECT day, SUM(amount) FROM {db}.FACTS.SALES WHERE day >= :p_from GROUP BY day;
+  LET n := (SELECT COUNT(*) FROM {db}.FACTS.FACT);
+  RETURN 'loaded ' || n;
+END;
+$$"""
+
+
+def test_call_runs_the_body_inside_the_callers_transaction(connect: Connect, db: str) -> None:
+    conn = connect()
+    run_all(
+        conn,
+        f"CREATE DATABASE {db}",
+        f"CREATE SCHEMA {db}.FACTS",
+        f"CREATE TABLE {db}.FACTS.SALES (day DATE, amount INT)",
+        f"CREATE TABLE {db}.FACTS.FACT (day DATE, amount INT)",
+        f"INSERT INTO {db}.FACTS.SALES VALUES ('2024-01-01', 1), ('2024-01-01', 2), ('2024-01-02', 5)",
+        f"INSERT INTO {db}.FACTS.FACT VALUES ('2024-01-02', 99)",
+        PROC.format(db=db),
+    )
+    # the facts backfill: delete the period and reload it in one transaction
+    run_all(conn, "BEGIN", f"DELETE FROM {db}.FACTS.FACT WHERE day >= '2024-01-02'")
+    assert rows(conn, f"CALL {db}.FACTS.SP_LOAD('2024-01-02'::DATE)") == [("loaded 1",)]
+    assert rows(connect(), f"SELECT day, amount FROM {db}.FACTS.FACT") == [(dt.date(2024, 1, 2), 99)]  # isolated
+    run_all(conn, "COMMIT")
+    assert rows(conn, f"SELECT day, amount FROM {db}.FACTS.FACT") == [(dt.date(2024, 1, 2), 5)]
+
+    # a failing body fails the CALL; ROLLBACK undoes the delete before it
+    run_all(
+        conn,
+        f"CREATE OR REPLACE PROCEDURE {db}.FACTS.SP_BAD() RETURNS VARCHAR LANGUAGE SQL AS $$ BEGIN "
+        f"INSERT INTO {db}.FACTS.NO_SUCH_TABLE VALUES (1); RETURN 'never'; END; $$",
+    )
+    run_all(conn, "BEGIN", f"DELETE FROM {db}.FACTS.FACT")
+    with pytest.raises(ProgrammingError, match="SP_BAD"):
+        run_all(conn, f"CALL {db}.FACTS.SP_BAD()")
+    run_all(conn, "ROLLBACK")
+    assert rows(conn, f"SELECT COUNT(*) FROM {db}.FACTS.FACT") == [(1,)]
+    with pytest.raises(ProgrammingError, match="argument"):
+        run_all(conn, f"CALL {db}.FACTS.SP_LOAD()")
+
+
+def test_a_task_body_can_call_a_procedure_and_consume_a_stream(connect: Connect, db: str) -> None:
+    conn = connect()
+    run_all(
+        conn,
+        f"CREATE DATABASE {db}",
+        f"CREATE SCHEMA {db}.S",
+        f"CREATE TABLE {db}.S.SRC (id INT)",
+        f"CREATE TABLE {db}.S.DST (id INT)",
+        f"CREATE STREAM {db}.S.CHANGES ON TABLE {db}.S.SRC",
+        f"CREATE PROCEDURE {db}.S.MOVE() RETURNS VARCHAR LANGUAGE SQL AS $$ BEGIN "
+        f"INSERT INTO {db}.S.DST SELECT id FROM {db}.S.CHANGES WHERE METADATA$ACTION = 'INSERT'; RETURN 'ok'; END; $$",
+        f"CREATE TASK {db}.S.T AS CALL {db}.S.MOVE()",
+        f"INSERT INTO {db}.S.SRC VALUES (1), (2)",
+        f"EXECUTE TASK {db}.S.T",
+    )
+    assert rows(conn, f"SELECT id FROM {db}.S.DST ORDER BY id") == [(1,), (2,)]
+    assert not has_data(conn, f"{db}.S.CHANGES")
+    run_all(conn, f"EXECUTE TASK {db}.S.T")
+    assert rows(conn, f"SELECT COUNT(*) FROM {db}.S.DST") == [(2,)]
+
+
+# ------------------------------------------------------------------------------------------------- clone
+
+
+def test_clone_copies_tables_with_data_and_the_layers_objects(connect: Connect, url: str, db: str) -> None:
+    conn = connect()
+    root, child = make_graph(conn, db)
+    stage = f"{db}.TASKS.STAGE_X"
+    run_all(
+        conn,
+        f"CREATE VIEW {db}.TASKS.V_SRC AS SELECT id FROM {db}.TASKS.SRC WHERE id > 1",
+        f"CREATE STAGE {stage}",
+        f"CREATE FILE FORMAT {db}.TASKS.CSV_FORMAT TYPE = CSV",
+        f"CREATE PIPE {db}.TASKS.PIPE_X AUTO_INGEST = TRUE AS COPY INTO {db}.TASKS.SRC FROM @{stage} "
+        f"FILE_FORMAT = (FORMAT_NAME = '{db}.TASKS.CSV_FORMAT')",
+        f"CREATE STREAM {db}.TASKS.CHANGES ON TABLE {db}.TASKS.SRC",
+        f"CREATE PROCEDURE {db}.TASKS.P() RETURNS VARCHAR LANGUAGE SQL AS $$ BEGIN RETURN 'p'; END; $$",
+        f"ALTER TASK {child} RESUME",
+        f"ALTER TASK {root} RESUME",
+    )
+    hook(url, "stages/put", stage=stage, name="f1.csv", content="10\n")
+    clone = f"{db}_CLONE"
+    assert rows(conn, f"CREATE DATABASE {clone} CLONE {db}") == [(f"Database {clone} successfully created.",)]
+
+    assert rows(conn, f"SELECT id FROM {clone}.TASKS.SRC ORDER BY id") == [(1,), (2,), (3,), (10,)]
+    assert rows(conn, f"SELECT COUNT(*) FROM {clone}.TASKS.V_SRC") == [(3,)]
+    run_all(conn, f"INSERT INTO {clone}.TASKS.SRC VALUES (4)")
+    assert rows(conn, f"SELECT COUNT(*) FROM {db}.TASKS.SRC") == [(4,)]  # the source is untouched
+
+    tasks = {t["name"]: t for t in dicts(conn, f"SHOW TASKS IN DATABASE {clone}")}
+    assert {name: t["state"] for name, t in tasks.items()} == {"CHILD_TASK": "suspended", "ROOT_TASK": "suspended"}
+    assert json.loads(tasks["CHILD_TASK"]["predecessors"]) == [f"{clone}.TASKS.ROOT_TASK"]
+    assert pipe_status(conn, f"{clone}.TASKS.PIPE_X")["executionState"] == "PAUSED"
+    assert [r[0] for r in rows(conn, f"LIST @{clone}.TASKS.STAGE_X")] == ["stage_x/f1.csv"]
+    assert has_data(conn, f"{clone}.TASKS.CHANGES")  # the insert of 4 above
+    assert rows(conn, f"CALL {clone}.TASKS.P()") == [("p",)]
+    # the cloned table keeps its load metadata: the file is not loaded twice
+    assert dicts(conn, f"COPY INTO {clone}.TASKS.SRC FROM @{clone}.TASKS.STAGE_X") == [
+        {"status": "Copy executed with 0 files processed."}
+    ]
+
+    with pytest.raises(ProgrammingError, match="already exists"):
+        run_all(conn, f"CREATE DATABASE {clone} CLONE {db}")
+    run_all(conn, f"CREATE OR REPLACE DATABASE {clone} CLONE {db}")
+    assert rows(conn, f"SELECT COUNT(*) FROM {clone}.TASKS.SRC") == [(4,)]
+    with pytest.raises(ProgrammingError, match="does not exist"):
+        run_all(conn, f"CREATE DATABASE {db}_OTHER CLONE NO_SUCH_DATABASE")
+
+
+# -------------------------------------------------------------------------------------------------- seed
+
+
+def test_seed_builds_the_001_objects_idempotently(connect: Connect, url: str) -> None:
+    from sandbox.snowflake.seed import ROOT, seed
+
+    seed(url)
+    seed(url)  # a second run rebuilds the same state
+    conn = connect()
+    (root,) = dicts(conn, "SHOW TASKS LIKE 'TASK_BRONZE_TO_SILVER_POS' IN SCHEMA DEV_STAGING.TASKS")
+    assert (root["state"], root["last_suspended_reason"]) == ("suspended", "FAILED_AND_AUTO_SUSPENDED")
+    graph = {t["name"]: t["state"] for t in dicts(conn, "SHOW TASKS IN SCHEMA DEV_STAGING.TASKS")}
+    assert graph == {
+        "TASK_BRONZE_TO_SILVER_POS": "suspended",
+        "TASK_LOAD_DIM_CUSTOMER": "started",
+        "TASK_LOAD_FACT_SALES": "started",
+    }
+    last = dicts(
+        conn,
+        "SELECT state, error_message FROM TABLE(DEV_STAGING.INFORMATION_SCHEMA.TASK_HISTORY("
+        "TASK_NAME => 'TASK_BRONZE_TO_SILVER_POS', RESULT_LIMIT => 3)) ORDER BY scheduled_time DESC",
+    )
+    assert [r["STATE"] for r in last] == ["FAILED"] * 3
+
+    assert rows(
+        conn,
+        "SELECT COUNT(*), COUNT(DISTINCT DATE(transaction_ts)), MAX(load_timestamp) IS NOT NULL "
+        "FROM DEV_RAW.BRONZE.raw_pos",
+    ) == [(37, 5, True)]
+    assert has_data(conn, "DEV_STAGING.STREAMS.stream_pos_changes")  # the 5th's rows wait for the graph
+    assert pipe_status(conn, "DEV_RAW.BRONZE.pipe_pos_data")["executionState"] == "RUNNING"
+    paused = pipe_status(conn, "DEV_RAW.BRONZE.pipe_inventory_data")
+    assert (paused["executionState"], paused["pendingFileCount"]) == ("PAUSED", 1)
+    assert [r[0] for r in rows(conn, "LIST @DEV_RAW.BRONZE.stage_pos_data")] == [
+        f"stage_pos_data/pos_2024-01-0{d}.csv" for d in range(1, 6)
+    ]
+    (wh,) = dicts(conn, "SHOW WAREHOUSES LIKE 'WH_TRANS'")
+    assert wh["size"] == "Medium"
+
+    assert rows(conn, "SELECT COUNT(*), SUM(IFF(is_valid, 0, 1)) FROM DEV_STAGING.SILVER.stg_pos") == [(30, 1)]
+    assert rows(conn, "SELECT COUNT(*) FROM DEV_DW.FACTS.fact_sales") == [(29,)]
+    assert rows(
+        conn, "SELECT COUNT(*), SUM(IFF(is_current, 1, 0)) FROM DEV_DW.DIMENSIONS.dim_customer WHERE customer_id = 3"
+    ) == [(2, 1)]
+    overlaps = (
+        "SELECT customer_id FROM DEV_DW.DIMENSIONS.dim_customer GROUP BY customer_id "
+        "HAVING COUNT(*) > 1 AND SUM(CASE WHEN is_current = TRUE THEN 1 ELSE 0 END) != 1"
+    )
+    assert rows(conn, overlaps) == []
+
+    # the auto-suspended graph is retried: the root and the later tasks load the 5th
+    run_all(conn, f"EXECUTE TASK {ROOT} RETRY LAST")
+    assert rows(conn, "SELECT COUNT(*) FROM DEV_STAGING.SILVER.stg_pos") == [(37,)]
+    assert rows(conn, "SELECT COUNT(*) FROM DEV_DW.FACTS.fact_sales") == [(36,)]
+    assert not has_data(conn, "DEV_STAGING.STREAMS.stream_pos_changes")
+    seed(url)  # leave the seed's state for whoever runs next
