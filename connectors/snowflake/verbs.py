@@ -164,7 +164,8 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
                     states[str(r["name"]).upper()] = str(r["state"]).upper()
                 flying = any(s in _IN_FLIGHT_RUN for s in states.values())
                 failed = any(s in FAILED_RUN_STATES for s in states.values())
-                needed = graph.descendants(set(states))
+                # a suspended child does not run when its predecessor succeeds (Snowflake skips it)
+                needed = {n for n in graph.descendants(set(states)) if n in states or graph.state(n) == "started"}
                 if not flying and (failed or all(states.get(n) in _OK_RUN for n in needed)):
                     return states
             if time.monotonic() > deadline:
@@ -311,7 +312,7 @@ class ResumeTask(_SfVerb):
             summary=f"{plan.details['root']}: {len(steps) - already} statement(s) run"
             + (f", {already} already done earlier" if already else ""),
             details={"root": plan.details["root"], "mode": plan.details["mode"], "run_states": states, "steps": steps},
-            already_done=bool(steps) and already == len(steps),
+            already_done=already == len(steps),
         )
 
     def verify(self, target: TargetRef, params: ResumeParams, outcome: Outcome) -> Verification:
@@ -582,6 +583,9 @@ class Rerun(_SfVerb):
         warnings = []
         if task.name != graph.root_name:
             warnings.append(f"{task.fqn} is a child task: EXECUTE TASK runs its graph from the root {root}")
+        idle = [n for n in graph.top_down() if n != graph.root_name and graph.state(n) != "started"]
+        if idle:
+            warnings.append(f"suspended child task(s) do not run: {', '.join(idle)} (resume-task resumes them)")
         if params.warehouse_size and not task_wh:
             warnings.append("the root task has no warehouse (serverless): warehouse_size is refused")
         return Plan(
