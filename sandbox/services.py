@@ -10,7 +10,8 @@ pid files under one root directory, so ``stop`` can find them again from another
 
 ``start`` writes ``ROOT/sandbox.env`` (``SANDBOX_PG_URL``, ``REDIS_URL``, ``SANDBOX_GCS_URL``, ``SANDBOX_BIGQUERY_URL``,
 ``SANDBOX_BIGQUERY_PROJECT``: sandbox/bigquery/) and prints it. Every
-wait is bounded; a server that does not come up fails with the tail of its log.
+wait is bounded; a server that does not come up fails with the tail of its log. The Snowflake emulator
+(sandbox/snowflake) starts and stops with them (``SANDBOX_SNOWFLAKE_URL``).
 
 Postgres refuses to run as root, so when this runs as root the cluster is owned by, and run as, the
 ``postgres`` user (via ``runuser``), in a directory that user can reach.

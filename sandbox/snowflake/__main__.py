@@ -23,6 +23,7 @@ def serve(port: int, directory: Path, fakesnow_url: str) -> None:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+        server.emulator.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

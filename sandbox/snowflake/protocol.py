@@ -37,6 +37,7 @@ class SqlError(Exception):
     def __init__(self, message: str, code: int = 2003, sqlstate: str = "02000") -> None:
         super().__init__(message)
         self.message, self.code, self.sqlstate = message, code, sqlstate
+        self.query_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ in ``@DEV_RAW.BRONZE.stage_pos_data``), 8 customers, January 2024 in ``dim_date`
   the 1st to the 4th by REFRESH, the 5th arrived later and was auto-ingested), file format ``csv_format``;
 - ``DEV_STAGING.STREAMS.stream_pos_changes`` on raw_pos, holding the 5th's rows (the failed runs below did not
   consume them);
-- the graph ``DEV_STAGING.TASKS.task_bronze_to_silver_pos`` (root, hourly: stream -> ``SILVER.stg_pos`` with
-  is_valid) -> ``task_load_dim_customer`` (CALL the SCD2 procedure) -> ``task_load_fact_sales`` (CALL
-  ``sp_load_fact_sales``): one successful run, then the root resumed and left ``FAILED_AND_AUTO_SUSPENDED`` after
-  3 failed scheduled runs (the layer's ``tasks/fail-next`` hook: an unchanged graph, so RETRY LAST applies);
+- the graph ``DEV_STAGING.TASKS.task_bronze_to_silver_pos`` (root, hourly, when the stream has data:
+  stream -> ``SILVER.stg_pos`` with is_valid) -> ``task_load_dim_customer`` (CALL the SCD2 procedure) ->
+  ``task_load_fact_sales`` (CALL ``sp_load_fact_sales``): one successful run, then the root resumed and left
+  ``FAILED_AND_AUTO_SUSPENDED`` after 3 failed scheduled runs (the layer's ``tasks/fail-next`` hook: an unchanged
+  graph, so RETRY LAST applies);
 - ``DEV_DW.DIMENSIONS.dim_customer`` (SCD2; customer 3 changed segment: two versions) with
   ``sp_load_dim_customer_scd_type2``, ``dim_date``, ``DEV_DW.FACTS.fact_sales`` with ``sp_load_fact_sales``;
 - one invalid POS record (quantity 0) in stg_pos;
@@ -192,7 +193,8 @@ def seed(url: str) -> str:
 
         # the task graph: one good run, a dimension change, the 5th's file, then 3 failed scheduled runs
         run(
-            f"CREATE OR REPLACE TASK {ROOT} WAREHOUSE = WH_TRANS SCHEDULE = '60 MINUTE' AS {TO_SILVER}",
+            f"CREATE OR REPLACE TASK {ROOT} WAREHOUSE = WH_TRANS SCHEDULE = '60 MINUTE' "
+            f"WHEN SYSTEM$STREAM_HAS_DATA('DEV_STAGING.STREAMS.stream_pos_changes') AS {TO_SILVER}",
             f"CREATE OR REPLACE TASK DEV_STAGING.TASKS.task_load_dim_customer WAREHOUSE = WH_TRANS AFTER {ROOT} "
             "AS CALL DEV_DW.DIMENSIONS.sp_load_dim_customer_scd_type2()",
             "CREATE OR REPLACE TASK DEV_STAGING.TASKS.task_load_fact_sales WAREHOUSE = WH_TRANS "

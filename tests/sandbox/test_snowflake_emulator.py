@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -117,7 +119,9 @@ def test_plain_sql_is_forwarded_to_fakesnow(connect: Connect, db: str) -> None:
 def test_query_tag_is_in_the_query_history_across_sessions(connect: Connect, db: str) -> None:
     tag = f"action-{db}"
     first = connect(session_parameters={"QUERY_TAG": tag})
-    rows(first, "SELECT 1")
+    cur = first.cursor()
+    cur.execute("SELECT 1")
+    first_id = cur.sfqid
     with pytest.raises(ProgrammingError):
         rows(first, "SELECT * FROM NO_SUCH_DB.S.T")
     second = connect()
@@ -139,6 +143,9 @@ def test_query_tag_is_in_the_query_history_across_sessions(connect: Connect, db:
         ("SELECT * FROM NO_SUCH_DB.S.T", "FAIL"),
     ]
     assert found[1]["ERROR_MESSAGE"]
+    assert rows(
+        reader, "SELECT query_tag FROM TABLE(INFORMATION_SCHEMA.QUERY_HISTORY()) WHERE query_id = %s", (first_id,)
+    ) == [(tag,)]  # the cursor's sfqid is the history's QUERY_ID
     tagged_2 = rows(
         reader,
         "SELECT query_text FROM TABLE(INFORMATION_SCHEMA.QUERY_HISTORY()) WHERE query_tag = %s "
@@ -148,10 +155,64 @@ def test_query_tag_is_in_the_query_history_across_sessions(connect: Connect, db:
     assert tagged_2 == [("SELECT 2",)]
     own = rows(
         second,
-        "SELECT query_text, query_tag FROM TABLE(INFORMATION_SCHEMA.QUERY_HISTORY_BY_SESSION()) ORDER BY start_time",
+        "SELECT query_text, query_tag, execution_status FROM TABLE(INFORMATION_SCHEMA.QUERY_HISTORY_BY_SESSION()) "
+        "ORDER BY start_time",
     )
-    assert own[-1] == ("SELECT 3", "")
-    assert ("SELECT 1", tag) not in own
+    assert own[-2] == ("SELECT 3", "", "SUCCESS")
+    assert own[-1][2] == "RUNNING"  # the reading statement itself
+    assert ("SELECT 1", tag, "SUCCESS") not in own
+
+
+def test_the_emulator_restarts_with_its_databases_and_objects(tmp_path: Any) -> None:
+    from sandbox.snowflake import snowflake_running, start_snowflake, stop_snowflake
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    own = start_snowflake(tmp_path, port)
+    try:
+        assert snowflake_running(tmp_path)
+        assert start_snowflake(tmp_path, port) == own  # reused
+        conn = snowflake.connector.connect(
+            host="127.0.0.1",
+            port=port,
+            protocol="http",
+            account="a",
+            user="u",
+            password="p",
+            login_timeout=10,
+            network_timeout=30,
+        )
+        run_all(
+            conn,
+            "CREATE DATABASE KEEP",
+            "CREATE SCHEMA KEEP.S",
+            "CREATE TABLE KEEP.S.T (id INT)",
+            "INSERT INTO KEEP.S.T VALUES (7)",
+            "CREATE TASK KEEP.S.TASK_A AS SELECT 1",
+            "CREATE WAREHOUSE WH_KEEP WITH WAREHOUSE_SIZE = 'SMALL'",
+        )
+        conn.close()
+        assert stop_snowflake(tmp_path)
+        assert not snowflake_running(tmp_path)
+        assert not stop_snowflake(tmp_path)
+        start_snowflake(tmp_path, port)
+        conn = snowflake.connector.connect(
+            host="127.0.0.1",
+            port=port,
+            protocol="http",
+            account="a",
+            user="u",
+            password="p",
+            login_timeout=10,
+            network_timeout=30,
+        )
+        assert rows(conn, "SELECT id FROM KEEP.S.T") == [(7,)]
+        assert [t["name"] for t in dicts(conn, "SHOW TASKS IN DATABASE KEEP")] == ["TASK_A"]
+        assert [w["size"] for w in dicts(conn, "SHOW WAREHOUSES LIKE 'WH_KEEP'")] == ["Small"]
+        conn.close()
+    finally:
+        stop_snowflake(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- warehouses
@@ -302,6 +363,26 @@ def test_retry_last_reruns_the_failed_task_and_later_ones_only(connect: Connect,
     run_all(conn, f"CREATE OR REPLACE TASK {child} AFTER {root} AS SELECT 1")
     with pytest.raises(ProgrammingError, match="changed"):
         run_all(conn, f"EXECUTE TASK {root} RETRY LAST")
+
+
+def test_a_false_when_condition_skips_the_run_and_its_children(connect: Connect, db: str) -> None:
+    conn = connect()
+    root, child = make_graph(conn, db)
+    run_all(
+        conn,
+        f"CREATE STREAM {db}.TASKS.SRC_CHANGES ON TABLE {db}.TASKS.SRC",
+        f"CREATE OR REPLACE TASK {root} WHEN SYSTEM$STREAM_HAS_DATA('{db}.TASKS.SRC_CHANGES') AS "
+        f"INSERT INTO {db}.TASKS.DST SELECT id FROM {db}.TASKS.SRC_CHANGES",
+        f"ALTER TASK {child} RESUME",
+        f"EXECUTE TASK {root}",
+    )
+    assert [(r["NAME"], r["STATE"]) for r in history(conn, db)] == [("ROOT_TASK", "SKIPPED")]
+    run_all(conn, f"INSERT INTO {db}.TASKS.SRC VALUES (9)", f"EXECUTE TASK {root}")
+    assert [(r["NAME"], r["STATE"]) for r in history(conn, db)][1:] == [
+        ("ROOT_TASK", "SUCCEEDED"),
+        ("CHILD_TASK", "SUCCEEDED"),
+    ]
+    assert rows(conn, f"SELECT id FROM {db}.TASKS.DST") == [(9,)]
 
 
 def test_a_task_body_error_fails_the_run_with_fakesnows_message(connect: Connect, db: str) -> None:
@@ -700,4 +781,21 @@ def test_seed_builds_the_001_objects_idempotently(connect: Connect, url: str) ->
     assert rows(conn, "SELECT COUNT(*) FROM DEV_STAGING.SILVER.stg_pos") == [(37,)]
     assert rows(conn, "SELECT COUNT(*) FROM DEV_DW.FACTS.fact_sales") == [(36,)]
     assert not has_data(conn, "DEV_STAGING.STREAMS.stream_pos_changes")
+    seed(url)  # leave the seed's state for whoever runs next
+
+
+def test_reset_forgets_the_layers_objects_and_histories(connect: Connect, url: str, db: str) -> None:
+    from sandbox.snowflake.seed import seed
+
+    conn = connect(warehouse="WH_TRANS")
+    root, _child = make_graph(conn, db)
+    run_all(conn, f"EXECUTE TASK {root}")
+    assert rows(conn, "SELECT CURRENT_WAREHOUSE()") == [("WH_TRANS",)]
+    assert hook(url, "reset") == {"ok": True}
+    assert dicts(conn, f"SHOW TASKS IN DATABASE {db}") == []
+    assert history(conn, db) == []
+    assert rows(conn, f"SELECT COUNT(*) FROM {db}.TASKS.DST") == [(3,)]  # fakesnow's tables stay
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        hook(url, "tasks/fail-next", task=root)
+    assert refused.value.code == 400
     seed(url)  # leave the seed's state for whoever runs next
