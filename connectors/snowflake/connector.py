@@ -248,29 +248,28 @@ class SnowflakeConnector(Connector):
     # ------------------------------------------------------------------------------------------ watch
 
     def alerts(self, targets: list[TargetRef]) -> list[WatchAlert]:
-        """A failed task (its newest run FAILED, or its graph left FAILED_AND_AUTO_SUSPENDED) ->
+        """A failed task (its newest run FAILED, or, for a root, its graph left FAILED_AND_AUTO_SUSPENDED) ->
         ``snowflake.task_failed``; a pipe not RUNNING or reporting an error -> ``snowflake.pipe_paused``.
-        One session for all targets; a target whose locator is invalid is skipped (the catalog validates)."""
+        One session for all targets; a target whose locator is invalid or whose object is missing is skipped (its
+        checks say why), so one broken target does not hide the others' alerts; a transient error is raised."""
         tasks = [t for t in targets if t.kind == "task"]
         pipes = [t for t in targets if t.kind == "pipe"]
         if not tasks and not pipes:
             return []
         found: list[WatchAlert] = []
         with self.session("watching tasks and pipes") as conn:
-            for target in tasks:
+            for target in [*tasks, *pipes]:
                 try:
-                    locator = TaskLocator.model_validate(dict(target.locator))
+                    if target.kind == "task":
+                        alert = self._task_alert(conn, target, TaskLocator.model_validate(dict(target.locator)))
+                    else:
+                        alert = self._pipe_alert(conn, target, PipeLocator.model_validate(dict(target.locator)))
                 except ValueError:
-                    continue
-                alert = self._task_alert(conn, target, locator)
-                if alert is not None:
-                    found.append(alert)
-            for target in pipes:
-                try:
-                    pipe = PipeLocator.model_validate(dict(target.locator))
-                except ValueError:
-                    continue
-                alert = self._pipe_alert(conn, target, pipe)
+                    continue  # an invalid locator: the catalog refuses those; nothing to watch
+                except ConnectorError as exc:
+                    if exc.transient:
+                        raise
+                    continue  # a target whose object is gone must not hide the other targets' alerts
                 if alert is not None:
                     found.append(alert)
         return found
@@ -280,7 +279,8 @@ class SnowflakeConnector(Connector):
         runs = self.task_runs(conn, graph, 24, task_name=locator.name)
         latest = runs[0] if runs else None
         failed = latest is not None and str(latest["state"]).upper() in FAILED_RUN_STATES
-        suspended = graph.auto_suspended()
+        # the suspension is the root's: one alert on the root's target, not one per task of the graph
+        suspended = graph.auto_suspended() and locator.name == graph.root_name
         if not failed and not suspended:
             return None
         failed_run = latest if failed else next((r for r in runs if str(r["state"]).upper() in FAILED_RUN_STATES), None)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from snowflake.connector import SnowflakeConnection
+from snowflake.connector import errors as sf_errors
 
 from connectors.base import (
     ConnectorError,
@@ -123,8 +125,25 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
             yield
         finally:
             if original != scale_to:
-                fetch(runner.conn, "ALTER WAREHOUSE IDENTIFIER(%s) SET WAREHOUSE_SIZE = %s", (name, original))
-                ctx.log(f"warehouse {name} restored to {original}")
+                self._restore(runner, name, original, ctx)
+
+    def _restore(self, runner: TaggedRunner, name: str, size: str, ctx: ExecutionContext) -> None:
+        """Scale ``name`` back to ``size``: on the action's session, else on a new one (the body may have
+        failed because the session broke); a failure of both is an error naming the warehouse left scaled."""
+        statement = "ALTER WAREHOUSE IDENTIFIER(%s) SET WAREHOUSE_SIZE = %s"
+        try:
+            fetch(runner.conn, statement, (name, size))
+        except (sf_errors.Error, ConnectorError):
+            try:
+                with self.connector.session(f"restoring warehouse {name}", tag=runner.tag) as conn:
+                    fetch(conn, statement, (name, size))
+            except ConnectorError as exc:
+                raise ConnectorError(
+                    f"warehouse {name} could not be scaled back to {size} and is still scaled up: run "
+                    f"scale-warehouse with warehouse_size {size} ({exc.message})",
+                    transient=exc.transient,
+                ) from exc
+        ctx.log(f"warehouse {name} restored to {size}")
 
     def recover(self, target: TargetRef, params: Any, plan: Plan | None, action_id: str) -> str | None:
         """Scale the warehouse back to the size the plan recorded, when the lost worker left it scaled."""
@@ -151,11 +170,10 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
         hours = min(TASK_HISTORY_MAX_HOURS, (datetime.now(UTC) - since).total_seconds() / 3600 + 1)
         states: dict[str, str] = {}
         while True:
-            runs = [
-                r
-                for r in self.connector.task_runs(conn, graph, hours)
-                if (as_utc(r["scheduled_time"]) or since) >= since - timedelta(seconds=1)
-            ]
+            # a retried run may keep its original SCHEDULED_TIME: a row belongs to this run when it started (or,
+            # still scheduled, was scheduled) after the statement
+            earliest = since - timedelta(seconds=1)
+            runs = [r for r in self.connector.task_runs(conn, graph, hours) if _started(r) >= earliest]
             if runs:
                 newest = runs[0]["run_id"]
                 mine = [r for r in runs if r["run_id"] == newest]
@@ -187,6 +205,14 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
         if earlier is not None and as_utc(earlier.get("start_time")):
             return as_utc(earlier["start_time"]) or datetime.now(UTC)
         return as_utc(scalar(runner.conn, "SELECT CURRENT_TIMESTAMP()")) or datetime.now(UTC)
+
+
+def _started(run: dict[str, Any]) -> datetime:
+    for key in ("query_start_time", "completed_time", "scheduled_time"):
+        when = as_utc(run.get(key))
+        if when is not None:
+            return when
+    return datetime.min.replace(tzinfo=UTC)
 
 
 def _runs_verdict(states: dict[str, str], what: str) -> tuple[bool, str]:
@@ -360,12 +386,32 @@ def _base(name: str) -> str:
     return str(name).rstrip("/").split("/")[-1]
 
 
-def _loaded(conn: SnowflakeConnection, table: TableLocator) -> dict[str, dict[str, Any]]:
-    """Files the load history shows loaded into ``table`` (COPY_HISTORY: the last 14 days), by base name."""
+def _staged_at(file: dict[str, Any]) -> datetime | None:
+    """LIST's ``last_modified`` (``Mon, 07 Dec 2026 02:22:03 GMT``) as an aware datetime."""
+    raw = file.get("last_modified")
+    if isinstance(raw, datetime):
+        return as_utc(raw)
+    try:
+        return as_utc(parsedate_to_datetime(str(raw)))
+    except (TypeError, ValueError):
+        return None
+
+
+def _loaded(
+    conn: SnowflakeConnection, table: TableLocator, staged: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Files the load history shows loaded into ``table`` (COPY_HISTORY: the last 14 days), by base name. With
+    ``staged`` (LIST's rows), a file staged again after its last load counts as not loaded: its load belongs
+    to an earlier copy of the file (or of the table)."""
     found: dict[str, dict[str, Any]] = {}
     for row in copy_history(conn, table, hours=COPY_HISTORY_HOURS):
         if str(row.get("status") or "").lower() in ("loaded", "partially loaded"):
             found.setdefault(_base(row["file_name"]), row)
+    for file in staged or []:
+        load = found.get(_base(file["name"]))
+        staged_at, loaded_at = _staged_at(file), as_utc(load.get("last_load_time")) if load else None
+        if staged_at is not None and loaded_at is not None and staged_at > loaded_at:
+            del found[_base(file["name"])]
     return found
 
 
@@ -374,8 +420,8 @@ def _pipe_resume_plan(connector: SnowflakeConnector, locator: PipeLocator) -> Pl
         status = connector.pipe_status(conn, locator)
         table, stage = _parse_pipe(str(connector.pipe_definition(conn, locator).get("definition") or ""), locator)
         db, schema, name = table.split(".")
-        loaded = _loaded(conn, TableLocator.model_validate({"database": db, "schema": schema, "name": name}))
         files = _stage_files(conn, stage)
+        loaded = _loaded(conn, TableLocator.model_validate({"database": db, "schema": schema, "name": name}), files)
     state = str(status.get("executionState") or "UNKNOWN").upper()
     new = [f for f in files if _base(f["name"]) not in loaded]
     steps = []
@@ -713,7 +759,7 @@ class Backfill(_SfVerb):
         assert table.stage is not None
         with self.connector.session(f"planning the backfill of {table.fqn}") as conn:
             staged = _stage_files(conn, table.stage, params.pattern)
-            loaded = _loaded(conn, table)
+            loaded = _loaded(conn, table, staged)
             detail = self._warehouse_detail(conn, self.connector.cfg.warehouse, params.warehouse_size)
         by_base = {_base(f["name"]): f for f in staged}
         if params.files:
@@ -866,7 +912,8 @@ class Backfill(_SfVerb):
             fetch(conn, f"CALL {quote(table.procedure)}()")
             fetch(conn, "COMMIT")
         except BaseException:
-            fetch(conn, "ROLLBACK")
+            with suppress(sf_errors.Error):  # a broken session rolls back on its own
+                fetch(conn, "ROLLBACK")
             raise
         ctx.log(
             f"deleted {params.from_date}..{params.to_date} of {table.fqn} and called {table.procedure}(): committed"

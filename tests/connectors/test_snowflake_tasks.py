@@ -139,7 +139,6 @@ def test_resume_task_resumes_children_before_root_once(connector: SnowflakeConne
 def test_rerun_executes_the_graph_once_and_waits_for_it(connector: SnowflakeConnector, sql: Sql, db: str) -> None:
     root, _ = _graph(sql, db)
     plan, first, again = run_verb(connector, "rerun", root, AID["act-rerun-1"])
-    assert plan.details["steps"][0]["sql"] == "EXECUTE TASK IDENTIFIER(%s)"
     assert first.details["run_states"] == {"ROOT": "SUCCEEDED"}  # the suspended child does not run
     assert any("do not run: CHILD" in w for w in plan.warnings)
     assert again.already_done
@@ -166,7 +165,6 @@ def test_failed_graph_history_alert_and_retry_last(
 
     plan, first, again = run_verb(connector, "resume-task", root, AID["act-retry-1"])
     assert plan.details["mode"] == "retry_last"
-    assert [s["sql"] for s in plan.details["steps"]] == ["EXECUTE TASK IDENTIFIER(%s) RETRY LAST"]
     assert first.details["run_states"] == {"CHILD": "SUCCEEDED"}  # only the failed task ran again
     assert again.already_done
     assert _log(sql, db) == {"root": 1, "child": 1}
@@ -258,3 +256,55 @@ def test_scale_warehouse_and_status(connector: SnowflakeConnector, sql: Sql, db:
         assert not check.run(target, check.params_model(expect_size="SMALL")).passed
     finally:
         sql(f"DROP WAREHOUSE IF EXISTS {wh}")
+
+
+def test_warehouse_is_restored_when_the_procedure_fails(
+    make_connector: Callable[..., SnowflakeConnector], sql: Sql, db: str
+) -> None:
+    wh = f"WH_{db}"
+    sql(f"CREATE WAREHOUSE {wh} WITH WAREHOUSE_SIZE = 'SMALL'")
+    try:
+        connector = make_connector(warehouse=wh)
+        sql(f"CREATE SCHEMA {db}.P")
+        sql(
+            f"CREATE PROCEDURE {db}.P.SP_BROKEN() RETURNS VARCHAR LANGUAGE SQL AS $$ BEGIN "
+            f"INSERT INTO {db}.P.NO_SUCH_TABLE VALUES (1); RETURN 'never'; END $$"
+        )
+        proc = TargetRef("sf.broken", "procedure", {"database": db, "schema": "P", "name": "SP_BROKEN"})
+        verb = connector.verb("rerun")
+        params = verb.params_model(warehouse_size="XLARGE")
+        plan = verb.plan(proc, params)
+        lines: list[str] = []
+        with pytest.raises(ConnectorError) as err:
+            verb.execute(proc, params, ctx(AID["act-broken"], plan, lines))
+        assert not err.value.transient
+        assert sql("SHOW WAREHOUSES LIKE %s", (wh,))[0]["size"] in ("Small", "SMALL")
+        assert f"warehouse {wh} restored to SMALL" in lines
+    finally:
+        sql(f"DROP WAREHOUSE IF EXISTS {wh}")
+
+
+def test_executed_hook_fires_once_the_run_is_started(connector: SnowflakeConnector, sql: Sql, db: str) -> None:
+    root, _ = _graph(sql, db)
+    seen: list[str] = []
+    verb = connector.verb("rerun")
+    params = verb.params_model()
+    context = ctx(AID["act-executed"], verb.plan(root, params))
+    context.executed = lambda summary, details=None: seen.append(summary)
+    verb.execute(root, params, context)
+    assert seen == [f"started a run of {db}.TASKS.ROOT"]
+
+
+def test_alerts_skip_a_missing_target_and_pickers_list_tasks(
+    connector: SnowflakeConnector, sql: Sql, db: str, hook: Callable[[str, dict[str, Any]], Any]
+) -> None:
+    root, _ = _graph(sql, db)
+    run_verb(connector, "resume-task", root, AID["act-resume-4"])
+    hook("tasks/fail-next", {"task": f"{db}.TASKS.ROOT", "times": 1, "error": "boom"})
+    run_verb(connector, "rerun", root, AID["act-rerun-4"])
+    gone = TargetRef("sf.gone", "task", {"database": db, "schema": "TASKS", "name": "GONE"})
+    alerts = connector.alerts([gone, root])
+    assert [a.target for a in alerts] == ["sf.root"]
+    assert alerts[0].key.startswith(f"snowflake.task_failed:{db}.TASKS.ROOT:")
+    tasks = connector.metadata("tasks", database=db, schema="TASKS")
+    assert {t["value"]: t["predecessors"] for t in tasks} == {"ROOT": [], "CHILD": ["ROOT"]}
