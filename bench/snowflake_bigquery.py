@@ -198,6 +198,21 @@ LAST_RUNS = (
 )
 
 
+# One call of each kind, timed alone on the emulator (a login is timed around connect).
+FLOOR: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "a login": ("", ()),
+    "SELECT 1": ("SELECT 1", ()),
+    "SHOW TASKS": (SHOW_TASKS, ()),
+    "ALTER TASK ... RESUME (a child)": ("ALTER TASK IDENTIFIER(%s) RESUME", (sf_fqn("PUBLISH"),)),
+    "TASK_HISTORY (the plan's read of the last runs)": (LAST_RUNS, (TASK_HISTORY_HOURS * 3600, SF_DB, SF_SCHEMA)),
+    "QUERY_HISTORY by tag (execute's re-delivery guard)": (
+        "SELECT QUERY_ID, QUERY_TEXT, EXECUTION_STATUS, ERROR_MESSAGE, START_TIME FROM TABLE("
+        f'"{SF_DB}".INFORMATION_SCHEMA.QUERY_HISTORY(RESULT_LIMIT => 10000)) WHERE QUERY_TAG = %s ORDER BY START_TIME',
+        ("bench-no-such-tag",),
+    ),
+}
+
+
 def sf_setup(sf: Snowflake) -> Any:
     """The graph, a warehouse, one successful graph run; returns the set-up session (kept for the run)."""
     conn = sf.connect(SF_SETUP_USER, "bench-setup")
@@ -350,24 +365,28 @@ def run_snowflake(sf: Snowflake, api: Api, samples: int, warmup: int) -> Part:
             step(f"{label}: direct {d.total * 1000:.0f} ms, control plane {c.total * 1000:.0f} ms")
             if i >= warmup:
                 part.pairs.append((d, c))
-        # the emulator's own cost, for reading the figures: one login, one trivial statement
-        logins, selects = [], []
+        # the emulator's own cost of each kind of call the paths make, for reading the figures
+        sf_suspend(setup)  # a started root's children cannot be resumed
+        floor: dict[str, list[float]] = {name: [] for name in FLOOR}
         for _ in range(samples):
             t = time.perf_counter()
             conn = sf.connect(SF_DIRECT_USER, "bench-floor")
-            logins.append(time.perf_counter() - t)
-            for _ in range(3):
-                t = time.perf_counter()
-                sf_rows(conn, "SELECT 1")
-                selects.append(time.perf_counter() - t)
+            floor["a login"].append(time.perf_counter() - t)
+            for name, (sql, params) in FLOOR.items():
+                if sql:
+                    t = time.perf_counter()
+                    sf_rows(conn, sql, params)
+                    floor[name].append(time.perf_counter() - t)
             conn.close()
         sf_suspend(setup)
         part.info = {
-            "the emulator alone, a login": logins,
-            "the emulator alone, SELECT 1 on an open session": selects,
+            **{f"the emulator alone, {name}": values for name, values in floor.items()},
             "the plan alone, in this process (actions.services.action_plan)": plan_in_process(
                 "resume-task", SF_TARGET, {}, samples
             ),
+            "the plan through the API (POST /api/v1/actions/preview, nothing written)": [
+                preview(api, "resume-task", SF_TARGET, {}) for _ in range(samples)
+            ],
         }
     finally:
         setup.close()
@@ -383,6 +402,17 @@ def plan_in_process(verb: str, target: str, params: dict[str, Any], n: int) -> l
         t = time.perf_counter()
         action_plan(verb=verb, target_key=target, params=params)
         took.append(time.perf_counter() - t)
+    return took
+
+
+def preview(api: Api, verb: str, target: str, params: dict[str, Any]) -> float:
+    """Seconds of one ``POST /api/v1/actions/preview`` (a fresh connection, opened outside the timing)."""
+    api.fresh()
+    t = time.perf_counter()
+    status, data = api.call("POST", "/api/v1/actions/preview", {"verb": verb, "target": target, "params": params})
+    took = time.perf_counter() - t
+    if status != 200:
+        raise BenchError(f"POST /api/v1/actions/preview answered {status}: {data}")
     return took
 
 
