@@ -284,10 +284,14 @@ def make_handler(upstream: str, store: SizeStore) -> type[http.server.BaseHTTPRe
     return Handler
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the client pools connections: the standard library's backlog of 5 refuses some
+
+
 def serve(port: int, upstream: str, sizes_file: Path, host: str = "127.0.0.1") -> None:
     """Run the proxy in the foreground until SIGTERM."""
-    server = http.server.ThreadingHTTPServer((host, port), make_handler(upstream, SizeStore(sizes_file)))
-    server.daemon_threads = True
+    server = _Server((host, port), make_handler(upstream, SizeStore(sizes_file)))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever(poll_interval=0.2)

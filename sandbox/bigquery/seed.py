@@ -26,7 +26,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 DAYS = 7
-PARTITION_BYTES = 200 * 2**30  # one day of tracking events
+PARTITION_BYTES = 100 * 2**30  # one day of tracking events (the whole seed stays under the 1 TiB default cap)
 FACT_PARTITION_BYTES = 2**20
 PACKAGES_BYTES = 40 * 2**30
 CUSTOMERS_BYTES = 2 * 2**30

@@ -5,20 +5,29 @@ from __future__ import annotations
 import datetime as dt
 import json
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from google.api_core.exceptions import BadRequest
 from google.cloud import bigquery
 
 from sandbox.bigquery.proxy import Sizes, estimate_bytes, partition_id, query_dates
-from sandbox.bigquery.seed import PARTITION_BYTES, client_for, declare_bytes, seed
+from sandbox.bigquery.seed import PARTITION_BYTES, SeedObjects, client_for, declare_bytes, seed
+from sandbox.bigquery.server import bigquery_ping, bigquery_running, start_bigquery, stop_bigquery
 from sandbox.bigquery.venv import BIGQUERY_VENV, EXTENSIONS, duckdb_home
-from tests.bigquery_sandbox import SandboxBigQuery, fresh_seed, sandbox_bigquery
+from tests.bigquery_sandbox import SandboxBigQuery, sandbox_bigquery, seeded
 
 
 @pytest.fixture(scope="module")
 def bq() -> SandboxBigQuery:
     return sandbox_bigquery()
+
+
+@pytest.fixture
+def objects(bq: SandboxBigQuery) -> Iterator[SeedObjects]:
+    with seeded(bq) as objects:
+        yield objects
 
 
 def rows(client: bigquery.Client, sql: str, params: list | None = None) -> list[tuple]:
@@ -32,8 +41,7 @@ def test_duckdb_extensions_are_installed_offline_in_the_venv_home() -> None:
     assert BIGQUERY_VENV.is_ready()
 
 
-def test_seed_creates_the_002_objects_once(bq: SandboxBigQuery) -> None:
-    objects = fresh_seed(bq)
+def test_seed_creates_the_002_objects_once(bq: SandboxBigQuery, objects: SeedObjects) -> None:
     client = client_for(bq.url, bq.project)
     again = seed(bq.url, bq.project, prefix=objects.raw.removesuffix("raw"))
     assert again.raw == objects.raw
@@ -65,8 +73,9 @@ def test_seed_creates_the_002_objects_once(bq: SandboxBigQuery) -> None:
     assert [name for name, _ in refreshed] == ["mv_daily_volume"]
 
 
-def test_dry_run_reports_the_declared_bytes_of_the_partition_it_reads(bq: SandboxBigQuery) -> None:
-    objects = fresh_seed(bq)
+def test_dry_run_reports_the_declared_bytes_of_the_partition_it_reads(
+    bq: SandboxBigQuery, objects: SeedObjects
+) -> None:
     client = client_for(bq.url, bq.project)
     day = objects.days[0]
     one_day = client.query(
@@ -84,8 +93,9 @@ def test_dry_run_reports_the_declared_bytes_of_the_partition_it_reads(bq: Sandbo
     assert undeclared.total_bytes_processed == 0
 
 
-def test_a_job_over_its_maximum_bytes_billed_is_refused_and_changes_nothing(bq: SandboxBigQuery) -> None:
-    objects = fresh_seed(bq)
+def test_a_job_over_its_maximum_bytes_billed_is_refused_and_changes_nothing(
+    bq: SandboxBigQuery, objects: SeedObjects
+) -> None:
     client = client_for(bq.url, bq.project)
     table = f"{objects.raw}.tracking_events"
     before = rows(client, f"SELECT COUNT(*) FROM `{table}`")
@@ -115,8 +125,9 @@ def test_the_hook_validates_and_lists_declared_sizes(bq: SandboxBigQuery) -> Non
     assert refused.value.code == 400
 
 
-def test_time_travel_materialized_view_refresh_and_labels_work_over_the_wire(bq: SandboxBigQuery) -> None:
-    objects = fresh_seed(bq)
+def test_time_travel_materialized_view_refresh_and_labels_work_over_the_wire(
+    bq: SandboxBigQuery, objects: SeedObjects
+) -> None:
     client = client_for(bq.url, bq.project)
     table = f"{objects.raw}.customers"
     before = dt.datetime.now(dt.UTC)
@@ -148,3 +159,23 @@ def test_estimate_prunes_to_the_dates_a_query_names() -> None:
     assert partition_id("2026-12-01") == "20261201"
     with pytest.raises(ValueError):
         partition_id("yesterday")
+
+
+def test_start_on_a_root_of_its_own_answers_keeps_declared_sizes_across_a_restart_and_stops(tmp_path: Path) -> None:
+    from sandbox.services import free_port
+
+    port = free_port()
+    server = start_bigquery(tmp_path, port)
+    try:
+        assert bigquery_running(tmp_path)
+        assert start_bigquery(tmp_path, port) == server  # reused, not started twice
+        declare_bytes(server.url, "kept", "t", 7)
+        assert stop_bigquery(tmp_path)
+        assert not bigquery_ping(server.host, port)
+        start_bigquery(tmp_path, port)
+        with urllib.request.urlopen(f"{server.url}/_emulator/bytes", timeout=10) as response:
+            assert json.loads(response.read())["kept.t"]["bytes"] == 7
+    finally:
+        stop_bigquery(tmp_path)
+    assert not bigquery_running(tmp_path)
+    assert not stop_bigquery(tmp_path)
