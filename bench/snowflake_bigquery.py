@@ -445,7 +445,7 @@ class BigQuery:
 
 def bq_direct(bq: BigQuery) -> Sample:
     """The plan by hand: each partition's rows (INFORMATION_SCHEMA.PARTITIONS), then a dry run of each day's
-    delete and load; their bytes summed and priced."""
+    delete and of its load query; their bytes summed and priced."""
     from google.cloud import bigquery
 
     at = {"t0": time.time()}
@@ -469,7 +469,7 @@ def bq_direct(bq: BigQuery) -> Sample:
         at["read"] = time.time()
         table = f"`{bq.project}.{bq.dataset}.{bq.table}`"
         delete = f"DELETE FROM {table} WHERE `{bq.partition_column}` = @partition_date"
-        insert = f"INSERT INTO {table} {bq.load_query}"
+        load = bq.load_query  # BigQuery bills what the INSERT reads: its SELECT
         total = 0
         day = bq.start
         while day <= bq.end:
@@ -479,7 +479,7 @@ def bq_direct(bq: BigQuery) -> Sample:
                 use_query_cache=False,
                 maximum_bytes_billed=TIB,
             )
-            for sql in (delete, insert):
+            for sql in (delete, load):
                 total += int(client.query(sql, job_config=dry, timeout=30).total_bytes_processed or 0)
             day += dt.timedelta(days=1)
         cost = round(total / TIB * USD_PER_TIB, 4)
