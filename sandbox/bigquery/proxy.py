@@ -288,6 +288,11 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the client pools connections: the standard library's backlog of 5 refuses some
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that closed its pooled connection: nothing to report
+        super().handle_error(request, client_address)
+
 
 def serve(port: int, upstream: str, sizes_file: Path, host: str = "127.0.0.1") -> None:
     """Run the proxy in the foreground until SIGTERM."""

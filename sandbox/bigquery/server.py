@@ -24,6 +24,7 @@ LOOPBACK = "127.0.0.1"
 PROJECT = "sandbox"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+REUSE_PING_TIMEOUT_S = 15.0
 # Each process is recognised by its command line before it is signalled (a pid file may be stale).
 _MARKERS = {"server": "local-bigquery", "proxy": "sandbox.bigquery"}
 
@@ -98,7 +99,9 @@ def start_bigquery(root: Path, port: int, *, project: str = PROJECT) -> BigQuery
     server = BigQueryServer(directory=root.resolve() / "bigquery", port=port, project=project)
     directory = server.directory
     (directory / "data").mkdir(parents=True, exist_ok=True)
-    if bigquery_running(root) and bigquery_ping(server.host, port, project):
+    # Both processes are alive: a busy server (a test's long query) may take a while to answer, and is not
+    # restarted for that.
+    if bigquery_running(root) and bigquery_ping(server.host, port, project, timeout=REUSE_PING_TIMEOUT_S):
         return server
     _stop_dir(directory)
     venv = ensure_bigquery_venv()
