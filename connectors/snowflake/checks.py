@@ -318,6 +318,30 @@ class WarehouseStatusCheck(_SnowflakeCheck):
 # ---------------------------------------------------------------------------------------------- tables
 
 
+_NUMBER_TYPES = ("NUMBER", "DECIMAL", "NUMERIC", "INT", "INTEGER", "BIGINT", "SMALLINT")
+
+
+def day_column(conn: SnowflakeConnection, table: TableLocator, column: str) -> tuple[str, bool]:
+    """(the SQL of ``column``'s UTC day, whether it is a date key): a NUMBER column is a ``YYYYMMDD`` date key
+    (the seed's ``fact_sales.date_key``), compared with integers; any other is a date or timestamp. The column's
+    name is bound with IDENTIFIER; a missing column is a clear error."""
+    rows = fetch(
+        conn,
+        f"SELECT DATA_TYPE FROM {quote(table.database)}.INFORMATION_SCHEMA.COLUMNS "
+        "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+        (table.schema_, table.name, column),
+    )
+    if not rows:
+        raise ConnectorError(f"{table.fqn} has no column {column}: check the catalog target or the column param")
+    is_key = str(rows[0]["data_type"]).upper().split("(")[0] in _NUMBER_TYPES
+    return ("TO_DATE(TO_VARCHAR(IDENTIFIER(%s)), 'YYYYMMDD')" if is_key else "TO_DATE(IDENTIFIER(%s))"), is_key
+
+
+def day_bound(day: date, is_key: bool) -> date | int:
+    """``day`` as the column compares it: the date, or its ``YYYYMMDD`` key."""
+    return day.year * 10_000 + day.month * 100 + day.day if is_key else day
+
+
 def _time_column(locator: TableLocator, column: str | None) -> str:
     chosen = column or locator.timestamp_column or locator.date_column
     if chosen is None:
@@ -376,7 +400,8 @@ class HoursSinceLastLoadCheck(_SnowflakeCheck):
 
 class RowCountsByDayParams(Params):
     """UTC days ``[start_date, end_date)`` (``end_date`` exclusive, default tomorrow: today included; at most
-    366 days); ``column`` (default: the target's timestamp_column, else its date_column)."""
+    366 days); ``column`` (default: the target's timestamp_column, else its date_column; a NUMBER column is
+    read as a ``YYYYMMDD`` date key)."""
 
     start_date: date
     end_date: date | None = None
@@ -402,11 +427,12 @@ class RowCountsByDayCheck(_SnowflakeCheck):
         column = _time_column(locator, params.column)
         end = params.end_date or datetime.now(UTC).date() + timedelta(days=1)
         with self.connector.session(f"counting rows by day in {locator.fqn}") as conn:
+            day_sql, is_key = day_column(conn, locator, column)
             rows = fetch(
                 conn,
-                "SELECT TO_DATE(IDENTIFIER(%s)) AS DAY, COUNT(*) AS N FROM IDENTIFIER(%s) "
+                f"SELECT {day_sql} AS DAY, COUNT(*) AS N FROM IDENTIFIER(%s) "
                 "WHERE IDENTIFIER(%s) >= %s AND IDENTIFIER(%s) < %s GROUP BY 1 ORDER BY 1",
-                (column, locator.fqn, column, params.start_date, column, end),
+                (column, locator.fqn, column, day_bound(params.start_date, is_key), column, day_bound(end, is_key)),
             )
         counts = {
             r["day"] if isinstance(r["day"], date) else date.fromisoformat(str(r["day"])): int(r["n"]) for r in rows

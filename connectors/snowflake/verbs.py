@@ -33,7 +33,7 @@ from connectors.base import (
     Verb,
     Verification,
 )
-from connectors.snowflake.checks import copy_history
+from connectors.snowflake.checks import copy_history, day_bound, day_column
 from connectors.snowflake.client import TaggedRunner, fetch, render, scalar
 from connectors.snowflake.config import (
     EnvironmentLocator,
@@ -103,11 +103,15 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
 
     # ---------------------------------------------------------------------------- warehouse for the action
 
-    def _warehouse_detail(self, conn: SnowflakeConnection, name: str | None, size: str | None) -> dict[str, Any] | None:
+    def _warehouse_detail(
+        self, conn: SnowflakeConnection, name: str | None, size: str | None, *, missing: str = ""
+    ) -> dict[str, Any] | None:
+        """What the plan keeps to scale ``name`` to ``size`` and back (None without ``size``); ``missing`` says
+        why there is no warehouse to scale."""
         if size is None:
             return None
         if name is None:
-            raise ConnectorError("warehouse_size needs a warehouse: set the connection's warehouse")
+            raise ConnectorError(f"warehouse_size cannot be used: {missing or 'set the connection warehouse'}")
         row = self.connector.warehouse(conn, name)
         return {"name": name, "size": normalize_size(str(row.get("size"))), "scale_to": size}
 
@@ -623,7 +627,10 @@ class Rerun(_SfVerb):
             graph = self.connector.task_graph(conn, task)
             task_wh = graph.root.get("warehouse") or None
             detail = self._warehouse_detail(
-                conn, check_identifier(str(task_wh)) if task_wh else None, params.warehouse_size
+                conn,
+                check_identifier(str(task_wh)) if task_wh else None,
+                params.warehouse_size,
+                missing=f"the root task {graph.fqn(graph.root_name)} runs serverless (no warehouse)",
             )
         root = graph.fqn(graph.root_name)
         warnings = []
@@ -632,8 +639,6 @@ class Rerun(_SfVerb):
         idle = [n for n in graph.top_down() if n != graph.root_name and graph.state(n) != "started"]
         if idle:
             warnings.append(f"suspended child task(s) do not run: {', '.join(idle)} (resume-task resumes them)")
-        if params.warehouse_size and not task_wh:
-            warnings.append("the root task has no warehouse (serverless): warehouse_size is refused")
         return Plan(
             summary=f"EXECUTE TASK {root}: the graph ({len(graph.tasks)} task(s)) runs once now",
             touches=[Touch(kind="task", name=graph.fqn(n), detail={"state": graph.state(n)}) for n in graph.top_down()],
@@ -692,8 +697,9 @@ class Rerun(_SfVerb):
 class BackfillParams(Params):
     """Raw tables (a ``stage`` on the target): ``files`` (names relative to the stage) or a ``pattern``
     (a regular expression, e.g. ``.*2024-01-0[1-7].*``), ``force`` to load files already loaded. Fact tables
-    (a ``procedure`` on the target): ``from_date``..``to_date`` (inclusive) deleted, then the procedure called,
-    in one transaction. ``warehouse_size``: scale the connection's warehouse for the action."""
+    (a ``procedure`` on the target): ``from_date``..``to_date`` (inclusive; a NUMBER ``date_column`` is a
+    ``YYYYMMDD`` date key) deleted, then the procedure called, in one transaction. ``warehouse_size``: scale
+    the connection's warehouse for the action."""
 
     files: list[str] | None = Field(default=None, max_length=1000)
     pattern: str | None = Field(default=None, min_length=1, max_length=500)
@@ -837,14 +843,7 @@ class Backfill(_SfVerb):
             raise ConnectorError("a fact backfill needs from_date and to_date")
         assert table.procedure is not None and table.date_column is not None
         with self.connector.session(f"planning the backfill of {table.fqn}") as conn:
-            rows = int(
-                scalar(
-                    conn,
-                    "SELECT COUNT(*) FROM IDENTIFIER(%s) WHERE IDENTIFIER(%s) BETWEEN %s AND %s",
-                    (table.fqn, table.date_column, params.from_date, params.to_date),
-                )
-                or 0
-            )
+            rows = _period_rows(conn, table, params)
             detail = self._warehouse_detail(conn, self.connector.cfg.warehouse, params.warehouse_size)
         period = f"{params.from_date.isoformat()}..{params.to_date.isoformat()}"
         return Plan(
@@ -902,12 +901,13 @@ class Backfill(_SfVerb):
             ctx.log("the delete and reload committed in an earlier delivery; not running them again")
             return True
         conn = runner.conn
+        low, high = _period_bounds(conn, table, params)
         fetch(conn, "BEGIN")
         try:
             fetch(
                 conn,
                 "DELETE FROM IDENTIFIER(%s) WHERE IDENTIFIER(%s) BETWEEN %s AND %s",
-                (table.fqn, table.date_column, params.from_date, params.to_date),
+                (table.fqn, table.date_column, low, high),
             )
             fetch(conn, f"CALL {quote(table.procedure)}()")
             fetch(conn, "COMMIT")
@@ -925,14 +925,7 @@ class Backfill(_SfVerb):
         table: TableLocator = parse_locator(target, self.target_kinds)
         if outcome.details["mode"] == "facts":
             with self.connector.session(f"verifying the backfill of {table.fqn}") as conn:
-                rows = int(
-                    scalar(
-                        conn,
-                        "SELECT COUNT(*) FROM IDENTIFIER(%s) WHERE IDENTIFIER(%s) BETWEEN %s AND %s",
-                        (table.fqn, table.date_column, params.from_date, params.to_date),
-                    )
-                    or 0
-                )
+                rows = _period_rows(conn, table, params)
             return Verification(
                 ok=rows > 0,
                 summary=f"{table.fqn} holds {rows} row(s) in {outcome.details['period']} "
@@ -955,6 +948,25 @@ class Backfill(_SfVerb):
         if failed:
             summary += f"; failed: {', '.join(str(f.get('file')) for f in failed[:5])}: {failed[0].get('first_error')}"
         return Verification(ok=ok, summary=summary, details={"missing": missing})
+
+
+def _period_bounds(conn: SnowflakeConnection, table: TableLocator, params: BackfillParams) -> tuple[Any, Any]:
+    """``from_date``/``to_date`` as the fact table's ``date_column`` compares them (dates, or YYYYMMDD keys)."""
+    assert table.date_column is not None and params.from_date is not None and params.to_date is not None
+    _, is_key = day_column(conn, table, table.date_column)
+    return day_bound(params.from_date, is_key), day_bound(params.to_date, is_key)
+
+
+def _period_rows(conn: SnowflakeConnection, table: TableLocator, params: BackfillParams) -> int:
+    low, high = _period_bounds(conn, table, params)
+    return int(
+        scalar(
+            conn,
+            "SELECT COUNT(*) FROM IDENTIFIER(%s) WHERE IDENTIFIER(%s) BETWEEN %s AND %s",
+            (table.fqn, table.date_column, low, high),
+        )
+        or 0
+    )
 
 
 # -------------------------------------------------------------------------------------- scale-warehouse

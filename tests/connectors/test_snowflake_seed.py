@@ -28,7 +28,7 @@ INVENTORY_PIPE = TargetRef(
 
 @pytest.fixture
 def seeded(sf_url: str) -> Callable[..., SnowflakeConnector]:
-    """The seed rebuilt (idempotent: every object OR REPLACE) and a connector factory on it."""
+    """The seed rebuilt (idempotent) and a connector factory on it."""
     from urllib.parse import urlsplit
 
     seed(sf_url)
@@ -83,3 +83,31 @@ def test_paused_pipe_from_alert_to_verified_ingestion(seeded: Callable[..., Snow
     status = connector.check("pipe_status").run(INVENTORY_PIPE, connector.check("pipe_status").params_model())
     assert status.passed, status.summary
     assert connector.alerts([INVENTORY_PIPE]) == []
+
+
+FACT_SALES = TargetRef(
+    "dev.fact_sales", "table",
+    {"database": "DEV_DW", "schema": "FACTS", "name": "fact_sales", "date_column": "date_key",
+     "procedure": "DEV_DW.FACTS.sp_load_fact_sales"},
+)  # fmt: skip
+
+
+def test_fact_backfill_on_the_date_key_from_counts_to_verified_reload(
+    seeded: Callable[..., SnowflakeConnector],
+) -> None:
+    connector = seeded(database="DEV_DW")
+    counts = connector.check("row_counts_by_day")
+    params = counts.params_model(start_date="2024-01-01", end_date="2024-01-06")
+    before = counts.run(FACT_SALES, params)
+    assert [r[0] for r in before.rows][:2] == ["2024-01-01", "2024-01-02"]
+    assert before.rows[0][1] > 0
+    verb = connector.verb("backfill")
+    backfill = verb.params_model(from_date="2024-01-01", to_date="2024-01-02")
+    plan = verb.plan(FACT_SALES, backfill)
+    assert plan.counts["rows"] == before.rows[0][1] + before.rows[1][1]
+    action = f"act-seed-{uuid.uuid4().hex[:8]}"
+    outcome = verb.execute(FACT_SALES, backfill, ctx(action, plan))
+    assert verb.execute(FACT_SALES, backfill, ctx(action, plan)).already_done
+    verification = verb.verify(FACT_SALES, backfill, outcome)
+    assert verification.ok and verification.details["rows_after"] == plan.counts["rows"]
+    assert counts.run(FACT_SALES, params).rows == before.rows
