@@ -527,7 +527,7 @@ def run_bigquery(bq: BigQuery, api: Api, samples: int, warmup: int) -> Part:
         step(f"{label}: direct {d.total * 1000:.0f} ms, control plane {c.total * 1000:.0f} ms")
         if i >= warmup:
             part.pairs.append((d, c))
-    # one dry run and one partitions read alone, for reading the figures
+    # one dry run alone on the emulator, for reading the figures
     from google.cloud import bigquery
 
     client = bq.client()
