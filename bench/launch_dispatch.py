@@ -42,7 +42,6 @@ import pstats
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,7 @@ if str(ROOT) not in sys.path:
 
 from sandbox import nginx as sandbox_nginx  # noqa: E402 (needs the repo root on sys.path when run as a file)
 from sandbox import services as sandbox  # noqa: E402
+from sandbox.processes import free_port  # noqa: E402
 from sandbox.weather import load_weather  # noqa: E402
 
 # DESIGN.md section 9: >= 250 launches/s closed loop; p99 <= 50 ms at 150 launches/s offered; dispatch p50
@@ -267,12 +267,6 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], log: Path) -> Child:
             start_new_session=True,
         )
     return Child(name, proc, log)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http_ok(child: Child, port: int, path: str, timeout: float = 60.0) -> None:

@@ -151,3 +151,19 @@ def test_slack_ack_runs_one_small_round() -> None:
         rf"Slack ack p99 \(server\) .* {VERDICT}",
         rf"button press -> action row p50 .* {VERDICT}",
     )
+
+
+def test_snowflake_bigquery_runs_one_pair_of_each() -> None:
+    # One pair of each part and no warm-up: a resume-task through the API and the worker against the same
+    # statements sent with snowflake-connector-python (each path must leave the graph started), and a 2-day
+    # backfill plan through the preview against the same dry runs (the script checks both estimate the same bytes).
+    output = run_bench("snowflake_bigquery.py", "--samples", "1", "--warmup", "0", "--days", "2", timeout=240)
+    assert_lines(
+        output,
+        r"resume-task of a suspended 3-task graph",
+        r"added per pair \(cp - direct\) +-?[\d.]+ +-?[\d.]+ +ratio of the medians [\d.]+x",
+        r"statements sent per snowflake operation \(median\): direct \d+ in 1 session\(s\), control plane \d+ in 3",
+        r"snowflake: median added by the control plane per pair -?\d+ ms",
+        r"backfill plan of 2 day partitions",
+        r"bigquery: median added by the control plane per pair -?\d+ ms",
+    )

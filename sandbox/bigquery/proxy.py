@@ -203,6 +203,9 @@ def make_handler(upstream: str, store: SizeStore) -> type[http.server.BaseHTTPRe
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in separate writes: without TCP_NODELAY each keep-alive answer waits for the
+        # client's delayed ACK (up to 40 ms)
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             return None  # one line per request would drown the log; errors are answered to the client
