@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from connectors.base import TargetRef
+from connectors.base import ExecutionContext, TargetRef
 from connectors.snowflake import SnowflakeConnector
 from connectors.snowflake.client import fetch
 from tests.connectors.killed_worker import execute_killed, redelivery
@@ -75,6 +75,12 @@ def _seed(w: World, hook: Callable[..., Any]) -> None:
     _graph(w, "RESUME_T", started=False)
     _graph(w, "PAUSE_T", started=True)
     _graph(w, "RERUN_T", started=False)
+    # a started graph whose last run failed at the child: resume-task retries it (RETRY LAST)
+    _graph(w, "RETRY_T", started=True)
+    hook("tasks/fail-next", {"task": f"{db}.RETRY_T.CHILD", "times": 1, "error": "boom"})
+    root = TargetRef("sf.retry_setup", "task", {"database": db, "schema": "RETRY_T", "name": "ROOT"})
+    rerun = w.connect().verb("rerun")
+    rerun.execute(root, rerun.params_model(), ExecutionContext(action_id=f"setup-{db}-retry"))
     _pipe(w, hook, "RESUME_P", paused=True)
     _pipe(w, hook, "PAUSE_P", paused=False)
     # a procedure counting its calls, run on the connection's warehouse scaled for the action
@@ -116,6 +122,7 @@ def _seed(w: World, hook: Callable[..., Any]) -> None:
     w.targets.update(
         {
             "resume-task/task": TargetRef("sf.resume", "task", obj("RESUME_T", "CHILD")),
+            "resume-task/task-retry": TargetRef("sf.retry", "task", obj("RETRY_T", "ROOT")),
             "resume-task/pipe": TargetRef("sf.resume_pipe", "pipe", obj("RESUME_P", "PIPE_POS")),
             "pause/task": TargetRef("sf.pause", "task", obj("PAUSE_T", "CHILD")),
             "pause/pipe": TargetRef("sf.pause_pipe", "pipe", obj("PAUSE_P", "PIPE_POS")),
@@ -184,10 +191,12 @@ class Case:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _log(schema: str) -> Callable[[World], None]:
+def _logged(schema: str, runs: dict[str, int]) -> Callable[[World], None]:
+    """The graph's tasks ran ``runs`` times each: once, not once per delivery."""
+
     def check(w: World) -> None:
         rows = w.sql(f"SELECT WHO, COUNT(*) AS N FROM {w.db}.{schema}.LOG GROUP BY 1")
-        assert {r["who"]: int(r["n"]) for r in rows} == {"root": 1}  # one run of the graph, not two
+        assert {r["who"]: int(r["n"]) for r in rows} == runs
 
     return check
 
@@ -237,6 +246,11 @@ CASES: dict[str, Case] = {
         "resume-task", {}, lambda w: f"resumed {w.db}.RESUME_T.CHILD", "ALTER TASK%RESUME", 1, 2,
         _started("RESUME_T", "started"),
     ),
+    # a failed run retried: the re-delivery follows the retried run instead of retrying again
+    "resume-task/task-retry": Case(
+        "resume-task", {"mode": "retry_last"}, lambda w: "retried the failed run", "%RETRY LAST%", 1, 1,
+        _logged("RETRY_T", {"root": 1, "c": 1}),
+    ),
     "resume-task/pipe": Case(
         "resume-task", {}, lambda w: "refreshed pipe", "ALTER PIPE%REFRESH", 1, 1, _rows("RESUME_P.RAW_POS", 2)
     ),
@@ -248,7 +262,9 @@ CASES: dict[str, Case] = {
     "pause/pipe": Case(
         "pause", {}, lambda w: "paused pipe", "ALTER PIPE%PAUSED = TRUE", 1, 1, _rows("PAUSE_P.RAW_POS", 0)
     ),
-    "rerun/task": Case("rerun", {}, lambda w: "started a run of", "EXECUTE TASK%", 1, 1, _log("RERUN_T")),
+    "rerun/task": Case(
+        "rerun", {}, lambda w: "started a run of", "EXECUTE TASK%", 1, 1, _logged("RERUN_T", {"root": 1})
+    ),
     "rerun/procedure": Case(
         "rerun", {"warehouse_size": "LARGE"}, lambda w: "called ", "CALL %SP_LOAD%", 1, 1,
         _called_on_restored_warehouse, config={"warehouse": "WH_WORK"},
