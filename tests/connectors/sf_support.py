@@ -41,14 +41,28 @@ def db() -> str:
     return f"CP_T_{uuid.uuid4().hex[:8].upper()}"
 
 
+def sf_connector(sf_url: str, db: str, **config: Any) -> SnowflakeConnector:
+    """A connector on the emulator at ``sf_url`` with ``db`` as its database; ``config`` overrides."""
+    parts = urlsplit(sf_url)
+    base = {"account": "sandbox", "user": "controlplane", "host": parts.hostname, "port": parts.port,
+            "protocol": parts.scheme, "database": db, "poll_interval_s": 0.2, "wait_timeout_s": 60}  # fmt: skip
+    return SnowflakeConnector({**base, **config}, {"password": "sandbox-password"})
+
+
+def emulator_hook(sf_url: str, name: str, payload: dict[str, Any]) -> Any:
+    """One of the emulator's test hooks (docs/snowflake-emulator.md), e.g. ``stages/put``."""
+    request = urllib.request.Request(
+        f"{sf_url}/_emulator/{name}", data=json.dumps(payload).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
 @pytest.fixture
 def make_connector(sf_url: str, db: str) -> Callable[..., SnowflakeConnector]:
-    parts = urlsplit(sf_url)
-
     def make(**config: Any) -> SnowflakeConnector:
-        base = {"account": "sandbox", "user": "controlplane", "host": parts.hostname, "port": parts.port,
-                "protocol": parts.scheme, "database": db, "poll_interval_s": 0.2, "wait_timeout_s": 60}  # fmt: skip
-        return SnowflakeConnector({**base, **config}, {"password": "sandbox-password"})
+        return sf_connector(sf_url, db, **config)
 
     return make
 
@@ -76,12 +90,7 @@ def hook(sf_url: str) -> Callable[[str, dict[str, Any]], Any]:
     """``hook("tasks/fail-next", {...})``: one of the emulator's test hooks (docs/snowflake-emulator.md)."""
 
     def call(name: str, payload: dict[str, Any]) -> Any:
-        request = urllib.request.Request(
-            f"{sf_url}/_emulator/{name}", data=json.dumps(payload).encode(), method="POST",
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
+        return emulator_hook(sf_url, name, payload)
 
     return call
 

@@ -1,5 +1,6 @@
 """The Snowflake connector's task, procedure and warehouse checks and verbs against the emulator, with
-re-delivery: the second execute with the same action id must not repeat the effect."""
+re-delivery: the second execute with the same action id must not repeat the effect (with a real kill of the
+first worker: test_snowflake_redelivery.py)."""
 # ruff: noqa: F811  (the fixtures are imported from sf_support, then requested by name)
 
 from __future__ import annotations
@@ -310,37 +311,3 @@ def test_alerts_skip_a_missing_target_and_pickers_list_tasks(
     assert alerts[0].key.startswith(f"snowflake.task_failed:{db}.TASKS.ROOT:")
     tasks = connector.metadata("tasks", database=db, schema="TASKS")
     assert {t["value"]: t["predecessors"] for t in tasks} == {"ROOT": [], "CHILD": ["ROOT"]}
-
-
-def test_worker_killed_after_the_statement_the_redelivery_completes_once(
-    connector: SnowflakeConnector, sql: Sql, db: str
-) -> None:
-    """A real kill: the first worker (a forked process) is SIGKILLed right after its EXECUTE TASK (at the
-    ``executed`` milestone, before it waits for the run); the re-delivery finds the statement and follows the
-    same run instead of starting another."""
-    import multiprocessing
-    import os
-    import signal
-
-    root, _ = _graph(sql, db)
-    verb = connector.verb("rerun")
-    params = verb.params_model()
-    plan = verb.plan(root, params)
-    action = AID["act-killed"]
-
-    def worker() -> None:
-        context = ctx(action, plan)
-        context.executed = lambda summary, details=None: os.kill(os.getpid(), signal.SIGKILL)
-        connector.verb("rerun").execute(root, params, context)
-
-    child = multiprocessing.get_context("fork").Process(target=worker)
-    child.start()
-    child.join(60)
-    assert child.exitcode == -signal.SIGKILL
-    assert [r["execution_status"] for r in tagged(sql, db, action, "EXECUTE TASK%")] == ["SUCCESS"]
-
-    outcome = verb.execute(root, params, ctx(action, plan))
-    assert outcome.already_done
-    assert outcome.details["run_states"] == {"ROOT": "SUCCEEDED"}
-    assert _log(sql, db) == {"root": 1}
-    assert verb.verify(root, params, outcome).ok
