@@ -178,8 +178,21 @@ def _action_table(config: PostgresConfig) -> sql.Identifier:
     return sql.Identifier(config.ledger[0], "action_ledger")
 
 
+def _action_ledger_exists(conn: Conn, config: PostgresConfig) -> bool:
+    row = conn.execute(
+        """
+        select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = %s and c.relname = 'action_ledger' and c.relkind = 'r'
+        """,
+        (config.ledger[0],),
+    ).fetchone()
+    return row is not None
+
+
 def ensure_action_ledger(conn: Conn, config: PostgresConfig) -> None:
     """Create ``<schema>.action_ledger`` if missing (idempotent; safe under concurrent first use)."""
+    if _action_ledger_exists(conn, config):
+        return  # CREATE SCHEMA IF NOT EXISTS would still need CREATE on the database
     schema = config.ledger[0]
     try:
         with conn.transaction():
@@ -207,9 +220,7 @@ def ensure_action_ledger(conn: Conn, config: PostgresConfig) -> None:
 
 def find_action_record(conn: Conn, config: PostgresConfig, action_id: str) -> dict[str, Any] | None:
     """The recorded details of ``action_id`` (with ``finished_at``), or None when it has no row."""
-    schema = config.ledger[0]
-    exists = conn.execute("select to_regclass(%s) is not null", (f'"{schema}".action_ledger',)).fetchone()
-    if not exists or not exists[0]:
+    if not _action_ledger_exists(conn, config):
         return None
     row = conn.execute(
         sql.SQL("select details, finished_at from {} where action_id = %s").format(_action_table(config)),
