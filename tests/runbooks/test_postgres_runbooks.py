@@ -91,6 +91,7 @@ def warehouse(db: Any) -> Iterator[dict[str, Any]]:
                 "table",
                 {"schema": "core", "name": "weather", "timestamp_column": "observed_at"},
             ),
+            "dev.weather.daily_weather_aggregates": ("matview", {"schema": "mart", "name": "daily_weather_aggregates"}),
             "dev.weather.raw_weather_observations": (
                 "table",
                 {"schema": "raw", "name": "weather_observations", "timestamp_column": "ingested_at"},
@@ -232,3 +233,39 @@ def test_rerun_window_runbook_deletes_the_windows_facts_and_raw_payloads_after_a
     rows = _steps(run)
     assert rows["delete_window"].state == "done" and rows["delete_window_raw"].state == "done"
     assert rows["extract_override"].state == "waiting"
+
+
+def test_dq_checkpoint_runbook_finds_the_outliers_and_deletes_them(
+    warehouse: dict[str, Any],
+    actors: dict[str, Any],
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("controlplane.actions.runner.close_old_connections", lambda: None)
+    rita, alice = actors["responder"], actors["approver"]
+    url = warehouse["url"]
+    _sql(url, "update core.weather set temperature_celsius = -70 where location_id in (1, 2) and observed_at = %s",
+         (datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5),))  # fmt: skip
+    params = {"table": "dev.weather.core_weather", "mart": "dev.weather.daily_weather_aggregates"}
+    run = _as(rita, services.run_start, runbook="004-dq-checkpoint-failure", params=params)
+    services.run_advance(run_id=run.pk)
+    assert _steps(run)["expectation"].state == "waiting"  # a Prefect step, done by hand
+    _as(rita, services.step_complete, run_id=run.pk, step_id="expectation", note="temperature_range failed")
+    services.run_advance(run_id=run.pk)
+    violations = _steps(run)["violations"]
+    assert violations.state == "done" and violations.result["passed"] is False, violations.error
+    assert "2 row(s) break temperature_range" in violations.result["summary"]
+    _as(rita, services.step_complete, run_id=run.pk, step_id="fix", choice="Option A: delete bad records and rerun")
+    services.run_advance(run_id=run.pk)
+    _as(alice, services.step_approve, run_id=run.pk, step_id="delete_approval", comment="sensor glitch")
+    services.run_advance(run_id=run.pk)
+    action = _as(rita, services.step_act, run_id=run.pk, step_id="delete_bad_records")
+    assert action.state == "queued"  # risk medium in an unprotected environment: no second approval
+    with django_capture_on_commit_callbacks(execute=True):
+        action_execute(action_id=str(action.id))
+    action.refresh_from_db()
+    assert action.state == "succeeded", (action.error, action.verification)
+    assert (action.plan or {})["counts"] == {"rows": 2}
+    assert _sql(url, "select count(*) from core.weather where temperature_celsius < -50")[0][0] == 0
+    services.run_advance(run_id=run.pk)
+    assert _steps(run)["delete_bad_records"].state == "done"
