@@ -269,3 +269,48 @@ def test_dq_checkpoint_runbook_finds_the_outliers_and_deletes_them(
     assert _sql(url, "select count(*) from core.weather where temperature_celsius < -50")[0][0] == 0
     services.run_advance(run_id=run.pk)
     assert _steps(run)["delete_bad_records"].state == "done"
+
+
+def test_malformed_json_runbook_finds_the_bad_payload_and_deletes_only_it(
+    warehouse: dict[str, Any],
+    actors: dict[str, Any],
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("controlplane.actions.runner.close_old_connections", lambda: None)
+    rita = actors["responder"]
+    url = warehouse["url"]
+    _sql(
+        url,
+        "insert into raw.weather_observations (location_name, ingested_at, payload) "
+        "values ('Tokyo', now() + interval '1 minute', "
+        '\'{"hourly": {"time": ["2024-11-01T00:00"], "temperature_2m": []}}\')',
+    )
+    bad_id, total = _sql(url, "select max(id), count(*) from raw.weather_observations")[0]
+    today = datetime.now(UTC).date()
+    params = {
+        "table": "dev.weather.core_weather",
+        "raw_table": "dev.weather.raw_weather_observations",
+        "start_date": str(today - timedelta(days=1)),
+        "end_date": str(today),
+    }
+    run = _as(rita, services.run_start, runbook="004-malformed-json", params=params)
+    services.run_advance(run_id=run.pk)
+    _as(rita, services.step_complete, run_id=run.pk, step_id="symptoms", note="JSONDecodeError in transform")
+    services.run_advance(run_id=run.pk)
+    raw_payload = _steps(run)["raw_payload"]
+    assert raw_payload.state == "done" and raw_payload.result["passed"] is False, raw_payload.error
+    assert raw_payload.result["rows"][0][0] == {"id": bad_id} and "temperature_2m" in raw_payload.result["rows"][0][3]
+    _as(rita, services.step_complete, run_id=run.pk, step_id="payload_verdict", choice="payload is invalid")
+    services.run_advance(run_id=run.pk)
+    action = _as(rita, services.step_act, run_id=run.pk, step_id="delete_bad_record")
+    with django_capture_on_commit_callbacks(execute=True):
+        action_execute(action_id=str(action.id))
+    action.refresh_from_db()
+    assert action.state == "succeeded", (action.error, action.verification)
+    assert (action.plan or {})["details"]["keys"] == [{"id": bad_id}]
+    assert _sql(url, "select count(*), count(*) filter (where id = %s) from raw.weather_observations", (bad_id,))[
+        0
+    ] == (total - 1, 0)
+    services.run_advance(run_id=run.pk)
+    assert _steps(run)["delete_bad_record"].state == "done"
