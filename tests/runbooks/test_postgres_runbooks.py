@@ -92,6 +92,8 @@ def warehouse(db: Any) -> Iterator[dict[str, Any]]:
                 {"schema": "core", "name": "weather", "timestamp_column": "observed_at"},
             ),
             "dev.weather.daily_weather_aggregates": ("matview", {"schema": "mart", "name": "daily_weather_aggregates"}),
+            "dev.weather.core_location": ("table", {"schema": "core", "name": "location"}),
+            "dev.weather.core_wikipedia_page": ("table", {"schema": "core", "name": "wikipedia_page"}),
             "dev.weather.raw_weather_observations": (
                 "table",
                 {"schema": "raw", "name": "weather_observations", "timestamp_column": "ingested_at"},
@@ -314,3 +316,40 @@ def test_malformed_json_runbook_finds_the_bad_payload_and_deletes_only_it(
     ] == (total - 1, 0)
     services.run_advance(run_id=run.pk)
     assert _steps(run)["delete_bad_record"].state == "done"
+
+
+def test_add_location_run_verifies_the_seed_rows_and_that_nothing_is_collected_yet(
+    warehouse: dict[str, Any], actors: dict[str, Any]
+) -> None:
+    rita = actors["responder"]
+    url = warehouse["url"]
+    params = {
+        "locations": "dev.weather.core_location",
+        "pages": "dev.weather.core_wikipedia_page",
+        "database": "dev.weather.database",
+    }
+    run = _as(rita, services.run_start, runbook="004-add-location", params=params)
+    services.run_advance(run_id=run.pk)
+    _as(rita, services.step_complete, run_id=run.pk, step_id="seed_yaml", checked=["src/seed_data.yaml updated"])
+    services.run_advance(run_id=run.pk)
+    _as(rita, services.step_complete, run_id=run.pk, step_id="seed_sql", choice="seed SQL updated")
+    services.run_advance(run_id=run.pk)
+    _sql(  # what the seed script loads (by hand here: the step is manual)
+        url,
+        "insert into core.location (location_name, latitude, longitude, country, region, city) "
+        "values ('San Francisco', 37.7749, -122.4194, 'US', 'California', 'San Francisco')",
+    )
+    _as(rita, services.step_complete, run_id=run.pk, step_id="load_seed", choice="seed script loaded")
+    services.run_advance(run_id=run.pk)
+    rows = _steps(run)
+    assert rows["verify_seed"].state == "done" and rows["verify_seed"].result["passed"] is True
+    page = rows["verify_page"]
+    assert page.state == "done" and page.result["passed"] is False  # the page was not loaded
+    assert "NOT FOUND" in page.result["summary"]
+    _as(rita, services.step_complete, run_id=run.pk, step_id="hardcoded", choice="reads core.location")
+    services.run_advance(run_id=run.pk)
+    _as(rita, services.step_complete, run_id=run.pk, step_id="run_pipeline", note="ran by hand")
+    services.run_advance(run_id=run.pk)
+    collected = _steps(run)["verify_collection"]
+    assert collected.state == "done" and collected.result["passed"] is False, collected.error
+    assert "San Francisco: raw 0, facts 0, mart 0" in collected.result["summary"]
