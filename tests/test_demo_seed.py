@@ -21,7 +21,15 @@ from controlplane.incidents.models import Incident
 
 LOGIN = re.compile(r"^Login: (\S+) / (\S+)$")
 DEMO_ROLES = {"viewer": "viewer", "responder": "responder", "approver": "approver", "approver2": "approver"}
-TARGET_NAMES = ("daily_weather_aggregates", "daily_wikipedia_page_stats", "core_weather", "database")
+TARGET_NAMES = (
+    "daily_weather_aggregates",
+    "daily_wikipedia_page_stats",
+    "core_weather",
+    "raw_weather_observations",
+    "core_location",
+    "core_wikipedia_page",
+    "database",
+)
 DAG_IDS = (
     "data_ingestion_bronze",
     "retail_transformation_pipeline",
@@ -106,7 +114,7 @@ def test_seed_demo_creates_environments_targets_and_one_user_per_role(db: Any, w
 def test_seeded_locators_name_real_relations_of_the_warehouse(db: Any, weather_db: dict[str, Any]) -> None:
     seed(weather_db)
     relations = Target.objects.exclude(kind="database").values_list("locator", flat=True)
-    assert len(relations) == 6
+    assert len(relations) == 12
     for locator in relations:
         with psycopg.connect(weather_db["url"], connect_timeout=5) as conn:
             found = conn.execute("select to_regclass(%s)", (f"{locator['schema']}.{locator['name']}",)).fetchone()
@@ -227,7 +235,7 @@ def test_airflow_url_seeds_connections_pipelines_and_targets_in_dev_and_prod(
     assert Target.objects.get(key="prod.airflow.data_ingestion_bronze").environment.protected
     assert Target.objects.filter(connection__kind="airflow").count() == 10
     assert Pipeline.objects.filter(name__endswith=DAG_IDS[0]).count() == 2
-    assert Target.objects.filter(key__contains=".weather.").count() == 8  # the weather catalog as before
+    assert Target.objects.filter(key__contains=".weather.").count() == 14  # the weather catalog as before
     events = set(AuditEvent.objects.values_list("event", flat=True))
     assert {"catalog.connection.created", "catalog.pipeline.created", "catalog.target.created"} <= events
     assert AuditEvent.objects.filter(event="catalog.target.created", after__key="dev.airflow.instance").exists()

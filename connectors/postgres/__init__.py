@@ -1,5 +1,6 @@
-"""PostgreSQL connector: refresh marts (materialized views) exactly once per action, and read-only checks
-(matview status, blocking queries, freshness, row counts by day). No Django import anywhere here."""
+"""PostgreSQL connector: refresh marts (materialized views), delete rows a plan lists and terminate blocking
+sessions, each exactly once per action; read-only checks (matview status, blocking queries, freshness, row
+counts by day, reference rows, a location's data, expectation violations, raw payloads). No Django import."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from connectors.postgres.checks import (
 from connectors.postgres.config import DatabaseLocator, MatviewLocator, PostgresConfig, TableLocator
 from connectors.postgres.connector import PostgresConnector
 from connectors.postgres.refresh import RefreshMartParams, RefreshMartVerb
+from connectors.postgres.rows import DeleteRowsParams, DeleteRowsVerb
+from connectors.postgres.terminate import TerminateBlockingParams, TerminateBlockingVerb
 
 __all__ = [
     "BlockingQueriesCheck",
     "BlockingQueriesParams",
     "DatabaseLocator",
+    "DeleteRowsParams",
+    "DeleteRowsVerb",
     "FreshnessCheck",
     "FreshnessParams",
     "MatviewLocator",
@@ -33,4 +38,6 @@ __all__ = [
     "RowCountsByDayCheck",
     "RowCountsByDayParams",
     "TableLocator",
+    "TerminateBlockingParams",
+    "TerminateBlockingVerb",
 ]

@@ -167,3 +167,19 @@ def inspect_matview(
         unique_indexes=list(unique_indexes),
         rows=rows,
     )
+
+
+def primary_key(conn: Conn, oid: int) -> list[tuple[str, str]]:
+    """The primary key columns of relation ``oid`` with their SQL types, in key order (empty: none)."""
+    rows = conn.execute(
+        """
+        select a.attname, format_type(a.atttypid, a.atttypmod)
+        from pg_index i
+        cross join lateral unnest(i.indkey) with ordinality as k(attnum, pos)
+        join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+        where i.indrelid = %s and i.indisprimary
+        order by k.pos
+        """,
+        (oid,),
+    ).fetchall()
+    return [(str(name), str(kind)) for name, kind in rows]

@@ -21,6 +21,14 @@ from connectors.postgres.checks import (
 from connectors.postgres.client import Conn, session
 from connectors.postgres.config import LOCATOR_MODELS, PostgresConfig
 from connectors.postgres.refresh import RefreshMartVerb
+from connectors.postgres.rows import (
+    DeleteRowsVerb,
+    ExpectationViolationsCheck,
+    LatestRawPayloadsCheck,
+    LocationCollectedCheck,
+    ReferenceRowsCheck,
+)
+from connectors.postgres.terminate import TerminateBlockingVerb
 
 _LIST_MATVIEWS = """
     select m.schemaname, m.matviewname, m.ispopulated, pg_total_relation_size(c.oid),
@@ -52,7 +60,9 @@ _LIST_TABLES = """
 
 
 class PostgresConnector(Connector):
-    """PostgreSQL: refresh marts, and check view status, blocked sessions, freshness and daily counts.
+    """PostgreSQL: refresh marts, delete bad rows, terminate blocking sessions; check view status, blocked
+    sessions, freshness, daily counts, reference rows, a location's data, expectation violations and raw
+    payloads.
 
     Config is :class:`PostgresConfig`; the only secret is ``password`` (optional: trust or peer auth need
     none). Target kinds: ``matview`` and ``table`` (locator ``{"schema", "name"}``, tables optionally with
@@ -62,8 +72,17 @@ class PostgresConnector(Connector):
     kind = "postgres"
     config_model = PostgresConfig
     secret_names = ("password",)
-    verbs = (RefreshMartVerb,)
-    checks = (MatviewStatusCheck, BlockingQueriesCheck, FreshnessCheck, RowCountsByDayCheck)
+    verbs = (RefreshMartVerb, DeleteRowsVerb, TerminateBlockingVerb)
+    checks = (
+        MatviewStatusCheck,
+        BlockingQueriesCheck,
+        FreshnessCheck,
+        RowCountsByDayCheck,
+        ReferenceRowsCheck,
+        LocationCollectedCheck,
+        ExpectationViolationsCheck,
+        LatestRawPayloadsCheck,
+    )
     target_kinds = ("matview", "table", "database")
     locator_models = LOCATOR_MODELS
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from connectors.base import ConnectorError
 from connectors.postgres.client import Conn
@@ -160,5 +161,84 @@ def record(conn: Conn, config: PostgresConfig, row: LedgerRow) -> bool:
             row.rows_after,
             row.duration_ms,
         ),
+    )
+    return cur.rowcount == 1
+
+
+# ------------------------------------------------------------------------------------ action ledger
+#
+# The other verbs (delete-rows, terminate-blocking) record one row per action in ``<ledger schema>.
+# action_ledger``, in the same transaction as their change where the change is transactional, so a
+# re-delivered action finds its row and reports what the first delivery did instead of doing it again.
+
+_ACTION_DDL_LOCK_KEY = "controlplane:action_ledger:ddl"
+
+
+def _action_table(config: PostgresConfig) -> sql.Identifier:
+    return sql.Identifier(config.ledger[0], "action_ledger")
+
+
+def _action_ledger_exists(conn: Conn, config: PostgresConfig) -> bool:
+    row = conn.execute(
+        """
+        select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = %s and c.relname = 'action_ledger' and c.relkind = 'r'
+        """,
+        (config.ledger[0],),
+    ).fetchone()
+    return row is not None
+
+
+def ensure_action_ledger(conn: Conn, config: PostgresConfig) -> None:
+    """Create ``<schema>.action_ledger`` if missing (idempotent; safe under concurrent first use)."""
+    if _action_ledger_exists(conn, config):
+        return  # CREATE SCHEMA IF NOT EXISTS would still need CREATE on the database
+    schema = config.ledger[0]
+    try:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (_ACTION_DDL_LOCK_KEY,))
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+            conn.execute(
+                sql.SQL(
+                    """
+                    create table if not exists {} (
+                        action_id   text primary key,
+                        verb        text not null,
+                        target      text not null,
+                        finished_at timestamptz not null default clock_timestamp(),
+                        details     jsonb not null
+                    )
+                    """
+                ).format(_action_table(config))
+            )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConnectorError(
+            f"{config.where} may not create the action ledger {schema}.action_ledger ({exc}); have an admin "
+            "create it once, or point ledger_table at a writable schema"
+        ) from exc
+
+
+def find_action_record(conn: Conn, config: PostgresConfig, action_id: str) -> dict[str, Any] | None:
+    """The recorded details of ``action_id`` (with ``finished_at``), or None when it has no row."""
+    if not _action_ledger_exists(conn, config):
+        return None
+    row = conn.execute(
+        sql.SQL("select details, finished_at from {} where action_id = %s").format(_action_table(config)),
+        (action_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return {**row[0], "finished_at": row[1].isoformat()}
+
+
+def record_action(
+    conn: Conn, config: PostgresConfig, *, action_id: str, verb: str, target: str, details: dict[str, Any]
+) -> bool:
+    """Insert the action's row (inside the caller's transaction); False if it was already recorded."""
+    cur = conn.execute(
+        sql.SQL(
+            "insert into {} (action_id, verb, target, details) values (%s, %s, %s, %s) on conflict do nothing"
+        ).format(_action_table(config)),
+        (action_id, verb, target, Jsonb(details)),
     )
     return cur.rowcount == 1

@@ -80,6 +80,16 @@ TARGETS = (
         {"schema": "core", "name": "weather", "timestamp_column": "observed_at"},
         "Hourly weather observations (core)",
     ),
+    TargetSpec(
+        "raw_weather_observations",
+        "table",
+        {"schema": "raw", "name": "weather_observations", "timestamp_column": "ingested_at"},
+        "Raw Open-Meteo payloads (raw)",
+    ),
+    TargetSpec("core_location", "table", {"schema": "core", "name": "location"}, "Locations (reference data)"),
+    TargetSpec(
+        "core_wikipedia_page", "table", {"schema": "core", "name": "wikipedia_page"}, "Wikipedia pages (reference data)"
+    ),
     TargetSpec("database", "database", {}, "Weather warehouse database", in_pipeline=False),
 )
 
