@@ -572,7 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.services", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser(
-        "start", help="start Postgres, Redis and the GCS, Snowflake and BigQuery emulators (detached), write ROOT/sandbox.env"
+        "start",
+        help="start Postgres, Redis and the GCS, Snowflake and BigQuery emulators (detached), write ROOT/sandbox.env",
     )
     start.add_argument("--root", type=Path, required=True)
     start.add_argument("--pg-port", type=int, default=None)
