@@ -201,7 +201,9 @@ class TaggedRunner:
 
     ``history`` is read when the runner starts; ``done(sig)`` tells whether a statement with that signature
     already succeeded in an earlier delivery (waiting for one still running), and ``run`` executes a statement
-    unless it did.
+    unless it did. ``first_delivery`` (the action's first attempt: every later delivery is a new attempt, since
+    each claim counts one) skips the history read, which costs a QUERY_HISTORY round trip: nothing of the
+    action can have run before it.
     """
 
     conn: SnowflakeConnection
@@ -211,9 +213,11 @@ class TaggedRunner:
     wait_timeout_s: float = 900
     poll_interval_s: float = 2
     history: list[dict[str, Any]] = field(default_factory=list)
+    first_delivery: bool = False
 
     def __post_init__(self) -> None:
-        self.history = own_statements(self.conn, self.database, self.tag)
+        if not self.first_delivery:
+            self.history = own_statements(self.conn, self.database, self.tag)
 
     def _matches(self, signature: str) -> list[dict[str, Any]]:
         return [h for h in self.history if signature in _normal(str(h.get("query_text") or ""))]

@@ -84,6 +84,7 @@ class _SfVerb(Verb[SnowflakeConnector, Any]):
                 ctx.log,
                 wait_timeout_s=self.connector.cfg.wait_timeout_s,
                 poll_interval_s=self.connector.cfg.poll_interval_s,
+                first_delivery=ctx.attempt == 1,
             )
 
     def _run_steps(

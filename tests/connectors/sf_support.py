@@ -95,9 +95,13 @@ def hook(sf_url: str) -> Callable[[str, dict[str, Any]], Any]:
     return call
 
 
-def ctx(action_id: str, plan: Plan | None = None, lines: list[str] | None = None) -> ExecutionContext:
+def ctx(action_id: str, plan: Plan | None = None, lines: list[str] | None = None, attempt: int = 1) -> ExecutionContext:
+    """The runner's context of the action's ``attempt`` (a re-delivery is a later attempt: each claim counts one)."""
     return ExecutionContext(
-        action_id=action_id, plan=plan, log=(lines.append if lines is not None else lambda _line: None)
+        action_id=action_id,
+        attempt=attempt,
+        plan=plan,
+        log=(lines.append if lines is not None else lambda _line: None),
     )
 
 
@@ -109,7 +113,7 @@ def run_verb(
     parsed = verb.params_model.model_validate(params)
     plan = verb.plan(target, parsed)
     first = verb.execute(target, parsed, ctx(action_id, plan))
-    again = verb.execute(target, parsed, ctx(action_id, plan))
+    again = verb.execute(target, parsed, ctx(action_id, plan, attempt=2))
     return plan, first, again
 
 

@@ -60,7 +60,7 @@ def test_auto_suspended_graph_from_alert_to_verified_resume(seeded: Callable[...
     action = f"act-seed-{uuid.uuid4().hex[:8]}"
     outcome = verb.execute(ROOT, params, ctx(action, plan))
     assert set(outcome.details["run_states"].values()) == {"SUCCEEDED"}
-    assert verb.execute(ROOT, params, ctx(action, plan)).already_done
+    assert verb.execute(ROOT, params, ctx(action, plan, attempt=2)).already_done
     verification = verb.verify(ROOT, params, outcome)
     assert verification.ok, verification.summary
     assert connector.alerts([ROOT]) == []
@@ -78,7 +78,7 @@ def test_paused_pipe_from_alert_to_verified_ingestion(seeded: Callable[..., Snow
     assert [f.split("/")[-1] for f in plan.details["files"]] == ["inventory_2024-01-05.csv"]
     action = f"act-seed-{uuid.uuid4().hex[:8]}"
     outcome = verb.execute(INVENTORY_PIPE, params, ctx(action, plan))
-    assert verb.execute(INVENTORY_PIPE, params, ctx(action, plan)).already_done
+    assert verb.execute(INVENTORY_PIPE, params, ctx(action, plan, attempt=2)).already_done
     assert verb.verify(INVENTORY_PIPE, params, outcome).ok
     status = connector.check("pipe_status").run(INVENTORY_PIPE, connector.check("pipe_status").params_model())
     assert status.passed, status.summary
@@ -107,7 +107,7 @@ def test_fact_backfill_on_the_date_key_from_counts_to_verified_reload(
     assert plan.counts["rows"] == before.rows[0][1] + before.rows[1][1]
     action = f"act-seed-{uuid.uuid4().hex[:8]}"
     outcome = verb.execute(FACT_SALES, backfill, ctx(action, plan))
-    assert verb.execute(FACT_SALES, backfill, ctx(action, plan)).already_done
+    assert verb.execute(FACT_SALES, backfill, ctx(action, plan, attempt=2)).already_done
     verification = verb.verify(FACT_SALES, backfill, outcome)
     assert verification.ok and verification.details["rows_after"] == plan.counts["rows"]
     assert counts.run(FACT_SALES, params).rows == before.rows

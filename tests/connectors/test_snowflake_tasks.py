@@ -200,6 +200,9 @@ def test_pause_suspends_the_root_first_once(connector: SnowflakeConnector, sql: 
     assert len(tagged(sql, db, AID["act-pause-1"], "ALTER TASK%SUSPEND")) == 2
     verb = connector.verb("pause")
     assert verb.verify(child, verb.params_model(), first).ok
+    # the first attempt cannot find anything of its own in the history, so it does not read it; the re-delivery
+    # (attempt 2) does, once
+    assert len(tagged(sql, db, AID["act-pause-1"], "%INFORMATION_SCHEMA.QUERY_HISTORY%")) == 1
 
 
 # ------------------------------------------------------------------------------ procedures, warehouses
