@@ -228,7 +228,7 @@ def bring_up(world: World) -> tuple[AirflowServer, str]:
     t0 = time.monotonic()
     step("starting sandbox Postgres and Redis")
     world.sandbox_started = True
-    sb_env = sandbox.start_all(world.sandbox_root)
+    sb_env = sandbox.start_all(world.sandbox_root, emulators=False)
     world.pg_url, world.redis_url = sb_env["SANDBOX_PG_URL"], sb_env["REDIS_URL"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "DJANGO_"))}
     env.update(

@@ -204,7 +204,7 @@ def bring_up(tmp: Path, *, n_marts: int, n_slow: int, slow_s: float, airflow: bo
     try:
         step("starting the control plane's Postgres and Redis, and the warehouse's Postgres")
         world.base.sandbox_started = True
-        sb_env = sandbox.start_all(world.base.sandbox_root)
+        sb_env = sandbox.start_all(world.base.sandbox_root, emulators=False)
         world.base.pg_url, world.base.redis_url = sb_env["SANDBOX_PG_URL"], sb_env["REDIS_URL"]
         world.pg_port = urlsplit(world.base.pg_url).port or 5432
         world.redis_port = urlsplit(world.base.redis_url).port or 6379

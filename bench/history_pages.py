@@ -130,7 +130,7 @@ def bring_up(world: World) -> str:
     """Sandbox Postgres + Redis, a migrated database, and Django configured in this process on it."""
     step("starting sandbox Postgres and Redis")
     world.sandbox_started = True
-    sb_env = sandbox.start_all(world.sandbox_root)
+    sb_env = sandbox.start_all(world.sandbox_root, emulators=False)
     pg_url, redis_url = sb_env["SANDBOX_PG_URL"], sb_env["REDIS_URL"]
     sandbox.drop_database(pg_url, CP_DB)
     cp_url = sandbox.create_database(pg_url, CP_DB)

@@ -350,7 +350,7 @@ def bring_up(world: World, n_targets: int) -> dict[str, Any]:
     t0 = time.monotonic()
     step("starting sandbox Postgres and Redis")
     world.sandbox_started = True
-    sb_env = sandbox.start_all(world.sandbox_root)
+    sb_env = sandbox.start_all(world.sandbox_root, emulators=False)
     world.pg_url, world.redis_url = sb_env["SANDBOX_PG_URL"], sb_env["REDIS_URL"]
     sandbox.drop_database(world.pg_url, CP_DB)
     cp_url = sandbox.create_database(world.pg_url, CP_DB)

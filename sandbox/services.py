@@ -508,28 +508,32 @@ def _previous_port(root: Path, key: str) -> int | None:
     return urlsplit(url).port if url else None
 
 
-def start_all(root: Path, pg_port: int | None = None, redis_port: int | None = None) -> dict[str, str]:
-    """Start the services and write ``ROOT/sandbox.env``; returns its variables."""
+def start_all(
+    root: Path, pg_port: int | None = None, redis_port: int | None = None, *, emulators: bool = True
+) -> dict[str, str]:
+    """Start the services and write ``ROOT/sandbox.env``; returns its variables. ``emulators=False`` starts
+    Postgres and Redis only (a benchmark of the control plane itself: the GCS, Snowflake and BigQuery emulators
+    cost seconds and hundreds of MB it would not use)."""
     root.mkdir(parents=True, exist_ok=True)
     pg_port = pg_port or _previous_port(root, "SANDBOX_PG_URL") or free_port()
     redis_port = redis_port or _previous_port(root, "REDIS_URL") or free_port()
-    gcs_port = _previous_port(root, "SANDBOX_GCS_URL") or free_port()
-    bigquery_port = _previous_port(root, "SANDBOX_BIGQUERY_URL") or free_port()
     postgres = start_postgres(root, pg_port)
+    env: dict[str, str] = {}
     try:
-        redis = start_redis(root, redis_port)
-        gcs = start_gcs(root, gcs_port)
-        snowflake_url = start_snowflake(root, _previous_port(root, "SANDBOX_SNOWFLAKE_URL") or free_port())
-        bigquery = start_bigquery(root, bigquery_port)
+        env |= {"SANDBOX_PG_URL": postgres.url("postgres"), "REDIS_URL": start_redis(root, redis_port).url(0)}
+        if emulators:
+            env["SANDBOX_GCS_URL"] = start_gcs(root, _previous_port(root, "SANDBOX_GCS_URL") or free_port()).url
+            env["SANDBOX_SNOWFLAKE_URL"] = start_snowflake(
+                root, _previous_port(root, "SANDBOX_SNOWFLAKE_URL") or free_port()
+            )
+            bigquery = start_bigquery(root, _previous_port(root, "SANDBOX_BIGQUERY_URL") or free_port())
+            env |= {"SANDBOX_BIGQUERY_URL": bigquery.url, "SANDBOX_BIGQUERY_PROJECT": bigquery.project}
     except (SandboxError, RuntimeError):
         postgres.stop()
         stop_redis(root)
         stop_gcs(root)
         stop_snowflake(root)
         raise
-    env = {"SANDBOX_PG_URL": postgres.url("postgres"), "REDIS_URL": redis.url(0), "SANDBOX_GCS_URL": gcs.url}
-    env["SANDBOX_SNOWFLAKE_URL"] = snowflake_url
-    env |= {"SANDBOX_BIGQUERY_URL": bigquery.url, "SANDBOX_BIGQUERY_PROJECT": bigquery.project}
     (root / ENV_FILE).write_text("".join(f"{key}={value}\n" for key, value in env.items()))
     return env
 
