@@ -31,6 +31,10 @@ DATABASE = TargetRef(key="dev.db", kind="database", locator={})
 
 SqlRunner = Callable[..., list[tuple[Any, ...]]]
 
+# Rows inserted by a test are the newest: the sandbox's own payloads are stamped 5 minutes after the current hour,
+# which is later than now() in the first minutes of an hour.
+AFTER_LATEST = "(select max(ingested_at) from raw.weather_observations)"
+
 
 def ctx(action_id: str, plan: Any = None, lines: list[str] | None = None) -> ExecutionContext:
     return ExecutionContext(action_id=action_id, plan=plan, log=lines.append if lines is not None else lambda _l: None)
@@ -102,8 +106,9 @@ def test_latest_raw_payloads_flags_the_ones_that_fail_to_parse(
     assert check.run(RAW, check.params_model()).passed
     run_sql(
         "insert into raw.weather_observations (location_name, ingested_at, payload) values "
-        "('Berlin', now() + interval '1 minute', '\"<html>502 Bad Gateway</html>\"'), "
-        '(\'Tokyo\', now() + interval \'2 minutes\', \'{"hourly": {"time": ["a", "b"], "temperature_2m": [1]}}\')'
+        f"('Berlin', {AFTER_LATEST} + interval '1 minute', '\"<html>502 Bad Gateway</html>\"'), "
+        f"('Tokyo', {AFTER_LATEST} + interval '2 minutes', "
+        '\'{"hourly": {"time": ["a", "b"], "temperature_2m": [1]}}\')'
     )
     findings = check.run(RAW, check.params_model())
     assert not findings.passed and len(findings.rows) == 5
@@ -141,7 +146,7 @@ def test_delete_rows_plans_the_violations_by_key_and_deletes_them_once(
 def test_delete_rows_deletes_the_malformed_raw_record_only(connector: PostgresConnector, run_sql: SqlRunner) -> None:
     run_sql(
         "insert into raw.weather_observations (location_name, ingested_at, payload) "
-        "values ('Berlin', now() + interval '1 minute', '{\"error\": true}')"
+        f"values ('Berlin', {AFTER_LATEST} + interval '1 minute', '{{\"error\": true}}')"
     )
     bad_id = run_sql("select max(id) from raw.weather_observations")[0][0]
     verb = connector.verb("delete-rows")

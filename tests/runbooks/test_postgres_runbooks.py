@@ -41,6 +41,10 @@ WAITED = {
     "004-rerun-window": {"delete_window", "delete_window_raw"},
 }
 
+# Rows inserted by a test are the newest: the sandbox's own payloads are stamped 5 minutes after the current hour,
+# which is later than now() in the first minutes of an hour.
+AFTER_LATEST = "(select max(ingested_at) from raw.weather_observations)"
+
 
 def test_the_004_sql_steps_run_the_postgres_connectors_checks_and_verbs() -> None:
     for name, waited in WAITED.items():
@@ -285,7 +289,7 @@ def test_malformed_json_runbook_finds_the_bad_payload_and_deletes_only_it(
     _sql(
         url,
         "insert into raw.weather_observations (location_name, ingested_at, payload) "
-        "values ('Tokyo', now() + interval '1 minute', "
+        f"values ('Tokyo', {AFTER_LATEST} + interval '1 minute', "
         '\'{"hourly": {"time": ["2024-11-01T00:00"], "temperature_2m": []}}\')',
     )
     bad_id, total = _sql(url, "select max(id), count(*) from raw.weather_observations")[0]
