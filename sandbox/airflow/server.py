@@ -1,7 +1,7 @@
 """Start and stop a real Airflow 3 (api-server, scheduler, dag-processor, triggerer) on loopback.
 
 Plain Python, no Django. The components run detached from their own venv (``sandbox.airflow.venv``), each
-in its own process group under a tiny bash supervisor that restarts it when it exits, with the metadata
+in its own session under a tiny supervisor that restarts it when it exits, with the metadata
 database in the sandbox Postgres. Everything lives under ``ROOT/airflow/`` so ``stop`` can find it again
 from another process, even after the starter crashed::
 
@@ -83,18 +83,41 @@ MARKER_ENV = "CONTROLPLANE_SANDBOX_AIRFLOW"
 TEMPLATE_DB = f"airflow_template_{AIRFLOW_VERSION.replace('.', '_')}"
 _ADMIN_OPTIONS = "-c statement_timeout=60000 -c lock_timeout=30000"
 
-# The supervisor: restarts the component whenever it exits. It leads the component's process group, so
-# one killpg stops both (bash dies on SIGTERM at once; the component shuts down on its own SIGTERM).
+# The supervisor: restarts the component whenever it exits. It leads the component's session and process
+# group, so one killpg stops both (it dies on SIGTERM at once; the component shuts down on its own SIGTERM).
+# Before a restart it kills whatever the component left in its session: a killed scheduler's executor
+# workers live on, holding the scheduler's inherited Postgres sockets, and with them any transaction it had
+# open and that transaction's row locks (the new scheduler then never queues a task). Python, not bash:
+# finding a session's processes takes /proc, which bash reads badly and a fresh Debian has no `ps` for.
 _SUPERVISOR = r"""
-name="$1"; shift
-restarts=0
-while true; do
-  "$@" </dev/null
-  status=$?
-  restarts=$((restarts + 1))
-  echo "controlplane-supervisor: $name exited with status $status; restart #$restarts in 1 s" >&2
-  sleep 1
-done
+import os, signal, subprocess, sys, time
+
+name, command, me = sys.argv[1], sys.argv[2:], os.getpid()
+
+
+def left_in_session():
+    for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                session = int(stat.read().rsplit(")", 1)[1].split()[3])
+        except (OSError, ValueError, IndexError):
+            continue
+        if session == me and pid != me:
+            yield pid
+
+
+restarts = 0
+while True:
+    status = subprocess.call(command, stdin=subprocess.DEVNULL)
+    for pid in left_in_session():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    restarts += 1
+    print(f"controlplane-supervisor: {name} exited with status {status}; restart #{restarts} in 1 s",
+          file=sys.stderr, flush=True)
+    time.sleep(1)
 """
 _RESTART_LINE = "controlplane-supervisor: "
 
@@ -375,7 +398,7 @@ def _kill_all(layout: _Layout, grace: float = STOP_GRACE_S) -> bool:
     left after ``grace``; True if anything ran. Needs nothing but the files under ``layout``."""
     groups = [pgid for pgid in (_live_group(layout, name) for name in COMPONENTS) if pgid is not None]
     for pgid in groups:
-        _signal_group(pgid, signal.SIGTERM)  # the bash supervisors die at once, their components shut down
+        _signal_group(pgid, signal.SIGTERM)  # the supervisors die at once, their components shut down
     targets = _our_processes(layout)  # plus task processes (own groups) and orphans of a killed supervisor
     for pid in targets:
         _signal(pid, signal.SIGTERM)
@@ -580,7 +603,7 @@ def _spawn(layout: _Layout, component: str, env: Mapping[str, str], port: int) -
     log = layout.log_file(component)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            ["bash", "-c", _SUPERVISOR, "supervise", component, *_component_command(component, port)],
+            [sys.executable, "-I", "-S", "-c", _SUPERVISOR, component, *_component_command(component, port)],
             env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,
         )  # fmt: skip

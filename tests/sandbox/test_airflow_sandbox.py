@@ -364,6 +364,8 @@ def test_a_killed_scheduler_is_restarted(airflow: AirflowServer) -> None:
     supervisor = airflow.component_pids()["scheduler"]
     assert supervisor is not None
     (scheduler,) = _children(supervisor)
+    workers = _children(scheduler)
+    assert workers, "the LocalExecutor's worker processes"
     os.kill(scheduler, signal.SIGKILL)
 
     def restarted() -> int | None:
@@ -372,6 +374,9 @@ def test_a_killed_scheduler_is_restarted(airflow: AirflowServer) -> None:
 
     wait_until(restarted, timeout=15, what="the supervisor to start a new scheduler", interval=0.2)
     killed_at = time.time()
+    # The killed scheduler's workers hold its Postgres sockets (and so any transaction it had open, with its
+    # row locks): the supervisor ends them before the restart.
+    assert [pid for pid in workers if Path(f"/proc/{pid}").exists() and _cmdline(pid)] == []
 
     def fresh_heartbeat() -> bool:
         health = airflow.api("GET", "/api/v2/monitor/health")["scheduler"]
