@@ -118,6 +118,10 @@ class ActSerializer(serializers.Serializer[Any]):
     verb = serializers.CharField()
     target = serializers.CharField(allow_null=True)
     params = serializers.DictField(help_text="the runbook's params for the action; `act` takes others")
+    approval = serializers.ChoiceField(
+        choices=["policy", "always"],
+        help_text="always: the action waits for a second person's approval whatever the policy says",
+    )
 
 
 class NextSerializer(serializers.Serializer[Any]):

@@ -126,6 +126,11 @@ class ActionStep(_Step):
     params: dict[str, Any] = Field(default_factory=dict)
     reason: str = Field(default="", description="template; defaults to the runbook, step and incident")
     waits_for: str | None = Field(default=None, description="the connector this action waits for, e.g. dbt")
+    approval: Literal["policy", "always"] = Field(
+        default="policy",
+        description="always: a second person approves the action (its plan) even where the policy would not "
+        "ask; the procedure's own two-person rule, decided once, on what will run",
+    )
 
 
 class ApprovalStep(_Step):

@@ -348,7 +348,12 @@ def step_next(*, run: RunbookRun, rows: list[StepRun] | None = None) -> dict[str
         out.update(
             by="person",
             commands=["act", *skip],
-            act={"verb": step.verb, "target": rendered.get("target"), "params": rendered.get("params") or {}},
+            act={
+                "verb": step.verb,
+                "target": rendered.get("target"),
+                "params": rendered.get("params") or {},
+                "approval": step.approval,
+            },
         )
     else:  # manual, or a step whose connector is not there yet: done by hand
         out.update(
@@ -686,6 +691,9 @@ def step_act(*, actor: User, run_id: Any, step_id: str, params: Mapping[str, Any
                 reason=reason,
                 idempotency_key=f"runbook-run-{run.pk}-step-{row.index}-attempt-{row.attempt + 1}",
                 incident=run.incident,
+                approval_asked_by=(
+                    f"runbook {run.runbook_version.runbook.slug} step {step_id}" if step.approval == "always" else ""
+                ),
             )
         action = result.action
         row.action, row.attempt = action, row.attempt + 1

@@ -93,7 +93,12 @@ def test_a_bot_walks_the_suggested_runbook_to_the_end_through_the_api_alone(
         seen.append((need["step"], need["by"]))
         if need["step"] == "refresh" and need["by"] == "person":
             assert need["commands"] == ["act", "skip"]
-            assert need["act"] == {"verb": "refresh-mart", "target": MART, "params": {"concurrently": True}}
+            assert need["act"] == {
+                "verb": "refresh-mart",
+                "target": MART,
+                "params": {"concurrently": True},
+                "approval": "policy",
+            }
         if need["step"] == "last_days":
             assert need["checklist"] and need["choices"] == ["complete", "days missing"]
             assert "freshness query" in need["instructions"]

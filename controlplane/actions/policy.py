@@ -28,13 +28,14 @@ class ApprovalDecision:
     reason: str
 
 
-def approval_needed(*, environment: Environment, plan: Plan) -> ApprovalDecision:
+def approval_needed(*, environment: Environment, plan: Plan, asked_by: str = "") -> ApprovalDecision:
     """Who else must agree before a plan runs. A second person is needed in a protected environment, for a
     plan at or above the configured risk (``APPROVAL_RISK``), and, in every environment, for a plan whose
     estimated cost is at or over ``APPROVAL_COST_USD``. A plan that only reads (``Plan.read_only``: it changes
     nothing anywhere) is spared the first two but not the cost: scanning data is paid for all the same.
-    The reason names every rule that applies."""
-    reasons: list[str] = []
+    ``asked_by`` names a caller whose procedure wants a second person whatever these rules say (a runbook
+    step with ``approval: always``). The reason names every rule that applies."""
+    reasons: list[str] = [f"{asked_by} asks for one"] if asked_by else []
     if not plan.read_only:
         if environment.protected:
             reasons.append(f"{environment.name} is a protected environment")

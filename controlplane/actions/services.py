@@ -167,9 +167,11 @@ def action_request(
     reason: str,
     idempotency_key: str | None = None,
     incident: Incident | None = None,
+    approval_asked_by: str = "",
 ) -> ActionRequestResult:
     """Request an action: validate, plan, apply policy, then write the action and its audit events in one
-    transaction and dispatch it on commit (or leave it awaiting approval).
+    transaction and dispatch it on commit (or leave it awaiting approval). ``approval_asked_by``: a caller
+    (a runbook step) that wants a second person's approval even where the policy would not ask.
 
     Same idempotency key and same body returns the earlier action (``created`` False); the same key with
     another body is an IdempotencyMismatch; an active action on the target is a Conflict naming it.
@@ -198,7 +200,7 @@ def action_request(
     target = prepared.target
     # No "is one active?" read first: the partial unique index answers that in the INSERT (IntegrityError
     # below), also for concurrent requests a read would miss.
-    approval = policy.approval_needed(environment=target.environment, plan=plan)
+    approval = policy.approval_needed(environment=target.environment, plan=plan, asked_by=approval_asked_by)
     ctx = context.current()
     now = timezone.now()
     action = ActionRun(

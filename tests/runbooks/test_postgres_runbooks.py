@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from connectors.postgres import PostgresConnector
+from controlplane.access import PolicyError
 from controlplane.actions.models import ActionRun
 from controlplane.actions.runner import action_execute
 from controlplane.actions.services import action_approve
@@ -51,7 +52,7 @@ def test_the_004_sql_steps_run_the_postgres_connectors_checks_and_verbs() -> Non
         parsed = parse_file(LIBRARY / f"{name}.yaml")
         assert parsed.problems == [], [str(p) for p in parsed.problems]
         runbook = parsed.runbook
-        assert runbook is not None and runbook.version == 2
+        assert runbook is not None and runbook.version >= 2  # version 1 waited for SQL
         assert not [s.id for s in runbook.steps if getattr(s, "waits_for", None) == "sql"], name
         kinds = {p.name: p.target_kinds for p in runbook.parameters if p.type == "target"}
         steps = {s.id: s for s in runbook.steps}
@@ -128,10 +129,11 @@ def _as(actor: Any, fn: Any, **kwargs: Any) -> Any:
 
 
 def _act(actor: Any, approver: Any, run: RunbookRun, step_id: str, capture: Any) -> ActionRun:
-    """Press Run on the action step; the approver approves the high-risk action (the policy asks a second person
-    in every environment); then do what the worker does. The step ends with the action."""
+    """Press Run on the action step; the approver approves the action (its runbook step asks a second person:
+    ``approval: always``); then do what the worker does. The step ends with the action."""
     action = _as(actor, services.step_act, run_id=run.pk, step_id=step_id)
-    assert action.state == "awaiting_approval"  # risk high
+    assert action.state == "awaiting_approval"
+    assert f"step {step_id} asks for one" in action.approval_reason
     _as(approver, action_approve, action_id=action.id)
     with capture(execute=True):
         action_execute(action_id=str(action.id))
@@ -167,8 +169,6 @@ def test_lock_contention_runbook_terminates_the_stuck_session_after_approval(
         assert blocking.state == "done" and blocking.result["passed"] is False, (blocking.error, blocking.result)
         assert str(holder.info.backend_pid) in blocking.result["summary"]
         _as(rita, services.step_complete, run_id=run.pk, step_id="decide", choice="terminate the blocking session")
-        services.run_advance(run_id=run.pk)
-        _as(alice, services.step_approve, run_id=run.pk, step_id="terminate_approval", comment="forgotten session")
         services.run_advance(run_id=run.pk)
         action = _act(rita, alice, run, "terminate", django_capture_on_commit_callbacks)
         assert action.state == "succeeded", (action.error, action.verification)
@@ -223,8 +223,6 @@ def test_rerun_window_runbook_deletes_the_windows_facts_and_raw_payloads_after_a
     assert identify.state == "done" and "240 rows over 2 day(s)" in identify.result["summary"], identify.error
     _as(rita, services.step_complete, run_id=run.pk, step_id="mode", choice="reprocess (delete the window first)")
     services.run_advance(run_id=run.pk)
-    _as(alice, services.step_approve, run_id=run.pk, step_id="delete_approval", comment="bad window")
-    services.run_advance(run_id=run.pk)
     delete = _act(rita, alice, run, "delete_window", django_capture_on_commit_callbacks)
     assert delete.state == "succeeded", (delete.error, delete.verification)
     assert (delete.plan or {})["counts"] == {"rows": 240}
@@ -263,10 +261,14 @@ def test_dq_checkpoint_runbook_finds_the_outliers_and_deletes_them(
     assert "2 row(s) break temperature_range" in violations.result["summary"]
     _as(rita, services.step_complete, run_id=run.pk, step_id="fix", choice="Option A: delete bad records and rerun")
     services.run_advance(run_id=run.pk)
-    _as(alice, services.step_approve, run_id=run.pk, step_id="delete_approval", comment="sensor glitch")
-    services.run_advance(run_id=run.pk)
+    # Risk medium in an unprotected environment: the policy alone would run it at once; the runbook's own
+    # two-person rule holds it for one approval, given on the plan (the rows by key), not on a gate before it.
     action = _as(rita, services.step_act, run_id=run.pk, step_id="delete_bad_records")
-    assert action.state == "queued"  # risk medium in an unprotected environment: no second approval
+    assert (action.state, action.risk) == ("awaiting_approval", "medium")
+    assert action.approval_reason == "runbook 004-dq-checkpoint-failure step delete_bad_records asks for one"
+    with pytest.raises(PolicyError):
+        _as(rita, action_approve, action_id=action.id)  # never by the one who asked for it
+    _as(alice, action_approve, action_id=action.id, comment="sensor glitch")
     with django_capture_on_commit_callbacks(execute=True):
         action_execute(action_id=str(action.id))
     action.refresh_from_db()

@@ -19,6 +19,7 @@ from connectors.snowflake import SnowflakeConnector
 from connectors.snowflake.client import scalar
 from controlplane.actions.models import ActionRun
 from controlplane.actions.runner import action_execute
+from controlplane.actions.services import action_approve
 from controlplane.audit.context import Channel, change_context
 from controlplane.catalog.management.commands.seed_demo import SeedReport, seed_snowflake
 from controlplane.catalog.models import Connection
@@ -262,8 +263,10 @@ def test_scale_warehouse_runbook_scales_up_after_a_sign_off_and_back_down(
     services.run_advance(run_id=run.pk)
     status = _steps(run)["status"]
     assert status.state == "done" and "MEDIUM" in str(status.result["rows"]).upper(), (status.error, status.result)
-    _as(alice, services.step_approve, run_id=run.pk, step_id="approve", comment="backfill tonight")
-    services.run_advance(run_id=run.pk)
+    requested = _as(rita, services.step_act, run_id=run.pk, step_id="scale_up")
+    assert requested.state == "awaiting_approval"  # the sign-off: on the plan, by a second person
+    assert requested.approval_reason == "runbook 001-scale-warehouse step scale_up asks for one"
+    _as(alice, action_approve, action_id=requested.id, comment="backfill tonight")
     up = _act(rita, run, "scale_up", django_capture_on_commit_callbacks)
     assert up.state == "succeeded", (up.error, up.verification)
     assert _warehouse_size() == "LARGE"
