@@ -137,3 +137,17 @@ def test_the_openapi_schema_describes_the_plan_figures(db: Any) -> None:
     detail = schema["components"]["schemas"]["ActionDetail"]["properties"]["plan"]
     preview = schema["components"]["schemas"]["ActionPreviewResult"]["properties"]["plan"]
     assert "Plan" in json.dumps(detail) and "Plan" in json.dumps(preview)
+
+
+def test_slack_shows_the_cost_in_the_approval_request_and_the_runbook_preview(cptest: Any, actors: Any) -> None:
+    from controlplane.slack import blocks
+
+    action = request_job(actors["responder"], estimated_bytes=20 * 1024**4, estimated_cost_usd=125.0)
+    _, message = blocks.approval_request(action, "rita")
+    head = message[0]["text"]["text"]
+    assert "*Cost:* reads 20.0 TB, estimated $125.00\n*Needs approval:* the estimated cost $125.00" in head
+    plan = Plan(summary="backfill 3 partitions", estimated_bytes=1536, estimated_cost_usd=0.004)
+    preview = blocks.preview_blocks(preview_id=1, verb="backfill", target=LAB_JOB, plan=plan, approval="")
+    assert "Cost: reads 1.5 kB, estimated < $0.01" in preview[0]["text"]["text"]
+    free = blocks.preview_blocks(preview_id=2, verb="backfill", target=LAB_JOB, plan=Plan(summary="x"), approval="")
+    assert "Cost:" not in free[0]["text"]["text"]  # a plan without figures says nothing of cost

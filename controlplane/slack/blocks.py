@@ -17,6 +17,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from connectors.base import Plan
+from controlplane.formatting import plan_cost
 
 MAX_SECTION = 3000
 MAX_VALUE = 2000
@@ -318,8 +319,11 @@ def approval_request(action: Any, requester: str) -> tuple[str, Blocks]:
         f"{ACTION_EMOJI['awaiting_approval']} *{escape(requester)}* asks to run {action_ref(action)} "
         f"in *{escape(action.environment.name)}*{incident}\n"
         f"*Why:* {escape(action.reason)}\n*Plan:* {escape(plan.get('summary', ''))} (risk {escape(action.risk)})\n"
-        f"*Needs approval:* {escape(action.approval_reason)}"
     )
+    cost = plan_cost(plan.get("estimated_bytes"), plan.get("estimated_cost_usd"))
+    if cost:
+        head += f"*Cost:* {escape(cost)}\n"
+    head += f"*Needs approval:* {escape(action.approval_reason)}"
     warnings = plan.get("warnings") or []
     if warnings:
         head += "\n" + "\n".join(f":warning: {escape(w)}" for w in warnings[:5])
@@ -363,6 +367,9 @@ def preview_blocks(*, preview_id: int, verb: str, target: str, plan: Plan, appro
     lines = [f"*Preview: {verb} on `{target}`*", plan.summary]
     if plan.counts:
         lines.append(", ".join(f"{name}: {count}" for name, count in sorted(plan.counts.items())))
+    cost = plan_cost(plan.estimated_bytes, plan.estimated_cost_usd)
+    if cost:
+        lines.append(f"Cost: {cost}")
     lines += [f":warning: {warning}" for warning in plan.warnings]
     lines.append(f"Risk: {plan.risk.value}." + (f" Needs approval: {approval}." if approval else ""))
     destructive = plan.risk.value != "low"

@@ -17,6 +17,7 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 from markdown_it import MarkdownIt
 
+from controlplane import formatting
 from controlplane.actions.models import ACTIVE_STATES
 
 register = template.Library()
@@ -84,27 +85,18 @@ def cell(value: Any) -> str:
 def nice_bytes(value: Any) -> str:
     """1536 -> ``1.5 kB``; non-numbers pass through."""
     try:
-        size = float(value)
+        return formatting.nice_bytes(float(value))
     except (TypeError, ValueError):
         return cell(value)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(size) < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)  # unreachable
 
 
 @register.filter
 def usd(value: Any) -> str:
-    """12.5 -> ``$12.50``, 1250 -> ``$1,250.00``; under a cent but not zero -> ``< $0.01``; non-numbers pass
-    through."""
+    """12.5 -> ``$12.50``, under a cent but not zero -> ``< $0.01``; non-numbers pass through."""
     try:
-        amount = float(value)
+        return formatting.usd(float(value))
     except (TypeError, ValueError):
         return cell(value)
-    if 0 < amount < 0.01:
-        return "< $0.01"
-    return f"${amount:,.2f}"
 
 
 @register.filter
