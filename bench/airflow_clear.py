@@ -20,10 +20,8 @@ import http.client
 import json
 import math
 import os
-import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,12 +41,14 @@ from bench.launch_dispatch import (  # noqa: E402 (needs the repo root on sys.pa
     BenchError,
     World,
     _raise_interrupt,
+    become_django,
+    control_plane_env,
     fmt,
     free_port,
     machine,
+    migrating,
     pg_version,
     print_table,
-    redis_db,
     services_state,
     start_worker,
     step,
@@ -230,33 +230,13 @@ def bring_up(world: World) -> tuple[AirflowServer, str]:
     world.sandbox_started = True
     sb_env = sandbox.start_all(world.sandbox_root, emulators=False)
     world.pg_url, world.redis_url = sb_env["SANDBOX_PG_URL"], sb_env["REDIS_URL"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "DJANGO_"))}
-    env.update(
-        DATABASE_URL=sandbox.create_database(world.pg_url, "cp_airflow_bench"),
-        REDIS_URL=world.redis_url,
-        SECRET_KEY="bench-" + secrets.token_urlsafe(32),
-        DEBUG="false",
-        DATA_DIR=str(world.tmp / "data"),
-        DJANGO_SETTINGS_MODULE="controlplane.settings",
-        PYTHONUNBUFFERED="1",
-    )
-    (world.tmp / "data" / "staticfiles").mkdir(parents=True, exist_ok=True)
+    env = control_plane_env(world.tmp, sandbox.create_database(world.pg_url, "cp_airflow_bench"), world.redis_url)
     step("manage.py migrate (in the background) and the sandbox Airflow")
-    log = world.tmp / "migrate.log"
-    with log.open("wb") as out:
-        cmd = [sys.executable, "manage.py", "migrate", "--noinput"]
-        migrate = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with migrating(env, world.tmp / "migrate.log"):
         server = start_airflow(world.tmp / "airflow", pg_admin_url=world.pg_url)
-    finally:
-        if migrate.wait(timeout=300) != 0:
-            raise BenchError(f"migrate failed:\n{log.read_text()[-3000:]}")
     env[SECRET_ENV] = server.password  # the connection's secret reference, for gunicorn and the worker
     world.env = env
-    os.environ.update(env, LOG_LEVEL="WARNING", CELERY_RESULT_BACKEND=redis_db(world.redis_url, 1))
-    import django
-
-    django.setup()
+    become_django(env)
     step("seeding the catalog: dev environment, airflow connection, dag target, responder bot + token")
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group

@@ -63,8 +63,10 @@ from bench.launch_dispatch import (  # noqa: E402 (needs the repo root on sys.pa
     Child,
     World,
     _raise_interrupt,
+    control_plane_env,
     free_port,
     machine,
+    migrating,
     pg_version,
     step,
     wait_http_ok,
@@ -214,27 +216,16 @@ def bring_up(tmp: Path, *, n_marts: int, n_slow: int, slow_s: float, airflow: bo
         sandbox.drop_database(warehouse.url(), WEATHER_DB)
         world.cp_url = sandbox.create_database(world.base.pg_url, CP_DB)
         world.weather_url = sandbox.create_database(warehouse.url(), WEATHER_DB)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "DJANGO_"))}
-        env.update(
-            DATABASE_URL=world.cp_url,
-            REDIS_URL=world.base.redis_url,
-            SECRET_KEY="chaos-" + secrets.token_urlsafe(32),
-            DEBUG="false",
-            DATA_DIR=str(tmp / "data"),
+        env = control_plane_env(
+            tmp,
+            world.cp_url,
+            world.base.redis_url,
             API_THROTTLE_USER="1000000/minute",  # one bot sends every launch
-            DJANGO_SETTINGS_MODULE="controlplane.settings",
-            PYTHONUNBUFFERED="1",
             PYTHONDONTWRITEBYTECODE="1",
         )
-        (tmp / "data" / "staticfiles").mkdir(parents=True, exist_ok=True)
         world.base.env = env
         step("manage.py migrate (in the background), the warehouse" + (" and Airflow" if airflow else ""))
-        log = tmp / "migrate.log"
-        with log.open("wb") as out:
-            migrate = subprocess.Popen(
-                [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, stdout=out, stderr=out
-            )
-        try:
+        with migrating(env, tmp / "migrate.log"):
             load_weather(world.weather_url, days=3)
             with psycopg.connect(world.weather_url, autocommit=True, connect_timeout=5) as conn:
                 for i in range(n_slow):  # a refresh of one takes slow_s: a kill can land in the middle of it
@@ -250,9 +241,6 @@ def bring_up(tmp: Path, *, n_marts: int, n_slow: int, slow_s: float, airflow: bo
                 server = start_airflow(world.airflow_root, pg_admin_url=warehouse.url())
                 world.airflow = server
                 env[AIRFLOW_SECRET_ENV] = server.password
-        finally:
-            if migrate.wait(timeout=300) != 0:
-                raise BenchError(f"migrate failed:\n{log.read_text()[-3000:]}")
         step(
             f"seeding the catalog: {n_marts} mart targets, {n_slow} slow marts" + (", 2 DAG targets" if airflow else "")
         )

@@ -31,7 +31,6 @@ import os
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +49,9 @@ from bench.launch_dispatch import (  # noqa: E402 (needs the repo root on sys.pa
     BenchError,
     World,
     _raise_interrupt,
+    control_plane_env,
     fmt,
+    migrating,
     pct,
     print_table,
     step,
@@ -134,31 +135,10 @@ def bring_up(world: World) -> str:
     pg_url, redis_url = sb_env["SANDBOX_PG_URL"], sb_env["REDIS_URL"]
     sandbox.drop_database(pg_url, CP_DB)
     cp_url = sandbox.create_database(pg_url, CP_DB)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "DJANGO_"))}
-    env.update(
-        {
-            "DATABASE_URL": cp_url,
-            "REDIS_URL": redis_url,
-            "SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
-            "DEBUG": "false",
-            "DATA_DIR": str(world.tmp / "data"),
-            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    (world.tmp / "data").mkdir(parents=True, exist_ok=True)
+    env = control_plane_env(world.tmp, cp_url, redis_url, LOG_LEVEL="WARNING")
     step("manage.py migrate")
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BenchError(f"migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    with migrating(env, world.tmp / "migrate.log"):
+        pass
     os.environ.update(env)
     # Configure Django as the server process does: controlplane/wsgi.py sets it up, imports the URLconf and
     # freezes the start-up objects out of the garbage collector's sight.

@@ -51,7 +51,7 @@ import traceback
 import urllib.parse
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -356,44 +356,13 @@ def bring_up(world: World, n_targets: int) -> dict[str, Any]:
     cp_url = sandbox.create_database(world.pg_url, CP_DB)
     sandbox.drop_database(world.pg_url, WEATHER_DB)
     weather_url = sandbox.create_database(world.pg_url, WEATHER_DB)
-    step("loading the seed-004 weather warehouse")
-    load_weather(weather_url, days=14)
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "DJANGO_"))}
-    env.update(
-        {
-            "DATABASE_URL": cp_url,
-            "REDIS_URL": world.redis_url,
-            "SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
-            "DEBUG": "false",
-            "DATA_DIR": str(world.tmp / "data"),
-            "API_THROTTLE_USER": THROTTLE_USER,
-            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    (world.tmp / "data" / "staticfiles").mkdir(parents=True, exist_ok=True)
+    env = control_plane_env(world.tmp, cp_url, world.redis_url, API_THROTTLE_USER=THROTTLE_USER)
     world.env = env
-    step("manage.py migrate")
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BenchError(f"migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-
+    step("manage.py migrate (in the background) and the seed-004 weather warehouse")
+    with migrating(env, world.tmp / "migrate.log"):
+        load_weather(weather_url, days=14)
     # This process becomes a Django process on the same database (phase 2, the profile, the catalog).
-    os.environ.update(env)
-    os.environ["CELERY_RESULT_BACKEND"] = redis_db(world.redis_url, 1)
-    os.environ["LOG_LEVEL"] = "WARNING"
-    import django
-
-    django.setup()
+    become_django(env)
     step(f"seeding the catalog: 1 environment, 1 connection, {n_targets} matview targets")
     info = seed_catalog(world.pg_url, n_targets)
     step(f"ready in {time.monotonic() - t0:.1f} s")
@@ -407,6 +376,48 @@ def services_state(world: World) -> str:
     except Exception as exc:
         return f"sandbox state unknown: {exc}"
     return "sandbox: " + ", ".join(f"{name} {'running' if up else 'NOT RUNNING'}" for name, up in state.items())
+
+
+def control_plane_env(tmp: Path, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's control-plane processes (manage.py, gunicorn, workers, and this process
+    once it sets Django up): this process's without the caller's CELERY_/DJANGO_ settings, on the benchmark's
+    database and Redis, a throwaway secret key, data under ``tmp/data``; ``extra`` adds or overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "DJANGO_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        SECRET_KEY="bench-" + secrets.token_urlsafe(32),
+        DEBUG="false",
+        DATA_DIR=str(tmp / "data"),
+        DJANGO_SETTINGS_MODULE="controlplane.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    (tmp / "data" / "staticfiles").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+@contextlib.contextmanager
+def migrating(env: Mapping[str, str], log: Path) -> Iterator[None]:
+    """``manage.py migrate`` in the background while the block starts the other parts (a warehouse, Airflow,
+    an emulator's seed); leaving the block waits for it, a BenchError (with the log's tail) if it failed."""
+    with log.open("wb") as out:
+        cmd = [sys.executable, "manage.py", "migrate", "--noinput"]
+        migrate = subprocess.Popen(cmd, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        if migrate.wait(timeout=300) != 0:
+            raise BenchError(f"migrate failed:\n{log.read_text()[-3000:]}")
+
+
+def become_django(env: Mapping[str, str]) -> None:
+    """This process becomes a control-plane process on the benchmark's database (to seed the catalog, read
+    the results, profile), with results on Redis database 1 and quiet logs."""
+    os.environ.update(env, LOG_LEVEL="WARNING", CELERY_RESULT_BACKEND=redis_db(env["REDIS_URL"], 1))
+    import django
+
+    django.setup()
 
 
 def redis_db(url: str, db: int) -> str:

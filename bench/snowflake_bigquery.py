@@ -29,7 +29,6 @@ import os
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,13 +49,15 @@ from bench.launch_dispatch import (  # noqa: E402 (needs the repo root on sys.pa
     BenchError,
     World,
     _raise_interrupt,
+    become_django,
+    control_plane_env,
     fmt,
     free_port,
     machine,
+    migrating,
     pct,
     pg_version,
     print_table,
-    redis_db,
     services_state,
     start_worker,
     step,
@@ -562,31 +563,14 @@ def bring_up(world: World, only: str | None, days: int) -> tuple[str, Snowflake,
     sb_env = sandbox.start_all(world.sandbox_root)
     world.pg_url, world.redis_url = sb_env["SANDBOX_PG_URL"], sb_env["REDIS_URL"]
     password = secrets.token_urlsafe(16)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "DJANGO_"))}
-    env.update(
-        DATABASE_URL=sandbox.create_database(world.pg_url, CP_DB),
-        REDIS_URL=world.redis_url,
-        SECRET_KEY="bench-" + secrets.token_urlsafe(32),
-        DEBUG="false",
-        DATA_DIR=str(world.tmp / "data"),
-        DJANGO_SETTINGS_MODULE="controlplane.settings",
-        PYTHONUNBUFFERED="1",
-        **{SF_SECRET_ENV: password},
-    )
-    (world.tmp / "data" / "staticfiles").mkdir(parents=True, exist_ok=True)
+    cp_url = sandbox.create_database(world.pg_url, CP_DB)
+    env = control_plane_env(world.tmp, cp_url, world.redis_url, **{SF_SECRET_ENV: password})
     step("manage.py migrate (in the background) and the BigQuery seed")
-    log = world.tmp / "migrate.log"
-    with log.open("wb") as out:
-        cmd = [sys.executable, "manage.py", "migrate", "--noinput"]
-        migrate = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with migrating(env, world.tmp / "migrate.log"):
         from sandbox.bigquery.seed import seed
 
         bq_url, project = sb_env["SANDBOX_BIGQUERY_URL"], sb_env["SANDBOX_BIGQUERY_PROJECT"]
         objects = seed(bq_url, project, prefix=BQ_PREFIX) if only != "snowflake" else None
-    finally:
-        if migrate.wait(timeout=300) != 0:
-            raise BenchError(f"migrate failed:\n{log.read_text()[-3000:]}")
     sf = Snowflake(sb_env["SANDBOX_SNOWFLAKE_URL"], password)
     end = objects.days[-1] if objects else dt.date.today()
     bq = BigQuery(
@@ -600,10 +584,7 @@ def bring_up(world: World, only: str | None, days: int) -> tuple[str, Snowflake,
         end=end,
     )
     world.env = env
-    os.environ.update(env, LOG_LEVEL="WARNING", CELERY_RESULT_BACKEND=redis_db(world.redis_url, 1))
-    import django
-
-    django.setup()
+    become_django(env)
     step("seeding the catalog: dev environment, snowflake and bigquery connections and targets, bot + token")
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
