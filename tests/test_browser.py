@@ -9,11 +9,14 @@ import os
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from django.db import connections
+from playwright.sync_api import Page, Playwright, expect, sync_playwright
 
 from controlplane.actions.models import ActionRun, ActionState
 
@@ -28,6 +31,19 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+
+
+@contextmanager
+def playwright() -> Iterator[Playwright]:
+    """Playwright's sync API, closing on the way out the database connections the test opened meanwhile.
+    While Playwright's event loop runs in this thread, Django keeps the ORM's connections per async context,
+    out of reach of pytest-django's closing at the test's end: one left open held the test database at the
+    session's end (DROP DATABASE waited 10 s, then failed with "being accessed by other users")."""
+    with sync_playwright() as pw:
+        try:
+            yield pw
+        finally:
+            connections.close_all()
 
 
 def screenshot_path(name: str) -> Path:
@@ -52,7 +68,7 @@ def test_prod_refresh_is_previewed_requested_approved_and_followed_live_to_succe
     # Redis, where another session's worker or flush can swallow it (the product's own broker-loss path).
     worker = worker_factory(beat=True)
     base = live_server.url
-    with sync_playwright() as pw:
+    with playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(TIMEOUT_MS)

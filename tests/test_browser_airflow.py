@@ -11,11 +11,11 @@ import re
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from controlplane.actions.models import ActionRun, ActionState
 from tests.test_airflow import RETAIL, airflow_catalog, cancel_open_backfills, final, own_backfills  # noqa: F401
-from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, log_in, screenshot_path
+from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, log_in, playwright, screenshot_path
 
 
 @pytest.mark.browser
@@ -31,7 +31,7 @@ def test_backfill_from_the_form_with_day_pickers_runs_with_utc_dates(
     cancel_open_backfills(airflow, RETAIL)
     worker_factory()
     base = live_server.url
-    with sync_playwright() as pw:
+    with playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(TIMEOUT_MS)

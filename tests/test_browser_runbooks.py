@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from controlplane.audit.context import Channel, change_context
 from runbooks import services
@@ -31,7 +31,7 @@ from runbooks.loader import LIBRARY, parse_file
 from runbooks.models import RunbookRun
 from tests.conftest import airflow_set_variable
 from tests.test_airflow import BRONZE, airflow_catalog, bronze_failure_alerted  # noqa: F401 (a fixture)
-from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, log_in, screenshot_path
+from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, log_in, playwright, screenshot_path
 
 DEV_MART = "dev.weather.daily_weather_aggregates"
 PROD_MART = "prod.weather.daily_weather_aggregates"
@@ -48,7 +48,7 @@ def library(transactional_db: Any) -> None:
 @contextmanager
 def chromium(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Page]]:
     """A browser context and its first page; the last page shown is saved as the test's screenshot."""
-    with sync_playwright() as pw:
+    with playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 1000})
         context.set_default_timeout(TIMEOUT_MS)

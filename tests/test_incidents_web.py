@@ -789,11 +789,13 @@ def test_keyboard_acknowledges_comments_and_sees_freshness_in_a_real_browser(
     import os
 
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
+
+    from tests.test_browser import playwright
 
     incident = make_incident(targets=[catalog["mart_dev"]])
     base = live_server.url
-    with sync_playwright() as pw:
+    with playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
         page = browser.new_page()
         page.set_default_timeout(30_000)

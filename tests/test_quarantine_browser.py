@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from controlplane.actions.models import ActionRun
 from controlplane.quarantine.models import Disposition
 from tests.quarantine_qweb import FUTURE_DATE, OVER_DAY, make_review, quarantine_source, write_source
-from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, log_in, screenshot_path
+from tests.test_browser import CHROMIUM_ARGS, TIMEOUT_MS, log_in, playwright, screenshot_path
 
 
 @pytest.mark.browser
@@ -33,7 +33,7 @@ def test_responder_reviews_a_week_loads_a_sample_and_keeps_a_new_reason(
     review = make_review(quarantine_source(tmp_path))
     item = review.items.get(reason=FUTURE_DATE)
     base = live_server.url
-    with sync_playwright() as pw:
+    with playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 1000})
         context.set_default_timeout(TIMEOUT_MS)
