@@ -87,6 +87,18 @@ def env_rate(name: str, default: str) -> str:
     return raw
 
 
+_TIME_OF_DAY = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def env_time_of_day(name: str, default: str) -> tuple[int, int]:
+    """A time of day as ``HH:MM`` (24-hour) -> (hour, minute); anything else stops start-up."""
+    raw = os.environ.get(name, default).strip()
+    matched = _TIME_OF_DAY.match(raw)
+    if not matched:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a time of day like 06:00 (24-hour HH:MM)")
+    return int(matched.group(1)), int(matched.group(2))
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:

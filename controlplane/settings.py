@@ -7,9 +7,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from controlplane.env import database_from_url, env_bool, env_float, env_int, env_list, env_rate, env_str
+from controlplane.env import (
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+    env_time_of_day,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -215,6 +225,8 @@ SLACK: dict[str, Any] = {
     "TIMEOUT_SECONDS": env_int("SLACK_TIMEOUT_SECONDS", 5, minimum=1),
 }
 
+QUARANTINE_DAILY_AT = env_time_of_day("QUARANTINE_DAILY_AT", "06:00")
+
 CELERY_BEAT_SCHEDULE = {
     "reap-actions": {
         "task": "controlplane.actions.tasks.reap_actions",
@@ -248,14 +260,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.quarantine.tasks.request_due_reviews",
         "schedule": 900.0,
     },
-    # Daily: incidents for yesterday's threshold breaches and escalation rules; the retention cleanup request.
+    # Daily at QUARANTINE_DAILY_AT (UTC), once yesterday's files are in: incidents for the threshold breaches
+    # and escalation rules; the retention cleanup request. A fixed hour, not every 24 h from beat's start: an
+    # interval restarts with beat (a fresh schedule file), and a beat restarted daily by deploys never ran them.
     "quarantine-breaches": {
         "task": "controlplane.quarantine.tasks.open_breach_incidents",
-        "schedule": 86400.0,
+        "schedule": crontab(hour=QUARANTINE_DAILY_AT[0], minute=QUARANTINE_DAILY_AT[1]),
     },
     "quarantine-retention-cleanup": {
         "task": "controlplane.quarantine.tasks.request_retention_cleanups",
-        "schedule": 86400.0,
+        "schedule": crontab(hour=QUARANTINE_DAILY_AT[0], minute=QUARANTINE_DAILY_AT[1]),
     },
 }
 

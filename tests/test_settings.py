@@ -32,6 +32,8 @@ def _start(**env: str) -> subprocess.CompletedProcess[str]:
         ("APPROVAL_COST_USD", "fifty", "is not a number"),
         ("APPROVAL_COST_USD", "inf", "is not a finite number"),
         ("WATCH_INTERVAL_SECONDS", "5m", "is not an integer"),
+        ("QUARANTINE_DAILY_AT", "6am", "is not a time of day like 06:00"),
+        ("QUARANTINE_DAILY_AT", "24:00", "is not a time of day like 06:00"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(name: str, value: str, says: str) -> None:
@@ -159,3 +161,30 @@ def test_the_database_is_postgres_or_start_up_stops(url: str | None, says: str) 
     assert "started" not in done.stdout
     assert says in done.stderr
     assert "s3cr3t" not in done.stderr  # the URL, which may hold a password, is not repeated
+
+
+def test_the_daily_quarantine_jobs_run_at_a_fixed_hour_not_every_24_hours_from_beats_start() -> None:
+    """A beat restarted (a deploy, a fresh schedule file) before an interval's end never runs an every-24-hours
+    entry; a crontab one runs at its hour whenever beat started."""
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "from datetime import datetime, timezone; "
+        "out = {}\n"
+        "for name in ('quarantine-breaches', 'quarantine-retention-cleanup'):\n"
+        "    sched = s.CELERY_BEAT_SCHEDULE[name]['schedule']\n"
+        "    sched.nowfun = lambda: datetime(2026, 12, 7, 7, 31, tzinfo=timezone.utc)\n"
+        "    started = datetime(2026, 12, 7, 7, 0, tzinfo=timezone.utc)  # beat (re)started at 07:00\n"
+        "    out[name] = [sched.is_due(started).is_due, sorted(sched.hour), sorted(sched.minute)]\n"
+        "print(json.dumps(out))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings", "QUARANTINE_DAILY_AT": "07:30"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got == {key: [True, [7], [30]] for key in ("quarantine-breaches", "quarantine-retention-cleanup")}
