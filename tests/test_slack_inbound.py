@@ -94,6 +94,30 @@ def test_tampered_stale_or_unsigned_requests_are_refused_audited_and_change_noth
 
 
 @pytest.mark.django_db
+def test_a_flood_of_forged_requests_writes_a_few_audit_rows_with_the_count_not_one_each(
+    slack: SlackWorld, actors: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("controlplane.slack.inbound.REFUSAL_WINDOW_S", 10**9)  # one window for the whole test
+    before = AuditEvent.objects.count()
+    statuses = [
+        slack.press("action.launch", launch_value(), user="U0RITA", secret="forged")[0].status_code for _ in range(12)
+    ]
+    assert statuses == [401] * 12  # every one refused
+    refused = list(AuditEvent.objects.order_by("seq")[before:])
+    assert [(e.event, (e.after or {})["refusals_this_minute"]) for e in refused] == [
+        ("slack.signature_refused", 1),
+        ("slack.signature_refused", 10),
+    ]
+    other = Client(REMOTE_ADDR="203.0.113.9")  # another address is counted on its own
+    slack.client = other
+    assert slack.press("action.launch", launch_value(), user="U0RITA", secret="forged")[0].status_code == 401
+    last = AuditEvent.objects.order_by("seq").last()
+    assert last is not None and (last.after or {})["refusals_this_minute"] == 1
+    assert (last.after or {})["ip"] == "203.0.113.9"
+    assert not ActionRun.objects.exists()
+
+
+@pytest.mark.django_db
 def test_slack_endpoints_are_404_while_slack_is_off(actors: Any) -> None:
     assert not settings.SLACK["BOT_TOKEN_REF"]
     assert Client().post("/slack/interactions", data="payload=%7B%7D", content_type="x").status_code == 404

@@ -4,8 +4,8 @@ drop a delivery already seen, and hand the work to a Celery task. No Slack API c
 no plan here: the task does those and answers through the response_url.
 
 A request whose signature does not hold is refused (401) before anything else is read from it; the refusal
-is audited (``slack.signature_refused``) with the reason and the team/user it claims, and nothing else is
-written.
+is audited (``slack.signature_refused``) with the reason and the team/user it claims (from one address: the
+first of each minute, then the 10th, 100th, ...), and nothing else is written.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 import urllib.parse
 from dataclasses import asdict, dataclass
 
+import redis
 from django.http import HttpRequest
 from slack_sdk.signature import SignatureVerifier
 
@@ -116,13 +117,37 @@ def _claimed(body: bytes) -> dict[str, str]:
     return {k: str(v)[:40] for k, v in (("team_id", team), ("user_id", user)) if v}
 
 
+REFUSAL_WINDOW_S = 60
+
+
+def _refusals_this_window(ip: str) -> int | None:
+    """How many refused requests came from ``ip`` in the current minute, this one included (None when Redis
+    cannot say: then every refusal is audited). The key is a throttle counter, gone two windows later."""
+    key = f"throttle:slack-refused:{ip}:{int(time.time() // REFUSAL_WINDOW_S)}"
+    try:
+        pipe = redis_client().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 2 * REFUSAL_WINDOW_S)
+        return int(pipe.execute()[0])
+    except redis.RedisError:
+        return None
+
+
 def audit_refusal(request: HttpRequest, reason: str) -> None:
+    """Audit a refused request: from one address, the first of each minute, then the 10th, 100th, ... with
+    the count so far, so a flood of forged requests writes a handful of audit rows, not one each (every
+    refusal is logged)."""
+    ip = client_ip(request)
+    count = _refusals_this_window(ip)
+    log.warning("Slack request to %s refused (%s) from %s; %s from there this minute", request.path, reason, ip, count)
+    if count is not None and str(count).rstrip("0") != "1":
+        return
     with change_context(channel=Channel.SLACK, actor_name="anonymous", request_id=getattr(request, "request_id", None)):
         audit_record(
             event="slack.signature_refused",
             object_type="slack.request",
             object_repr=request.path,
-            after={"reason": reason, "ip": client_ip(request), **_claimed(request.body)},
+            after={"reason": reason, "ip": ip, "refusals_this_minute": count, **_claimed(request.body)},
         )
 
 
