@@ -151,3 +151,12 @@ def test_slack_shows_the_cost_in_the_approval_request_and_the_runbook_preview(cp
     assert "Cost: reads 1.5 kB, estimated < $0.01" in preview[0]["text"]["text"]
     free = blocks.preview_blocks(preview_id=2, verb="backfill", target=LAB_JOB, plan=Plan(summary="x"), approval="")
     assert "Cost:" not in free[0]["text"]["text"]  # a plan without figures says nothing of cost
+
+
+def test_every_rule_at_once_gives_a_reason_that_fits_the_action_row(db: Any) -> None:
+    prod = Environment.objects.create(name="prod-like-with-a-long-name", protected=True)
+    plan = Plan(summary="backfill", risk=Risk.HIGH, estimated_cost_usd=123456.78)
+    asked = "runbook 003-quarantine-weekly-review-with-a-long-name step cleanup_prod_of_every_source"
+    decision = approval_needed(environment=prod, plan=plan, asked_by=asked)
+    assert decision.required and len(decision.reason) == 200 and decision.reason.endswith("…")
+    assert decision.reason.startswith(f"{asked} asks for one; prod-like-with-a-long-name is a protected environment")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from controlplane.catalog.models import Environment
 
 _RISK_RANK = {Risk.LOW: 1, Risk.MEDIUM: 2, Risk.HIGH: 3}
+MAX_APPROVAL_REASON = 200  # ActionRun.approval_reason's length
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ def approval_needed(*, environment: Environment, plan: Plan, asked_by: str = "")
         reasons.append(
             f"the estimated cost ${plan.estimated_cost_usd:,.2f} is at or over the ${limit:,.2f} approval threshold"
         )
-    return ApprovalDecision(bool(reasons), "; ".join(reasons))
+    reason = "; ".join(reasons)
+    if len(reason) > MAX_APPROVAL_REASON:  # every rule at once: the column keeps the first ones whole
+        reason = reason[: MAX_APPROVAL_REASON - 1] + "…"
+    return ApprovalDecision(bool(reasons), reason)
 
 
 def check_can_decide(user: Any, action: ActionRun) -> None:
