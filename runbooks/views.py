@@ -127,7 +127,7 @@ class StepCard:
     plan: dict[str, Any] | None = None
     action_active: bool = False
     can_act: bool = False
-    protected: bool = False
+    asks_approval: bool = False  # the action will wait for a second person: a protected environment, or the step's rule
     log: list[Any] = field(default_factory=list)
 
 
@@ -189,7 +189,7 @@ def _run_context(request: HttpRequest, run: RunbookRun, *, post: Any = None, **e
         if card.current and card.spec.kind == "action" and card.spec.waits_for is None and not card.action_active:
             target, schema = _verb_schema(str(card.rendered.get("target", "")), card.spec.verb)
             if target is not None and schema:
-                card.protected = target.connection.environment.protected
+                card.asks_approval = target.connection.environment.protected or card.spec.approval == "always"
                 card.fields = fields_from_schema(
                     schema,
                     form_id=f"step-{row.step_id}",

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.test import Client
 
 from connectors.postgres import PostgresConnector
 from controlplane.access import PolicyError
@@ -190,6 +191,14 @@ def test_lock_contention_runbook_terminates_the_stuck_session_after_approval(
         waiter.close()
 
 
+def _page(user: Any, path: str) -> str:
+    client = Client()
+    client.force_login(user)
+    response = client.get(path)
+    assert response.status_code == 200, response.status_code
+    return str(response.content.decode())
+
+
 def _ignore(conn: psycopg.Connection[Any], query: str) -> None:
     with contextlib.suppress(psycopg.Error):
         conn.execute(query)
@@ -263,6 +272,9 @@ def test_dq_checkpoint_runbook_finds_the_outliers_and_deletes_them(
     services.run_advance(run_id=run.pk)
     # Risk medium in an unprotected environment: the policy alone would run it at once; the runbook's own
     # two-person rule holds it for one approval, given on the plan (the rows by key), not on a gate before it.
+    page = _page(rita, f"/runs/{run.pk}/")
+    assert ">Request approval</button>" in page and ">Run</button>" not in page
+    assert "always waits for a second person" in page
     action = _as(rita, services.step_act, run_id=run.pk, step_id="delete_bad_records")
     assert (action.state, action.risk) == ("awaiting_approval", "medium")
     assert action.approval_reason == "runbook 004-dq-checkpoint-failure step delete_bad_records asks for one"
