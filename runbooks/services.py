@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from connectors.base import ConnectorError
 from controlplane import access
+from controlplane.actions import notices
 from controlplane.actions import services as action_services
 from controlplane.actions.models import ACTIVE_STATES, TERMINAL_STATES, ActionRun, ActionState
 from controlplane.audit import context
@@ -382,11 +383,17 @@ def _lock(run_id: Any) -> RunbookRun:
     return run
 
 
+def _announce(run_id: Any) -> None:
+    """Bots waiting on the run (``?wait=``) hear of a change once it is committed, and read the run again."""
+    transaction.on_commit(lambda: notices.run_changed_publish(run_id=run_id))
+
+
 def _finish_step(row: StepRun, state: str, *, result: dict[str, Any] | None = None, error: str = "") -> None:
     row.state, row.finished_at, row.error = state, timezone.now(), error[:4000]
     if result is not None:
         row.result = result
     row.save(update_fields=["state", "started_at", "finished_at", "error", "result"])
+    _announce(row.run_id)
 
 
 def _with_outputs(step: Any, row: StepRun, result: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -518,11 +525,13 @@ def _set_state(run: RunbookRun, state: str) -> None:
     if run.state != state:
         run.state = state
         run.save(update_fields=["state", "updated_at"])
+        _announce(run.pk)
 
 
 def _complete(run: RunbookRun) -> None:
     run.state, run.finished_at = Run.COMPLETED, timezone.now()
     run.save(update_fields=["state", "finished_at", "updated_at"])
+    _announce(run.pk)
     _timeline(run, f"runbook {run.runbook_version.runbook.slug} completed")
     audit_record(event="runbook_run.completed", obj=run, after={"state": run.state})
 
@@ -755,6 +764,7 @@ def run_abandon(*, actor: User, run_id: Any, reason: str) -> RunbookRun:
             raise Conflict(f"run {run.pk} is {run.state}")
         run.state, run.finished_at = Run.ABANDONED, timezone.now()
         run.save(update_fields=["state", "finished_at", "updated_at"])
+        _announce(run.pk)
         _timeline(run, f"runbook {run.runbook_version.runbook.slug} abandoned: {reason}")
         audit_record(event="runbook_run.abandoned", obj=run, after={"state": run.state}, reason=reason)
     return run

@@ -222,3 +222,60 @@ def test_a_failed_action_step_retried_waits_for_a_new_action(
     second = bot.post(f"/api/v1/runbook-runs/{run['id']}/steps/refresh/act", {}).json()
     assert second["next"]["action"] != first_action and second["next"]["by"] == "action"
     assert RunbookRun.objects.get(pk=run["id"]).state == "waiting"
+
+
+WAITS = """\
+id: 000-waits
+title: Waits on an action
+version: 1
+steps:
+  - id: refresh
+    kind: action
+    title: Refresh the mart
+    target: dev.weather.daily_weather_aggregates
+    verb: refresh-mart
+  - id: after
+    kind: manual
+    title: After
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_wait_is_woken_by_the_runs_change_not_by_its_recheck(
+    catalog: Any, actors: Any, api_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from django.db import connection
+
+    from controlplane.api import waiting
+
+    monkeypatch.setattr(waiting, "_RECHECK_SECONDS", 20.0)  # only the announced change can wake it early
+    with change_context(channel=Channel.SYSTEM, actor_name="test"):
+        services.runbooks_load(parsed=[parse_text(WAITS, "000-waits.yaml")])
+    bot = api_for("responder")
+    run = bot.post("/api/v1/runbook-runs", {"runbook": "000-waits", "params": {}}).json()
+    base = f"/api/v1/runbook-runs/{run['id']}"
+    services.run_advance(run_id=run["id"])  # what the worker does on start (none runs here)
+    acted = bot.post(f"{base}/steps/refresh/act", {})
+    assert acted.status_code == 200, acted.content
+    busy = bot.get(base).json()
+    assert busy["next"]["by"] == "action"  # queued, no worker: the system carries the run
+    action_id = busy["next"]["action"]
+
+    def cancel() -> None:
+        time.sleep(0.5)
+        try:
+            bot.post(f"/api/v1/actions/{action_id}/cancel", {"reason": "not now"})
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=cancel)
+    started = time.monotonic()
+    thread.start()
+    answer = bot.get(base, wait="20").json()
+    waited = time.monotonic() - started
+    thread.join()
+    assert ActionRun.objects.get(id=action_id).state == "cancelled"
+    assert answer["next"]["by"] == "person", answer["next"]  # the step waits for someone to decide
+    assert waited < 10, f"woken by the {waited:.1f}-second recheck, not by the run's change"
