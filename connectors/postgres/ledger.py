@@ -59,9 +59,7 @@ def _table(config: PostgresConfig) -> sql.Identifier:
     return sql.Identifier(schema, name)
 
 
-def ledger_exists(conn: Conn, config: PostgresConfig) -> bool:
-    """True if the ledger table exists (checks may run before any refresh created it)."""
-    schema, name = config.ledger
+def _table_exists(conn: Conn, schema: str, name: str) -> bool:
     row = conn.execute(
         """
         select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -72,42 +70,53 @@ def ledger_exists(conn: Conn, config: PostgresConfig) -> bool:
     return row is not None
 
 
+def _create_once(
+    conn: Conn, config: PostgresConfig, lock_key: str, schema: str, table: str, ddl: list[sql.Composed]
+) -> None:
+    """Run ``ddl`` (CREATE ... IF NOT EXISTS) after the schema's, under an advisory lock: concurrent first uses
+    would otherwise race on the catalog's unique indexes. No CREATE privilege: an error saying what to do."""
+    try:
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock_key,))
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+            for statement in ddl:
+                conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConnectorError(
+            f"{config.where} may not create the ledger {table} ({exc}); have an admin create it once, or grant "
+            "CREATE on the database, or point ledger_table at a writable schema"
+        ) from exc
+
+
+def ledger_exists(conn: Conn, config: PostgresConfig) -> bool:
+    """True if the ledger table exists (checks may run before any refresh created it)."""
+    return _table_exists(conn, *config.ledger)
+
+
 def ensure_ledger(conn: Conn, config: PostgresConfig) -> None:
     """Create the ledger schema and table if missing (idempotent; safe under concurrent first use)."""
     if ledger_exists(conn, config):
         return
     schema, name = config.ledger
     table = _table(config)
-    try:
-        with conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (_DDL_LOCK_KEY,))
-            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-            conn.execute(
-                sql.SQL(
-                    """
-                    create table if not exists {} (
-                        action_id   text primary key,
-                        view        text not null,
-                        mode        text not null check (mode in ('concurrently', 'blocking')),
-                        started_at  timestamptz not null,
-                        finished_at timestamptz not null,
-                        rows_before bigint,
-                        rows_after  bigint not null,
-                        duration_ms integer not null
-                    )
-                    """
-                ).format(table)
-            )
-            conn.execute(
-                sql.SQL("create index if not exists {} on {} (view, finished_at desc)").format(
-                    sql.Identifier(f"{name[:40]}_view_finished_idx"), table
-                )
-            )
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise ConnectorError(
-            f"{config.where} may not create the refresh ledger {config.ledger_table} ({exc}); have an admin "
-            f"create it once, or grant CREATE on the database, or point ledger_table at a writable schema"
-        ) from exc
+    create = sql.SQL(
+        """
+        create table if not exists {} (
+            action_id   text primary key,
+            view        text not null,
+            mode        text not null check (mode in ('concurrently', 'blocking')),
+            started_at  timestamptz not null,
+            finished_at timestamptz not null,
+            rows_before bigint,
+            rows_after  bigint not null,
+            duration_ms integer not null
+        )
+        """
+    ).format(table)
+    index = sql.SQL("create index if not exists {} on {} (view, finished_at desc)").format(
+        sql.Identifier(f"{name[:40]}_view_finished_idx"), table
+    )
+    _create_once(conn, config, _DDL_LOCK_KEY, schema, config.ledger_table, [create, index])
 
 
 def _row(values: tuple[Any, ...]) -> LedgerRow:
@@ -179,43 +188,26 @@ def _action_table(config: PostgresConfig) -> sql.Identifier:
 
 
 def _action_ledger_exists(conn: Conn, config: PostgresConfig) -> bool:
-    row = conn.execute(
-        """
-        select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname = %s and c.relname = 'action_ledger' and c.relkind = 'r'
-        """,
-        (config.ledger[0],),
-    ).fetchone()
-    return row is not None
+    return _table_exists(conn, config.ledger[0], "action_ledger")
 
 
 def ensure_action_ledger(conn: Conn, config: PostgresConfig) -> None:
     """Create ``<schema>.action_ledger`` if missing (idempotent; safe under concurrent first use)."""
     if _action_ledger_exists(conn, config):
         return  # CREATE SCHEMA IF NOT EXISTS would still need CREATE on the database
+    create = sql.SQL(
+        """
+        create table if not exists {} (
+            action_id   text primary key,
+            verb        text not null,
+            target      text not null,
+            finished_at timestamptz not null default clock_timestamp(),
+            details     jsonb not null
+        )
+        """
+    ).format(_action_table(config))
     schema = config.ledger[0]
-    try:
-        with conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (_ACTION_DDL_LOCK_KEY,))
-            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-            conn.execute(
-                sql.SQL(
-                    """
-                    create table if not exists {} (
-                        action_id   text primary key,
-                        verb        text not null,
-                        target      text not null,
-                        finished_at timestamptz not null default clock_timestamp(),
-                        details     jsonb not null
-                    )
-                    """
-                ).format(_action_table(config))
-            )
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise ConnectorError(
-            f"{config.where} may not create the action ledger {schema}.action_ledger ({exc}); have an admin "
-            "create it once, or point ledger_table at a writable schema"
-        ) from exc
+    _create_once(conn, config, _ACTION_DDL_LOCK_KEY, schema, f"{schema}.action_ledger", [create])
 
 
 def find_action_record(conn: Conn, config: PostgresConfig, action_id: str) -> dict[str, Any] | None:
