@@ -29,10 +29,12 @@ from controlplane.audit.context import Channel, change_context
 from controlplane.catalog import services as cs
 from runbooks import services
 from runbooks.loader import LIBRARY, parse_file
-from runbooks.models import RunbookRun, StepRun
+from runbooks.models import RunbookRun
 from runbooks.schema import ActionStep, CheckStep, ManualStep
 from sandbox.services import create_database, drop_database, with_dbname
 from sandbox.weather import load_weather
+from tests.runbooks.test_runner import as_user
+from tests.runbooks.test_runner import steps as step_rows
 
 # the nine steps that waited for SQL (version 1), by their ids now; load_seed stays a manual step
 WAITED = {
@@ -120,22 +122,13 @@ def _sql(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
         return cur.fetchall() if cur.description else []
 
 
-def _steps(run: RunbookRun) -> dict[str, StepRun]:
-    return {row.step_id: row for row in StepRun.objects.filter(run=run)}
-
-
-def _as(actor: Any, fn: Any, **kwargs: Any) -> Any:
-    with change_context(channel=Channel.WEB, user=actor):
-        return fn(actor=actor, **kwargs)
-
-
 def _act(actor: Any, approver: Any, run: RunbookRun, step_id: str, capture: Any) -> ActionRun:
     """Press Run on the action step; the approver approves the action (its runbook step asks a second person:
     ``approval: always``); then do what the worker does. The step ends with the action."""
-    action = _as(actor, services.step_act, run_id=run.pk, step_id=step_id)
+    action = as_user(actor, services.step_act, run_id=run.pk, step_id=step_id)
     assert action.state == "awaiting_approval"
     assert f"step {step_id} asks for one" in action.approval_reason
-    _as(approver, action_approve, action_id=action.id)
+    as_user(approver, action_approve, action_id=action.id)
     with capture(execute=True):
         action_execute(action_id=str(action.id))
     action.refresh_from_db()
@@ -161,15 +154,17 @@ def test_lock_contention_runbook_terminates_the_stuck_session_after_approval(
         while not _sql(url, "select 1 from pg_stat_activity where wait_event_type = 'Lock'"):
             assert time.monotonic() < deadline, "the waiter never waited"
             time.sleep(0.05)
-        run = _as(rita, services.run_start, runbook="004-lock-contention", params={"database": "dev.weather.database"})
+        run = as_user(
+            rita, services.run_start, runbook="004-lock-contention", params={"database": "dev.weather.database"}
+        )
         checklist = ["Logs checked for deadlock detected / lock timeout", "Concurrent flow runs noted"]
         services.run_advance(run_id=run.pk)
-        _as(rita, services.step_complete, run_id=run.pk, step_id="symptoms", checked=checklist)
+        as_user(rita, services.step_complete, run_id=run.pk, step_id="symptoms", checked=checklist)
         services.run_advance(run_id=run.pk)
-        blocking = _steps(run)["blocking"]
+        blocking = step_rows(run)["blocking"]
         assert blocking.state == "done" and blocking.result["passed"] is False, (blocking.error, blocking.result)
         assert str(holder.info.backend_pid) in blocking.result["summary"]
-        _as(rita, services.step_complete, run_id=run.pk, step_id="decide", choice="terminate the blocking session")
+        as_user(rita, services.step_complete, run_id=run.pk, step_id="decide", choice="terminate the blocking session")
         services.run_advance(run_id=run.pk)
         action = _act(rita, alice, run, "terminate", django_capture_on_commit_callbacks)
         assert action.state == "succeeded", (action.error, action.verification)
@@ -178,7 +173,7 @@ def test_lock_contention_runbook_terminates_the_stuck_session_after_approval(
         assert plan["risk"] == "high"
         thread.join(10)
         services.run_advance(run_id=run.pk)
-        rows = _steps(run)
+        rows = step_rows(run)
         assert rows["terminate"].state == "done"
         locks = rows["locks"]
         assert locks.state == "done" and locks.result["passed"] is True, (locks.error, locks.result)
@@ -226,11 +221,11 @@ def test_rerun_window_runbook_deletes_the_windows_facts_and_raw_payloads_after_a
         "start_date": str(start),
         "end_date": str(end),
     }
-    run = _as(rita, services.run_start, runbook="004-rerun-window", params=params)
+    run = as_user(rita, services.run_start, runbook="004-rerun-window", params=params)
     services.run_advance(run_id=run.pk)
-    identify = _steps(run)["identify"]
+    identify = step_rows(run)["identify"]
     assert identify.state == "done" and "240 rows over 2 day(s)" in identify.result["summary"], identify.error
-    _as(rita, services.step_complete, run_id=run.pk, step_id="mode", choice="reprocess (delete the window first)")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="mode", choice="reprocess (delete the window first)")
     services.run_advance(run_id=run.pk)
     delete = _act(rita, alice, run, "delete_window", django_capture_on_commit_callbacks)
     assert delete.state == "succeeded", (delete.error, delete.verification)
@@ -243,7 +238,7 @@ def test_rerun_window_runbook_deletes_the_windows_facts_and_raw_payloads_after_a
     assert _sql(url, raw, (start, end))[0][0] == 0
     assert _sql(url, "select count(*) from core.weather")[0][0] == 14 * 24 * 5 - 240  # nothing outside it
     services.run_advance(run_id=run.pk)
-    rows = _steps(run)
+    rows = step_rows(run)
     assert rows["delete_window"].state == "done" and rows["delete_window_raw"].state == "done"
     assert rows["extract_override"].state == "waiting"
 
@@ -260,27 +255,27 @@ def test_dq_checkpoint_runbook_finds_the_outliers_and_deletes_them(
     _sql(url, "update core.weather set temperature_celsius = -70 where location_id in (1, 2) and observed_at = %s",
          (datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5),))  # fmt: skip
     params = {"table": "dev.weather.core_weather", "mart": "dev.weather.daily_weather_aggregates"}
-    run = _as(rita, services.run_start, runbook="004-dq-checkpoint-failure", params=params)
+    run = as_user(rita, services.run_start, runbook="004-dq-checkpoint-failure", params=params)
     services.run_advance(run_id=run.pk)
-    assert _steps(run)["expectation"].state == "waiting"  # a Prefect step, done by hand
-    _as(rita, services.step_complete, run_id=run.pk, step_id="expectation", note="temperature_range failed")
+    assert step_rows(run)["expectation"].state == "waiting"  # a Prefect step, done by hand
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="expectation", note="temperature_range failed")
     services.run_advance(run_id=run.pk)
-    violations = _steps(run)["violations"]
+    violations = step_rows(run)["violations"]
     assert violations.state == "done" and violations.result["passed"] is False, violations.error
     assert "2 row(s) break temperature_range" in violations.result["summary"]
-    _as(rita, services.step_complete, run_id=run.pk, step_id="fix", choice="Option A: delete bad records and rerun")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="fix", choice="Option A: delete bad records and rerun")
     services.run_advance(run_id=run.pk)
     # Risk medium in an unprotected environment: the policy alone would run it at once; the runbook's own
     # two-person rule holds it for one approval, given on the plan (the rows by key), not on a gate before it.
     page = _page(rita, f"/runs/{run.pk}/")
     assert ">Request approval</button>" in page and ">Run</button>" not in page
     assert "always waits for a second person" in page
-    action = _as(rita, services.step_act, run_id=run.pk, step_id="delete_bad_records")
+    action = as_user(rita, services.step_act, run_id=run.pk, step_id="delete_bad_records")
     assert (action.state, action.risk) == ("awaiting_approval", "medium")
     assert action.approval_reason == "runbook 004-dq-checkpoint-failure step delete_bad_records asks for one"
     with pytest.raises(PolicyError):
-        _as(rita, action_approve, action_id=action.id)  # never by the one who asked for it
-    _as(alice, action_approve, action_id=action.id, comment="sensor glitch")
+        as_user(rita, action_approve, action_id=action.id)  # never by the one who asked for it
+    as_user(alice, action_approve, action_id=action.id, comment="sensor glitch")
     with django_capture_on_commit_callbacks(execute=True):
         action_execute(action_id=str(action.id))
     action.refresh_from_db()
@@ -288,7 +283,7 @@ def test_dq_checkpoint_runbook_finds_the_outliers_and_deletes_them(
     assert (action.plan or {})["counts"] == {"rows": 2}
     assert _sql(url, "select count(*) from core.weather where temperature_celsius < -50")[0][0] == 0
     services.run_advance(run_id=run.pk)
-    assert _steps(run)["delete_bad_records"].state == "done"
+    assert step_rows(run)["delete_bad_records"].state == "done"
 
 
 def test_malformed_json_runbook_finds_the_bad_payload_and_deletes_only_it(
@@ -314,16 +309,16 @@ def test_malformed_json_runbook_finds_the_bad_payload_and_deletes_only_it(
         "start_date": str(today - timedelta(days=1)),
         "end_date": str(today),
     }
-    run = _as(rita, services.run_start, runbook="004-malformed-json", params=params)
+    run = as_user(rita, services.run_start, runbook="004-malformed-json", params=params)
     services.run_advance(run_id=run.pk)
-    _as(rita, services.step_complete, run_id=run.pk, step_id="symptoms", note="JSONDecodeError in transform")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="symptoms", note="JSONDecodeError in transform")
     services.run_advance(run_id=run.pk)
-    raw_payload = _steps(run)["raw_payload"]
+    raw_payload = step_rows(run)["raw_payload"]
     assert raw_payload.state == "done" and raw_payload.result["passed"] is False, raw_payload.error
     assert raw_payload.result["rows"][0][0] == {"id": bad_id} and "temperature_2m" in raw_payload.result["rows"][0][3]
-    _as(rita, services.step_complete, run_id=run.pk, step_id="payload_verdict", choice="payload is invalid")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="payload_verdict", choice="payload is invalid")
     services.run_advance(run_id=run.pk)
-    action = _as(rita, services.step_act, run_id=run.pk, step_id="delete_bad_record")
+    action = as_user(rita, services.step_act, run_id=run.pk, step_id="delete_bad_record")
     with django_capture_on_commit_callbacks(execute=True):
         action_execute(action_id=str(action.id))
     action.refresh_from_db()
@@ -333,7 +328,7 @@ def test_malformed_json_runbook_finds_the_bad_payload_and_deletes_only_it(
         0
     ] == (total - 1, 0)
     services.run_advance(run_id=run.pk)
-    assert _steps(run)["delete_bad_record"].state == "done"
+    assert step_rows(run)["delete_bad_record"].state == "done"
 
 
 def test_add_location_run_verifies_the_seed_rows_and_that_nothing_is_collected_yet(
@@ -346,28 +341,28 @@ def test_add_location_run_verifies_the_seed_rows_and_that_nothing_is_collected_y
         "pages": "dev.weather.core_wikipedia_page",
         "database": "dev.weather.database",
     }
-    run = _as(rita, services.run_start, runbook="004-add-location", params=params)
+    run = as_user(rita, services.run_start, runbook="004-add-location", params=params)
     services.run_advance(run_id=run.pk)
-    _as(rita, services.step_complete, run_id=run.pk, step_id="seed_yaml", checked=["src/seed_data.yaml updated"])
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="seed_yaml", checked=["src/seed_data.yaml updated"])
     services.run_advance(run_id=run.pk)
-    _as(rita, services.step_complete, run_id=run.pk, step_id="seed_sql", choice="seed SQL updated")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="seed_sql", choice="seed SQL updated")
     services.run_advance(run_id=run.pk)
     _sql(  # what the seed script loads (by hand here: the step is manual)
         url,
         "insert into core.location (location_name, latitude, longitude, country, region, city) "
         "values ('San Francisco', 37.7749, -122.4194, 'US', 'California', 'San Francisco')",
     )
-    _as(rita, services.step_complete, run_id=run.pk, step_id="load_seed", choice="seed script loaded")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="load_seed", choice="seed script loaded")
     services.run_advance(run_id=run.pk)
-    rows = _steps(run)
+    rows = step_rows(run)
     assert rows["verify_seed"].state == "done" and rows["verify_seed"].result["passed"] is True
     page = rows["verify_page"]
     assert page.state == "done" and page.result["passed"] is False  # the page was not loaded
     assert "NOT FOUND" in page.result["summary"]
-    _as(rita, services.step_complete, run_id=run.pk, step_id="hardcoded", choice="reads core.location")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="hardcoded", choice="reads core.location")
     services.run_advance(run_id=run.pk)
-    _as(rita, services.step_complete, run_id=run.pk, step_id="run_pipeline", note="ran by hand")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="run_pipeline", note="ran by hand")
     services.run_advance(run_id=run.pk)
-    collected = _steps(run)["verify_collection"]
+    collected = step_rows(run)["verify_collection"]
     assert collected.state == "done" and collected.result["passed"] is False, collected.error
     assert "San Francisco: raw 0, facts 0, mart 0" in collected.result["summary"]

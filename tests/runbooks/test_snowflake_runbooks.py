@@ -28,11 +28,13 @@ from controlplane.incidents.models import Incident
 from controlplane.incidents.services import connections_watch
 from runbooks import services
 from runbooks.loader import LIBRARY, library_files, parse_file
-from runbooks.models import RunbookRun, RunbookVersion, StepRun
+from runbooks.models import RunbookRun, RunbookVersion
 from runbooks.schema import ActionStep, CheckStep
 from runbooks.selectors import runbooks_for_incident
 from sandbox.snowflake.seed import FAILURE
 from sandbox.snowflake.seed import seed as seed_001
+from tests.runbooks.test_runner import as_user
+from tests.runbooks.test_runner import steps as step_rows
 
 RUNBOOKS_001 = sorted(p.stem for p in library_files() if p.name.startswith("001-"))
 # the steps that waited for the Snowflake connector before it existed (version 1), by their ids now
@@ -123,18 +125,9 @@ def _warehouse_size() -> str:
         return str(connector.warehouse(conn, "WH_TRANS")["size"]).upper().replace("-", "")
 
 
-def _steps(run: RunbookRun) -> dict[str, StepRun]:
-    return {row.step_id: row for row in StepRun.objects.filter(run=run)}
-
-
-def _as(actor: Any, fn: Any, **kwargs: Any) -> Any:
-    with change_context(channel=Channel.WEB, user=actor):
-        return fn(actor=actor, **kwargs)
-
-
 def _act(actor: Any, run: RunbookRun, step_id: str, capture: Any) -> ActionRun:
     """Press Run on the action step, then do what the worker does; the step ends with the action."""
-    action = _as(actor, services.step_act, run_id=run.pk, step_id=step_id)
+    action = as_user(actor, services.step_act, run_id=run.pk, step_id=step_id)
     with capture(execute=True):
         action_execute(action_id=str(action.id))
     action.refresh_from_db()
@@ -151,10 +144,10 @@ def test_task_suspended_runbook_from_the_watch_incident_to_the_verified_resume(
     suggested = [v.runbook.slug for v in runbooks_for_incident(incident)]
     assert suggested[0] == "001-transformation-task-failure", suggested
 
-    run = _as(rita, services.run_start, runbook="001-transformation-task-failure", params={}, incident=incident)
+    run = as_user(rita, services.run_start, runbook="001-transformation-task-failure", params={}, incident=incident)
     assert run.params["task"] == ROOT and not run.params["dag"]  # from the incident; no Airflow DAG
     services.run_advance(run_id=run.pk)
-    rows = _steps(run)
+    rows = step_rows(run)
     assert rows["airflow_failure"].state == "skipped"
     history = rows["task_history"]
     assert history.state == "done", history.error
@@ -164,9 +157,9 @@ def test_task_suspended_runbook_from_the_watch_incident_to_the_verified_resume(
     assert state.state == "done" and state.result["passed"] is False, (state.error, state.result)
     assert rows["diagnose"].state == "waiting"
 
-    _as(rita, services.step_complete, run_id=run.pk, step_id="diagnose", choice="task suspended")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="diagnose", choice="task suspended")
     services.run_advance(run_id=run.pk)
-    assert _steps(run)["resume_task"].state == "waiting"  # an action waits for a person to run it
+    assert step_rows(run)["resume_task"].state == "waiting"  # an action waits for a person to run it
     action = _act(rita, run, "resume_task", django_capture_on_commit_callbacks)
     assert action.state == "succeeded", (action.error, action.verification)
     plan, verification = action.plan or {}, action.verification or {}
@@ -176,14 +169,14 @@ def test_task_suspended_runbook_from_the_watch_incident_to_the_verified_resume(
     assert set(verification["details"]["run_states"].values()) == {"SUCCEEDED"}
 
     services.run_advance(run_id=run.pk)
-    rows = _steps(run)
+    rows = step_rows(run)
     assert rows["resume_task"].state == "done" and rows["resume_task"].result["passed"] is True
     assert rows["execute_task"].state == "skipped"  # the resume already ran the failed tasks again
     after = rows["task_after"]
     assert after.state == "done", after.error
     assert after.result["passed"] is True, after.result["summary"]  # the newest run succeeded
     assert rows["outcome"].state == "waiting"
-    _as(rita, services.step_complete, run_id=run.pk, step_id="outcome", choice="recovered")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="outcome", choice="recovered")
     services.run_advance(run_id=run.pk)
     run.refresh_from_db()
     assert run.state == "completed"
@@ -208,7 +201,7 @@ def test_snowpipe_runbook_resumes_the_paused_pipe_and_loads_the_waiting_file(
 ) -> None:
     rita = actors["responder"]
     assert _raw_inventory_rows() == 0
-    run = _as(
+    run = as_user(
         rita,
         services.run_start,
         runbook="001-snowpipe-failure",
@@ -216,22 +209,22 @@ def test_snowpipe_runbook_resumes_the_paused_pipe_and_loads_the_waiting_file(
     )
     services.run_advance(run_id=run.pk)
     checklist = ["No new data in the raw table", "Pipe status shows errors"]
-    _as(rita, services.step_complete, run_id=run.pk, step_id="symptoms", checked=checklist)
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="symptoms", checked=checklist)
     services.run_advance(run_id=run.pk)
-    rows = _steps(run)
+    rows = step_rows(run)
     status = rows["pipe_status"]
     assert status.state == "done" and status.result["passed"] is False, (status.error, status.result)
     assert "PAUSED" in status.result["summary"]
     assert rows["usage_history"].state == "done", rows["usage_history"].error
 
-    _as(rita, services.step_complete, run_id=run.pk, step_id="diagnose", choice="pipe paused")
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="diagnose", choice="pipe paused")
     services.run_advance(run_id=run.pk)
     action = _act(rita, run, "resume_pipe", django_capture_on_commit_callbacks)
     assert action.state == "succeeded", (action.error, action.verification)
     assert _raw_inventory_rows() == 15  # the file that waited while the pipe was paused is loaded
 
     services.run_advance(run_id=run.pk)
-    rows = _steps(run)
+    rows = step_rows(run)
     assert rows["resume_pipe"].state == "done"
     after = rows["pipe_after"]
     assert after.state == "done" and after.result["passed"] is True, (after.error, after.result)
@@ -243,9 +236,9 @@ def test_snowpipe_runbook_resumes_the_paused_pipe_and_loads_the_waiting_file(
 def test_pipeline_status_runbook_reads_tasks_stream_and_pipe(seeded: None, actors: dict[str, Any]) -> None:
     rita = actors["responder"]
     params = {"task": ROOT, "stream": "dev.snowflake.stream_pos_changes", "pipe": "dev.snowflake.pipe_pos_data"}
-    run = _as(rita, services.run_start, runbook="001-pipeline-status", params=params)
+    run = as_user(rita, services.run_start, runbook="001-pipeline-status", params=params)
     services.run_advance(run_id=run.pk)
-    rows = _steps(run)
+    rows = step_rows(run)
     results = {s: rows[s].result for s in ("tasks", "task_runs", "stream", "pipe")}
     assert {s: rows[s].state for s in results} == dict.fromkeys(results, "done"), {s: rows[s].error for s in results}
     assert results["tasks"]["passed"] is False and "FAILED_AND_AUTO_SUSPENDED" in results["tasks"]["summary"]
@@ -259,24 +252,26 @@ def test_scale_warehouse_runbook_scales_up_after_a_sign_off_and_back_down(
     seeded: None, actors: dict[str, Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     rita, alice = actors["responder"], actors["approver"]
-    run = _as(rita, services.run_start, runbook="001-scale-warehouse", params={"warehouse": "dev.snowflake.wh_trans"})
+    run = as_user(
+        rita, services.run_start, runbook="001-scale-warehouse", params={"warehouse": "dev.snowflake.wh_trans"}
+    )
     services.run_advance(run_id=run.pk)
-    status = _steps(run)["status"]
+    status = step_rows(run)["status"]
     assert status.state == "done" and "MEDIUM" in str(status.result["rows"]).upper(), (status.error, status.result)
-    requested = _as(rita, services.step_act, run_id=run.pk, step_id="scale_up")
+    requested = as_user(rita, services.step_act, run_id=run.pk, step_id="scale_up")
     assert requested.state == "awaiting_approval"  # the sign-off: on the plan, by a second person
     assert requested.approval_reason == "runbook 001-scale-warehouse step scale_up asks for one"
-    _as(alice, action_approve, action_id=requested.id, comment="backfill tonight")
+    as_user(alice, action_approve, action_id=requested.id, comment="backfill tonight")
     up = _act(rita, run, "scale_up", django_capture_on_commit_callbacks)
     assert up.state == "succeeded", (up.error, up.verification)
     assert _warehouse_size() == "LARGE"
     services.run_advance(run_id=run.pk)
-    _as(rita, services.step_complete, run_id=run.pk, step_id="workload", checked=["Workload completed"])
+    as_user(rita, services.step_complete, run_id=run.pk, step_id="workload", checked=["Workload completed"])
     services.run_advance(run_id=run.pk)
     down = _act(rita, run, "scale_down", django_capture_on_commit_callbacks)
     assert down.state == "succeeded", (down.error, down.verification)
     services.run_advance(run_id=run.pk)
-    after = _steps(run)["status_after"]
+    after = step_rows(run)["status_after"]
     assert after.state == "done" and after.result["passed"] is True, (after.error, after.result)
     assert _warehouse_size() == "MEDIUM"
     run.refresh_from_db()
